@@ -1,0 +1,188 @@
+"""Text formats of the EmotiW submission and of the lists that drive fusion.
+
+* prediction file: one line per video in the order of the video list, seven space-separated scores
+  in CLASS_NAMES order, written with ``%.5g`` (the format of the 2017 release, byte for byte);
+* video list: one video file name per line (e.g. ``000029320.avi``);
+* frame list: one line per row of a frame-level feature matrix, ``<frame> <video>``; the last
+  whitespace splits, so frame paths may contain spaces; ``#`` comments and blank lines are skipped;
+* label file: one line per video, ``<video> <label>``, the label a class name or an index in
+  CLASS_NAMES order (``label_order`` maps other datasets' indices).
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from sse.classes import NUM_CLASSES, class_index, label_mapping
+from sse.fusion.errors import FusionError
+
+PREDICTION_FORMAT = "%.5g"
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file in the same folder and os.replace."""
+    atomic_write(path, lambda f: f.write(text.encode()))
+
+
+def atomic_write(path: str | os.PathLike, write) -> None:
+    """Call ``write(binary_file)`` on a temporary file beside ``path``, then move it into place."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _content_lines(path: Path) -> Iterable[tuple[int, str]]:
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise FusionError(f"{path}: cannot read: {e.strerror}") from None
+    for number, line in enumerate(text.splitlines(), start=1):
+        stripped = line.strip()
+        if stripped and not stripped.startswith("#"):
+            yield number, stripped
+
+
+def read_predictions(path: str | os.PathLike, num_classes: int = NUM_CLASSES) -> np.ndarray:
+    """Scores of a prediction file as a float64 array (videos, num_classes).
+
+    Every line must hold ``num_classes`` numbers; NaN or infinite values are an error naming the line."""
+    path = Path(path)
+    rows = []
+    for number, line in _content_lines(path):
+        fields = line.split()
+        if len(fields) != num_classes:
+            raise FusionError(f"{path}:{number}: expected {num_classes} scores, found {len(fields)}")
+        try:
+            row = [float(x) for x in fields]
+        except ValueError:
+            raise FusionError(f"{path}:{number}: not a number in {line!r}") from None
+        if not np.all(np.isfinite(row)):
+            raise FusionError(f"{path}:{number}: NaN or infinite score in {line!r}")
+        rows.append(row)
+    if not rows:
+        raise FusionError(f"{path}: no predictions")
+    return np.array(rows, dtype=np.float64)
+
+
+def format_predictions(scores: np.ndarray) -> str:
+    """Text of a prediction file: one line per row, values ``%.5g``, single spaces, '\\n' endings."""
+    scores = np.asarray(scores, dtype=np.float64)
+    if scores.ndim != 2:
+        raise FusionError(f"predictions must be a 2-D array, got shape {scores.shape}")
+    if not np.all(np.isfinite(scores)):
+        row = int(np.nonzero(~np.isfinite(scores).all(axis=1))[0][0])
+        raise FusionError(f"refusing to write NaN or infinite scores (row {row + 1})")
+    line = " ".join([PREDICTION_FORMAT] * scores.shape[1]) + "\n"
+    return "".join(line % tuple(row) for row in scores)
+
+
+def write_predictions(path: str | os.PathLike, scores: np.ndarray) -> None:
+    """Write a prediction file in the EmotiW 2017 submission format (atomically)."""
+    atomic_write_text(path, format_predictions(scores))
+
+
+def read_video_list(path: str | os.PathLike) -> list[str]:
+    """Video names, one per line; a repeated name is an error naming both lines."""
+    path = Path(path)
+    videos: list[str] = []
+    seen: dict[str, int] = {}
+    for number, line in _content_lines(path):
+        if line in seen:
+            raise FusionError(f"{path}:{number}: video {line!r} already listed on line {seen[line]}")
+        seen[line] = number
+        videos.append(line)
+    if not videos:
+        raise FusionError(f"{path}: no videos")
+    return videos
+
+
+def video_key(name: str) -> str:
+    """Name under which frame lists and label files are matched to the video list: the file
+    name without folder and extension ('a/000029320.avi' -> '000029320')."""
+    base = name.replace("\\", "/").rsplit("/", 1)[-1]
+    stem, dot, _ = base.rpartition(".")
+    return stem if dot and stem else base
+
+
+@dataclass(frozen=True)
+class FrameList:
+    """Which video each row of a frame-level matrix belongs to."""
+    frames: tuple[str, ...]
+    videos: tuple[str, ...]
+    source: str = "<memory>"
+    line_numbers: tuple[int, ...] = ()
+
+
+def read_frame_list(path: str | os.PathLike) -> FrameList:
+    """Read ``<frame> <video>`` lines (row i of the features = i-th such line)."""
+    path = Path(path)
+    frames, videos, numbers = [], [], []
+    for number, line in _content_lines(path):
+        parts = line.rsplit(None, 1)
+        if len(parts) != 2:
+            raise FusionError(f"{path}:{number}: expected '<frame> <video>', got {line!r}")
+        frames.append(parts[0])
+        videos.append(parts[1])
+        numbers.append(number)
+    if not frames:
+        raise FusionError(f"{path}: no frames")
+    return FrameList(tuple(frames), tuple(videos), str(path), tuple(numbers))
+
+
+def read_labels(path: str | os.PathLike, videos: Sequence[str] | None = None,
+                label_order: str | Sequence[str] = "sse") -> tuple[list[str], np.ndarray]:
+    """Read ``<video> <label>`` lines; return (video names, labels in CLASS_NAMES indices).
+
+    With ``videos`` the labels are returned in that order, and a video without a label, or a label
+    for a video not in ``videos``, is an error naming it."""
+    path = Path(path)
+    mapping = label_mapping(label_order)
+    names, labels, where = [], [], {}
+    for number, line in _content_lines(path):
+        parts = line.rsplit(None, 1)
+        if len(parts) != 2:
+            raise FusionError(f"{path}:{number}: expected '<video> <label>', got {line!r}")
+        name, label = parts
+        key = video_key(name)
+        if key in where:
+            raise FusionError(f"{path}:{number}: video {name!r} already labelled on line {where[key]}")
+        where[key] = number
+        names.append(name)
+        labels.append(_parse_label(label, mapping, f"{path}:{number}"))
+    if not names:
+        raise FusionError(f"{path}: no labels")
+    if videos is None:
+        return names, np.array(labels, dtype=np.int64)
+    by_key = dict(zip((video_key(n) for n in names), labels))
+    wanted = {video_key(v) for v in videos}
+    extra = [n for n in names if video_key(n) not in wanted]
+    if extra:
+        raise FusionError(f"{path}:{where[video_key(extra[0])]}: video {extra[0]!r} is not in the video list")
+    missing = [v for v in videos if video_key(v) not in by_key]
+    if missing:
+        raise FusionError(f"{path}: no label for video {missing[0]!r} ({len(missing)} videos unlabelled)")
+    return list(videos), np.array([by_key[video_key(v)] for v in videos], dtype=np.int64)
+
+
+def _parse_label(text: str, mapping: np.ndarray, where: str) -> int:
+    if text.lstrip("-").isdigit():
+        index = int(text)
+        if not 0 <= index < len(mapping):
+            raise FusionError(f"{where}: label {index} out of range 0..{len(mapping) - 1}")
+        return int(mapping[index])
+    try:
+        return class_index(text)
+    except ValueError as e:
+        raise FusionError(f"{where}: {e}") from None

@@ -1,0 +1,167 @@
+"""Frame decoding: video files through OpenCV (PyAV when OpenCV cannot open them), image folders.
+
+Every reader yields `Frame(index, image)` with `index` the frame's position in the whole stream (so
+with a stride of 3 the indices are 0, 3, 6, ...) and `image` a BGR uint8 array, already rotated
+upright from the container's rotation metadata (OpenCV's CAP_PROP_ORIENTATION_AUTO; PyAV's
+display matrix) or from the EXIF orientation of photos. An image that cannot be decoded inside a
+folder gives `image=None`, so the frame is recorded, not silently dropped.
+
+A video that cannot be opened, yields no frame, or stops well before the frame count its container
+declares raises `UnreadableMediaError` (the last one only once the stream is exhausted, through
+`MediaReader.check_complete`).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import cv2
+import numpy as np
+
+from .errors import UnreadableMediaError
+
+VIDEO_EXTENSIONS = frozenset(
+    {".avi", ".mp4", ".mkv", ".mov", ".webm", ".mpg", ".mpeg", ".m4v", ".wmv", ".flv", ".gif"}
+)
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
+
+# A stream that ends this much before its declared length is treated as truncated.
+_TRUNCATION_TOLERANCE = 0.05
+
+
+@dataclass
+class Frame:
+    """One decoded frame: its index in the stream and its BGR pixels (None if undecodable)."""
+
+    index: int
+    image: np.ndarray | None
+
+
+def natural_key(name: str) -> list:
+    """Sort key that orders 'frame2' before 'frame10'."""
+    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", name)]
+
+
+def list_images(folder: Path) -> list[Path]:
+    """Image files directly inside `folder`, in natural order."""
+    files = [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS]
+    return sorted(files, key=lambda p: natural_key(p.name))
+
+
+class MediaReader:
+    """Reads one video file, image folder or single image as a sequence of frames."""
+
+    def __init__(self, path: Path, stride: int = 1):
+        if stride < 1:
+            raise ValueError(f"stride must be >= 1, got {stride}")
+        self.path = Path(path)
+        self.stride = stride
+        self.backend = ""
+        self.declared_frames = 0
+        self.decoded_frames = 0
+        self.truncated_reason = ""
+
+    def frames(self) -> Iterator[Frame]:
+        """Yield the frames at the stride; raises UnreadableMediaError if nothing decodes."""
+        if self.path.is_dir():
+            yield from self._image_folder(list_images(self.path))
+        elif self.path.suffix.lower() in IMAGE_EXTENSIONS:
+            yield from self._image_folder([self.path])
+        else:
+            yield from self._video()
+
+    def check_complete(self) -> None:
+        """Raise UnreadableMediaError if the stream ended early (call after `frames()` is exhausted)."""
+        if self.decoded_frames == 0:
+            raise UnreadableMediaError(f"{self.path}: no frame could be decoded")
+        if self.truncated_reason:
+            raise UnreadableMediaError(f"{self.path}: {self.truncated_reason}")
+
+    def _image_folder(self, files: list[Path]) -> Iterator[Frame]:
+        self.backend = "images"
+        self.declared_frames = len(files)
+        if not files:
+            raise UnreadableMediaError(f"{self.path}: folder holds no image")
+        for index in range(0, len(files), self.stride):
+            image = cv2.imread(str(files[index]), cv2.IMREAD_COLOR)
+            self.decoded_frames += 1
+            yield Frame(index, image)
+
+    def _video(self) -> Iterator[Frame]:
+        capture = cv2.VideoCapture(str(self.path))
+        if capture.isOpened():
+            capture.set(cv2.CAP_PROP_ORIENTATION_AUTO, 1)
+            ok, first = capture.read()
+            if ok:
+                self.backend = "opencv"
+                self.declared_frames = max(0, int(capture.get(cv2.CAP_PROP_FRAME_COUNT)))
+                yield from self._opencv_frames(capture, first)
+                capture.release()
+                return
+        capture.release()
+        yield from self._pyav_frames()
+
+    def _opencv_frames(self, capture: cv2.VideoCapture, first: np.ndarray) -> Iterator[Frame]:
+        index = 0
+        self.decoded_frames = 1
+        yield Frame(0, first)
+        while True:
+            for _ in range(self.stride - 1):
+                if not capture.grab():
+                    self._note_end(index + 1)
+                    return
+                index += 1
+            ok, image = capture.read()
+            if not ok:
+                self._note_end(index + 1)
+                return
+            index += 1
+            self.decoded_frames += 1
+            yield Frame(index, image)
+
+    def _pyav_frames(self) -> Iterator[Frame]:
+        try:
+            import av  # optional: only needed for files OpenCV cannot open
+        except ImportError:
+            raise UnreadableMediaError(
+                f"{self.path}: OpenCV cannot decode this file (PyAV, the fallback, is not installed:"
+                " pip install av)"
+            ) from None
+        try:
+            container = av.open(str(self.path))
+        except Exception as exc:  # PyAV raises many FFmpeg error types
+            raise UnreadableMediaError(f"{self.path}: cannot open as video ({exc})") from None
+        with container:
+            if not container.streams.video:
+                raise UnreadableMediaError(f"{self.path}: no video stream")
+            stream = container.streams.video[0]
+            self.backend = "pyav"
+            self.declared_frames = int(stream.frames or 0)
+            index = -1
+            try:
+                for decoded in container.decode(stream):
+                    index += 1
+                    if index % self.stride:
+                        continue
+                    image = _rotate(decoded.to_ndarray(format="bgr24"), getattr(decoded, "rotation", 0))
+                    self.decoded_frames += 1
+                    yield Frame(index, image)
+            except av.error.FFmpegError as exc:
+                self.truncated_reason = f"decoding stopped at frame {index + 1} ({exc})"
+                return
+            self._note_end(index + 1)
+
+    def _note_end(self, frames_seen: int) -> None:
+        """Flag a stream that ended clearly before its declared length."""
+        declared = self.declared_frames
+        if declared and frames_seen < declared * (1 - _TRUNCATION_TOLERANCE) - 1:
+            self.truncated_reason = f"truncated: stream ended after {frames_seen} of {declared} declared frames"
+
+
+def _rotate(image: np.ndarray, degrees: float) -> np.ndarray:
+    """Rotate by a multiple of 90 degrees (counter-clockwise, as in a display matrix)."""
+    turns = int(round(degrees / 90.0)) % 4
+    return np.ascontiguousarray(np.rot90(image, turns)) if turns else image

@@ -1,0 +1,73 @@
+"""Face detection: dlib's HOG frontal face detector, optionally a second detector for hard frames.
+
+Frames wider than `detect_width` are downscaled before detection (HOG cost grows with the pixel
+count; landmarks are still computed on the full frame), and boxes are scaled back. The second
+detector runs only when HOG finds nothing: 'haar' (OpenCV's frontal face cascade, fast, more false
+alarms) or 'mmod' (dlib's CNN detector from face_recognition_models, slow on a CPU, finds profile
+and small faces HOG misses).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import dlib
+import numpy as np
+
+from .boxes import Box
+from .landmarks import find_model_file
+
+SECOND_DETECTORS = ("none", "haar", "mmod")
+MMOD_MODEL = "mmod_human_face_detector.dat"
+
+
+@dataclass(frozen=True)
+class Detection:
+    """A face box in full-frame pixels, the detector's score and which detector found it."""
+
+    box: Box
+    score: float
+    source: str
+
+
+class FaceDetector:
+    """HOG detection (upsampling configurable) with an optional fallback detector."""
+
+    def __init__(self, upsample: int = 1, detect_width: int = 640, second: str = "none", min_score: float = 0.0):
+        if second not in SECOND_DETECTORS:
+            raise ValueError(f"second detector must be one of {SECOND_DETECTORS}, got {second!r}")
+        self.upsample = upsample
+        self.detect_width = detect_width
+        self.min_score = min_score
+        self.second = second
+        self._hog = dlib.get_frontal_face_detector()
+        self._haar = None
+        self._mmod = None
+        if second == "haar":
+            self._haar = cv2.CascadeClassifier(cv2.data.haarcascades + "haarcascade_frontalface_default.xml")
+        elif second == "mmod":
+            self._mmod = dlib.cnn_face_detection_model_v1(str(find_model_file(MMOD_MODEL)))
+
+    def detect(self, gray: np.ndarray) -> list[Detection]:
+        """Faces in a grayscale uint8 frame, largest first."""
+        small, scale = self._downscale(gray)
+        rects, scores, _ = self._hog.run(small, self.upsample, self.min_score)
+        found = [Detection(Box.from_dlib(r).scaled(1 / scale), float(s), "hog") for r, s in zip(rects, scores)]
+        if not found and self._haar is not None:
+            faces = self._haar.detectMultiScale(small, scaleFactor=1.1, minNeighbors=5, minSize=(30, 30))
+            found = [Detection(Box(x, y, x + w, y + h).scaled(1 / scale), 0.0, "haar") for x, y, w, h in faces]
+        if not found and self._mmod is not None:
+            found = [
+                Detection(Box.from_dlib(d.rect).scaled(1 / scale), float(d.confidence), "mmod")
+                for d in self._mmod(small, self.upsample)
+            ]
+        return sorted(found, key=lambda d: -d.box.area)
+
+    def _downscale(self, gray: np.ndarray) -> tuple[np.ndarray, float]:
+        width = gray.shape[1]
+        if self.detect_width <= 0 or width <= self.detect_width:
+            return gray, 1.0
+        scale = self.detect_width / width
+        size = (self.detect_width, int(round(gray.shape[0] * scale)))
+        return cv2.resize(gray, size, interpolation=cv2.INTER_AREA), scale

@@ -1,0 +1,22 @@
+"""A drop-in for pycaffe on PyTorch: ``import caffe`` and use Net, SGDSolver, io, NetSpec as before.
+
+Caffe's artefacts (prototxt, caffemodel, binaryproto, solverstate, LMDB/LevelDB of Datum) are the
+interface; the computation is PyTorch's, numerically faithful to Caffe."""
+from __future__ import annotations
+
+#IO_IMPORT
+from .errors import CaffeError, NetError, ParseError, SolverError, UnknownLayerError, WeightsError
+from .layers import layer_type_list
+from .layers.base import TEST, TRAIN
+from .mode import set_device, set_mode_cpu, set_mode_gpu, set_random_seed
+from .net import Net
+from .proto import caffe_pb2  # noqa: F401
+from .python_layer import Layer
+
+__version__ = "1.0.0"
+
+__all__ = [
+    "Net", "TRAIN", "TEST", "Layer", "io", "layer_type_list", "set_mode_cpu", "set_mode_gpu",
+    "set_device", "set_random_seed", "CaffeError", "NetError", "ParseError", "SolverError",
+    "UnknownLayerError", "WeightsError",
+]

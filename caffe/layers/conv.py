@@ -1,0 +1,105 @@
+"""Convolution and Deconvolution (2-D; weights (out, in/group, kh, kw) and (in, out/group, kh, kw))."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .base import Layer, Shape, register
+
+
+def spatial_pair(repeated, h: int, w: int, has_hw: bool, default: int, what: str, layer: Layer
+                 ) -> tuple[int, int]:
+    """Resolve Caffe's ``kernel_size``-style repeated field against its ``_h``/``_w`` forms."""
+    if has_hw:
+        if len(repeated):
+            raise layer.error(f"either {what} or {what}_h/_w, not both")
+        return int(h), int(w)
+    values = list(repeated)
+    if not values:
+        return default, default
+    if len(values) == 1:
+        return int(values[0]), int(values[0])
+    if len(values) == 2:
+        return int(values[0]), int(values[1])
+    raise layer.error(f"{what} has {len(values)} values; only 2-D convolution is supported")
+
+
+class _ConvBase(Layer):
+    min_bottoms, max_bottoms, min_tops, max_tops = 1, None, 1, None
+    transposed = False
+
+    def __init__(self, lp, phase: int) -> None:
+        super().__init__(lp, phase)
+        if len(lp.bottom) != len(lp.top):
+            raise self.error("needs as many tops as bottoms")
+        p = lp.convolution_param
+        if p.HasField("kernel_h") != p.HasField("kernel_w"):
+            raise self.error("kernel_h and kernel_w must be given together")
+        if not p.HasField("kernel_h") and not len(p.kernel_size):
+            raise self.error("kernel_size (or kernel_h and kernel_w) is required")
+        self.kernel = spatial_pair(p.kernel_size, p.kernel_h, p.kernel_w, p.HasField("kernel_h"), 1,
+                                   "kernel_size", self)
+        self.stride = spatial_pair(p.stride, p.stride_h, p.stride_w, p.HasField("stride_h"), 1,
+                                   "stride", self)
+        self.pad = spatial_pair(p.pad, p.pad_h, p.pad_w, p.HasField("pad_h"), 0, "pad", self)
+        self.dilation = spatial_pair(p.dilation, 0, 0, False, 1, "dilation", self)
+        self.num_output = p.num_output
+        self.group = p.group
+        self.bias_term = p.bias_term
+        if self.num_output <= 0:
+            raise self.error("num_output must be positive")
+        if p.axis != 1:
+            raise self.error("only axis 1 (NCHW) is supported")
+
+    def setup(self, bottom_shapes: list[Shape]) -> None:
+        shape = bottom_shapes[0]
+        if len(shape) != 4:
+            raise self.error(f"expects a 4-D bottom (N, C, H, W), got shape {shape}")
+        for s in bottom_shapes[1:]:
+            if s[1:] != shape[1:]:
+                raise self.error(f"all bottoms must have the same C, H, W; got {shape} and {s}")
+        channels = shape[1]
+        if channels % self.group or self.num_output % self.group:
+            raise self.error(f"channels ({channels}) and num_output ({self.num_output}) must be "
+                             f"divisible by group ({self.group})")
+        if len(self.blobs):
+            return
+        p = self.lp.convolution_param
+        if self.transposed:
+            wshape = (channels, self.num_output // self.group, *self.kernel)
+        else:
+            wshape = (self.num_output, channels // self.group, *self.kernel)
+        self.add_blob(wshape, p.weight_filler)
+        if self.bias_term:
+            self.add_blob((self.num_output,), p.bias_filler)
+
+    def reshape(self, bottom_shapes: list[Shape]) -> list[Shape]:
+        out = []
+        for n, _, h, w in bottom_shapes:
+            out.append((n, self.num_output, self._out(h, 0), self._out(w, 1)))
+        return out
+
+    def _out(self, size: int, i: int) -> int:
+        k = self.dilation[i] * (self.kernel[i] - 1) + 1
+        if self.transposed:
+            return self.stride[i] * (size - 1) + k - 2 * self.pad[i]
+        return (size + 2 * self.pad[i] - k) // self.stride[i] + 1
+
+    def _bias(self) -> torch.Tensor | None:
+        return self.blobs[1] if self.bias_term else None
+
+
+@register("Convolution")
+class Convolution(_ConvBase):
+    def forward(self, *bottoms: torch.Tensor) -> list[torch.Tensor]:
+        return [F.conv2d(x, self.blobs[0], self._bias(), self.stride, self.pad, self.dilation,
+                         self.group) for x in bottoms]
+
+
+@register("Deconvolution")
+class Deconvolution(_ConvBase):
+    transposed = True
+
+    def forward(self, *bottoms: torch.Tensor) -> list[torch.Tensor]:
+        return [F.conv_transpose2d(x, self.blobs[0], self._bias(), self.stride, self.pad, 0,
+                                   self.group, self.dilation) for x in bottoms]

@@ -1,0 +1,165 @@
+"""BatchNorm (Caffe's three-blob form, no affine), Scale, Bias and LRN."""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from .base import TEST, Layer, Shape, register
+
+
+@register("BatchNorm")
+class BatchNorm(Layer):
+    """Blobs: mean*s, var*s, s. Statistics are blob/s (0 when s == 0). With global stats off
+    (TRAIN default) it normalises with the batch mean and biased variance and updates
+    s = s*maf + 1, mean = mean*maf + mu, var = var*maf + m/(m-1)*sigma^2."""
+
+    min_bottoms, max_bottoms, min_tops, max_tops = 1, 1, 1, 1
+    default_lr_mult = 0.0
+
+    def __init__(self, lp, phase: int) -> None:
+        super().__init__(lp, phase)
+        p = lp.batch_norm_param
+        self.use_global_stats = p.use_global_stats if p.HasField("use_global_stats") else phase == TEST
+        self.maf = p.moving_average_fraction
+        self.eps = p.eps
+        for spec in lp.param:
+            if spec.lr_mult != 0:
+                raise self.error("BatchNorm statistics cannot be learned: lr_mult must be 0")
+
+    def setup(self, bottom_shapes: list[Shape]) -> None:
+        shape = bottom_shapes[0]
+        if len(shape) < 2:
+            raise self.error(f"needs a bottom with a channel axis, got {shape}")
+        if len(self.blobs):
+            return
+        channels = shape[1]
+        for blob_shape in ((channels,), (channels,), (1,)):
+            self.add_blob(blob_shape, None, learnable=False)
+
+    def global_stats(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The running mean and variance the blobs encode."""
+        s = self.blobs[2].detach()[0]
+        factor = torch.where(s == 0, torch.zeros_like(s), 1.0 / s)
+        return self.blobs[0].detach() * factor, self.blobs[1].detach() * factor
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        shape = x.shape
+        x4 = x if x.dim() == 4 else x.reshape(shape[0], shape[1], -1, 1)
+        if self.use_global_stats:
+            mean, var = self.global_stats()
+            y = F.batch_norm(x4, mean, var, None, None, False, 0.0, self.eps)
+        else:
+            y = F.batch_norm(x4, None, None, None, None, True, 0.0, self.eps)
+            self._update_stats(x4.detach())
+        return [y.reshape(shape)]
+
+    @torch.no_grad()
+    def _update_stats(self, x: torch.Tensor) -> None:
+        m = x.numel() // x.shape[1]
+        var, mean = torch.var_mean(x, dim=(0, 2, 3), unbiased=False)
+        correction = m / (m - 1) if m > 1 else 1.0
+        self.blobs[2].mul_(self.maf).add_(1.0)
+        self.blobs[0].mul_(self.maf).add_(mean)
+        self.blobs[1].mul_(self.maf).add_(var * correction)
+
+
+def _broadcast_shape(bottom: Shape, axis: int, param_shape: Shape) -> tuple[int, ...]:
+    return (1,) * axis + tuple(param_shape) + (1,) * (len(bottom) - axis - len(param_shape))
+
+
+class _AxisParam(Layer):
+    """Shared logic of Scale and Bias: a parameter (or second bottom) spanning
+    ``num_axes`` axes from ``axis``, broadcast over the rest."""
+
+    min_bottoms, max_bottoms, min_tops, max_tops = 1, 2, 1, 1
+
+    def param_of(self):
+        raise NotImplementedError
+
+    def setup(self, bottom_shapes: list[Shape]) -> None:
+        p = self.param_of()
+        shape = bottom_shapes[0]
+        if len(bottom_shapes) == 2:
+            self.axis = self.canonical_axis(p.axis, len(shape)) if len(shape) else 0
+            self.param_shape = tuple(bottom_shapes[1])
+        else:
+            self.axis = self.canonical_axis(p.axis, len(shape)) if len(shape) else 0
+            if p.num_axes < -1:
+                raise self.error("num_axes must be -1 or non-negative")
+            end = len(shape) if p.num_axes == -1 else self.axis + p.num_axes
+            if end > len(shape):
+                raise self.error(f"axis {p.axis} + num_axes {p.num_axes} exceeds the bottom's "
+                                 f"{len(shape)} axes")
+            self.param_shape = tuple(shape[self.axis:end])
+        if tuple(shape[self.axis:self.axis + len(self.param_shape)]) != self.param_shape:
+            raise self.error(f"parameter shape {self.param_shape} does not match bottom shape "
+                             f"{shape} from axis {self.axis}")
+        if not len(self.blobs):
+            self.create_blobs(p, len(bottom_shapes) == 1)
+
+    def create_blobs(self, p, own_param: bool) -> None:
+        raise NotImplementedError
+
+    def expand(self, t: torch.Tensor, bottom: torch.Tensor) -> torch.Tensor:
+        return t.reshape(_broadcast_shape(tuple(bottom.shape), self.axis, self.param_shape))
+
+
+@register("Scale")
+class Scale(_AxisParam):
+    """y = x * scale (+ bias); the scale is a blob (filler default constant 1) or bottom 1."""
+
+    def param_of(self):
+        return self.lp.scale_param
+
+    def create_blobs(self, p, own_param: bool) -> None:
+        if own_param:
+            blob = self.add_blob(self.param_shape, p.filler if p.HasField("filler") else None)
+            if not p.HasField("filler"):
+                blob.data.fill_(1.0)
+        if p.bias_term:
+            self.add_blob(self.param_shape, p.bias_filler)
+        self.bias_index = 1 if own_param else 0
+
+    def forward(self, x: torch.Tensor, *scale_bottom: torch.Tensor) -> list[torch.Tensor]:
+        scale = scale_bottom[0] if scale_bottom else self.blobs[0]
+        y = x * self.expand(scale, x)
+        if self.lp.scale_param.bias_term:
+            y = y + self.expand(self.blobs[self.bias_index], x)
+        return [y]
+
+
+@register("Bias")
+class Bias(_AxisParam):
+    """y = x + bias; the bias is a blob or bottom 1."""
+
+    def param_of(self):
+        return self.lp.bias_param
+
+    def create_blobs(self, p, own_param: bool) -> None:
+        if own_param:
+            self.add_blob(self.param_shape, p.filler if p.HasField("filler") else None)
+
+    def forward(self, x: torch.Tensor, *bias_bottom: torch.Tensor) -> list[torch.Tensor]:
+        bias = bias_bottom[0] if bias_bottom else self.blobs[0]
+        return [x + self.expand(bias, x)]
+
+
+@register("LRN")
+class LRN(Layer):
+    """Local response normalisation across channels: x / (k + alpha/n * sum x^2) ^ beta."""
+
+    min_bottoms, max_bottoms, min_tops, max_tops = 1, 1, 1, 1
+
+    def __init__(self, lp, phase: int) -> None:
+        super().__init__(lp, phase)
+        p = lp.lrn_param
+        if p.norm_region != 0:
+            raise self.error("only ACROSS_CHANNELS normalisation is supported")
+        if p.local_size % 2 == 0:
+            raise self.error("local_size must be odd")
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        p = self.lp.lrn_param
+        return [F.local_response_norm(x, p.local_size, p.alpha, p.beta, p.k)]

@@ -186,3 +186,52 @@ def _parse_label(text: str, mapping: np.ndarray, where: str) -> int:
         return class_index(text)
     except ValueError as e:
         raise FusionError(f"{where}: {e}") from None
+
+
+def read_matrix(path: str | os.PathLike, var: str | None = None) -> np.ndarray:
+    """A 2-D matrix from .mat (v5 via SciPy, v7.3 via h5py), .npy, or a text prediction file.
+
+    ``var`` names the MATLAB variable; by default the only variable in the file (or 'feats')."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".npy":
+        try:
+            return _two_d(np.load(path, allow_pickle=False), path)
+        except (OSError, ValueError) as e:
+            raise FusionError(f"{path}: cannot read .npy: {e}") from None
+    if suffix != ".mat":
+        return read_predictions(path)
+    with open(path, "rb") as f:
+        head = f.read(128)
+    if head[:10] == b"MATLAB 7.3" or head[:8] == b"\x89HDF\r\n\x1a\n":
+        import h5py
+        with h5py.File(path, "r") as f:
+            names = [k for k in f.keys() if not k.startswith("#")]
+            name = _pick_variable(path, names, var)
+            return _two_d(np.asarray(f[name]).T, path)
+    import scipy.io
+    try:
+        contents = scipy.io.loadmat(path)
+    except (ValueError, TypeError, NotImplementedError) as e:
+        raise FusionError(f"{path}: cannot read .mat: {e}") from None
+    names = [k for k in contents if not k.startswith("__")]
+    return _two_d(contents[_pick_variable(path, names, var)], path)
+
+
+def _pick_variable(path: Path, names: list[str], var: str | None) -> str:
+    if var is not None:
+        if var not in names:
+            raise FusionError(f"{path}: no variable {var!r} (variables: {', '.join(names) or 'none'})")
+        return var
+    if len(names) == 1:
+        return names[0]
+    if "feats" in names:
+        return "feats"
+    raise FusionError(f"{path}: several variables ({', '.join(names)}), choose one with --var")
+
+
+def _two_d(array: np.ndarray, path: Path) -> np.ndarray:
+    array = np.asarray(array)
+    if array.ndim != 2 or not np.issubdtype(array.dtype, np.number):
+        raise FusionError(f"{path}: expected a numeric 2-D matrix, got {array.dtype} of shape {array.shape}")
+    return array.astype(np.float64)

@@ -48,3 +48,19 @@ def net_generator() -> torch.Generator:
     else:
         g.manual_seed(_state["seed"])
     return g
+
+
+_shard = {"rank": 0, "world_size": 1}
+
+
+def set_data_shard(rank: int, world_size: int) -> None:
+    """Tell data layers built from now on which share of each global batch this process reads
+    (several-GPU training): rank r of w reads items ((k*w + r)*B ...) for its batch k."""
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} outside world size {world_size}")
+    _shard["rank"], _shard["world_size"] = int(rank), int(world_size)
+
+
+def data_shard() -> tuple[int, int]:
+    """(rank, world_size) for data layers."""
+    return _shard["rank"], _shard["world_size"]

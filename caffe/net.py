@@ -143,7 +143,7 @@ class Net:
         self._layer_names: list[str] = []
         self._shapes: OrderedDict[str, Shape] = OrderedDict()
         self.blob_loss_weights: OrderedDict[str, float] = OrderedDict()
-        self._loss_tops: list[tuple[str, float]] = []
+        self.loss_tops: list[tuple[str, float]] = []
         self.inputs: list[str] = []
         self._param_infos: dict[int, _ParamInfo] = {}
         self._param_owner: dict[str, nn.Parameter] = {}
@@ -206,7 +206,7 @@ class Net:
             else:
                 w = 1.0 if layer.is_loss and j == 0 else 0.0
             if w != 0:
-                self._loss_tops.append((t, w))
+                self.loss_tops.append((t, w))
                 self.blob_loss_weights[t] = w
             else:
                 self.blob_loss_weights.setdefault(t, 0.0)
@@ -335,7 +335,7 @@ class Net:
             for i in (layers if layers is not None else range(len(self.modules))):
                 self._forward_layer(i, record)
         loss = None
-        for name, w in self._loss_tops:
+        for name, w in self.loss_tops:
             term = self._data[name] * w
             loss = term if loss is None else loss + term
         if loss is None:
@@ -381,8 +381,8 @@ class Net:
         for name, value in kwargs.items():
             self._blob(name).diff[...] = value
         roots, grads = [], []
-        loss_names = {n for n, _ in self._loss_tops}
-        for name, w in self._loss_tops:
+        loss_names = {n for n, _ in self.loss_tops}
+        for name, w in self.loss_tops:
             t = self._data[name]
             if t.requires_grad:
                 roots.append(t)

@@ -1,0 +1,1 @@
+"""Command-line tools with Caffe's names and arguments."""

@@ -1,0 +1,99 @@
+"""Many videos: worker processes, a progress bar, resume, the final summary.
+
+A video whose folder already holds a finished manifest made with the same output settings is
+skipped; any other folder is (re)done from scratch. Each worker process loads the models once.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tqdm import tqdm
+
+from .inputs import VideoJob
+from .lists import write_lists
+from .pipeline import FaceModels, PipelineConfig
+from .video import is_done, process_video, read_manifest
+
+_worker_models: FaceModels | None = None
+_worker_config: PipelineConfig | None = None
+
+
+@dataclass
+class Summary:
+    """Totals over a batch."""
+
+    videos: int = 0
+    skipped: int = 0
+    statuses: dict[str, int] = field(default_factory=dict)
+    frames: int = 0
+    faces: int = 0
+    listed: int = 0
+    failures: list[tuple[str, str, str]] = field(default_factory=list)  # (video, status, reason)
+
+    def add(self, manifest: dict) -> None:
+        self.videos += 1
+        status = manifest["status"]
+        self.statuses[status] = self.statuses.get(status, 0) + 1
+        self.frames += manifest.get("frames_sampled", 0)
+        self.faces += manifest.get("crops", 0)
+        if status not in ("ok",):
+            self.failures.append((manifest["video"], status, manifest.get("reason", "")))
+
+    def text(self) -> str:
+        statuses = ", ".join(f"{k} {v}" for k, v in sorted(self.statuses.items()))
+        lines = [
+            f"videos: {self.videos} ({statuses}; {self.skipped} already done)",
+            f"frames: {self.frames} sampled, {self.faces} with a face crop"
+            + (f" ({100.0 * self.faces / self.frames:.1f}%)" if self.frames else ""),
+            f"list.txt: {self.listed} crops",
+        ]
+        lines += [f"  {status}: {video}: {reason}" for video, status, reason in self.failures]
+        return "\n".join(lines)
+
+
+def _init_worker(config: PipelineConfig) -> None:
+    global _worker_models, _worker_config
+    _worker_config = config
+    _worker_models = FaceModels.load(config)
+
+
+def _work(item: tuple[VideoJob, Path]) -> dict:
+    job, out_dir = item
+    return process_video(job, out_dir, _worker_config, _worker_models)
+
+
+def run_batch(
+    jobs: list[VideoJob], out_dir: Path, config: PipelineConfig, workers: int = 1, progress: bool | None = None
+) -> Summary:
+    """Process every job not already done, then rebuild the list files from all manifests."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    summary = Summary()
+    todo = [job for job in jobs if not is_done(out_dir / job.video_id, config)]
+    summary.skipped = len(jobs) - len(todo)
+    show = sys.stderr.isatty() if progress is None else progress
+    bar = tqdm(total=len(todo), unit="video", disable=not show, file=sys.stderr)
+    items = [(job, out_dir) for job in todo]
+    if workers <= 1 or len(todo) <= 1:
+        _init_worker(config)
+        _consume(map(_work, items), bar)
+    else:
+        FaceModels.load(config)  # fail early (e.g. missing model file) before any worker starts
+        with multiprocessing.get_context("fork").Pool(workers, _init_worker, (config,)) as pool:
+            _consume(pool.imap_unordered(_work, items), bar)
+    bar.close()
+    manifests = [m for m in (read_manifest(out_dir / job.video_id) for job in jobs) if m is not None]
+    for manifest in manifests:
+        summary.add(manifest)
+    summary.listed = write_lists(out_dir, manifests)
+    return summary
+
+
+def _consume(results, bar: tqdm) -> None:
+    for manifest in results:
+        bar.set_postfix_str(f"{manifest['video']}: {manifest['status']}", refresh=False)
+        bar.update(1)

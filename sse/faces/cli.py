@@ -1,0 +1,80 @@
+"""sse-preprocess: videos, image folders or an AFEW-style tree -> aligned 128x128 face crops.
+
+    sse-preprocess INPUT... --out DIR [--label-csv F] [--gray] [--frontalize] [--jobs N]
+
+Writes DIR/<video id>/ (crops, manifest.json, contact_sheet.png), DIR/list.txt and DIR/frames.csv
+(see sse.faces.video and sse.faces.lists for the formats), prints a summary. Re-running with the
+same settings skips the finished videos.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+from pathlib import Path
+
+from .align import ANCHOR_SETS
+from .batch import run_batch
+from .detect import SECOND_DETECTORS
+from .errors import FacesError
+from .inputs import discover
+from .pipeline import PipelineConfig
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sse-preprocess",
+        description="Detect, track, align (or frontalize) the target face of videos into 128x128 crops.",
+    )
+    parser.add_argument("inputs", nargs="+", type=Path, metavar="INPUT", help="video, image folder or tree of them")
+    parser.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder")
+    parser.add_argument("--label-csv", type=Path, metavar="F", help="CSV of 'video,label' lines (overrides folder names)")
+    parser.add_argument("--gray", action="store_true", help="grayscale crops (default: colour)")
+    parser.add_argument("--frontalize", action="store_true", help="frontalize instead of similarity alignment")
+    parser.add_argument("--jobs", type=int, default=1, metavar="N", help="worker processes (default 1)")
+    parser.add_argument("--size", type=int, default=128, help="crop side in pixels (default 128)")
+    parser.add_argument("--stride", type=int, default=1, help="use every N-th frame (default 1)")
+    parser.add_argument("--detect-every", type=int, default=5, metavar="N", help="run the detector every N sampled frames (default 5)")
+    parser.add_argument("--upsample", type=int, default=1, help="HOG detector upsampling (default 1)")
+    parser.add_argument("--detect-width", type=int, default=640, help="downscale wider frames to this width for detection (0: never)")
+    parser.add_argument("--second-detector", choices=SECOND_DETECTORS, default="none", help="detector for frames HOG finds nothing in")
+    parser.add_argument("--max-gap", type=int, default=5, help="interpolate target gaps up to this many frames (default 5)")
+    parser.add_argument("--psr-threshold", type=float, default=7.0, help="correlation tracker loss threshold (default 7)")
+    parser.add_argument("--anchors", choices=ANCHOR_SETS, default="eyes", help="similarity alignment anchors (default eyes)")
+    parser.add_argument("--landmarks-model", type=Path, metavar="PATH", help="shape_predictor_68_face_landmarks.dat to use")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--traceback", action="store_true", help="show the traceback of an error")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        config = PipelineConfig(
+            stride=args.stride,
+            detect_every=args.detect_every,
+            upsample=args.upsample,
+            detect_width=args.detect_width,
+            second_detector=args.second_detector,
+            psr_threshold=args.psr_threshold,
+            max_gap=args.max_gap,
+            size=args.size,
+            gray=args.gray,
+            frontalize=args.frontalize,
+            anchors=args.anchors,
+            landmarks_model=str(args.landmarks_model) if args.landmarks_model else None,
+        )
+        jobs = discover(args.inputs, args.label_csv)
+        summary = run_batch(jobs, args.out, config, args.jobs, progress=False if args.no_progress else None)
+    except (FacesError, ValueError, OSError) as exc:
+        if args.traceback:
+            traceback.print_exc()
+        print(f"sse-preprocess: error: {exc}", file=sys.stderr)
+        return 1
+    print(summary.text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,120 @@
+"""From command-line inputs to the list of videos to process, each with its output id and label.
+
+An input is a video file, a single image, an image folder or a tree (e.g. AFEW's Train/Angry/*.avi).
+In a tree every video file is one video and every folder that directly holds images is one image
+sequence. A video's id (its output folder under --out) is its path relative to the input's parent
+without the extension, e.g. `Train/Angry/000123`; a file given directly is just its stem.
+
+Labels (index in sse.classes.CLASS_NAMES: Angry, Disgust, Fear, Happy, Neutral, Sad, Surprise) come
+from the nearest folder of the path named after a class (case-insensitive, 'Anger'/'happiness'-style
+spellings accepted), or from a CSV (`--label-csv`) of `video,label` lines, video being the id, the
+file name or its stem, label a class name or index; the CSV wins. Unlabelled videos get None.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from sse.classes import CLASS_NAMES, class_index
+
+from .decode import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
+from .errors import FacesError, InputNotFoundError, LabelError
+
+
+@dataclass(frozen=True)
+class VideoJob:
+    """One video (or image sequence) to process."""
+
+    video_id: str
+    path: Path
+    label: int | None
+
+
+def label_from_path(path: Path) -> int | None:
+    """Class index of the nearest enclosing folder named after a class, else None."""
+    for part in reversed(path.parent.parts):
+        try:
+            return class_index(part)
+        except ValueError:
+            continue
+    return None
+
+
+def read_label_csv(path: Path) -> dict[str, int]:
+    """Map video key -> class index from a `video,label` CSV (an optional header line is skipped)."""
+    labels: dict[str, int] = {}
+    with open(path, newline="", encoding="utf-8") as handle:
+        for line_no, row in enumerate(csv.reader(handle), start=1):
+            if not row or row[0].startswith("#"):
+                continue
+            if len(row) < 2:
+                raise LabelError(f"{path}:{line_no}: expected 'video,label', got {','.join(row)!r}")
+            key, value = row[0].strip(), row[1].strip()
+            try:
+                labels[key] = _parse_label(value)
+            except LabelError as exc:
+                if line_no == 1:
+                    continue  # header
+                raise LabelError(f"{path}:{line_no}: {exc}") from None
+    return labels
+
+
+def _parse_label(value: str) -> int:
+    if value.lstrip("-").isdigit():
+        index = int(value)
+        if not 0 <= index < len(CLASS_NAMES):
+            raise LabelError(f"label index {index} out of range 0..{len(CLASS_NAMES) - 1}")
+        return index
+    try:
+        return class_index(value)
+    except ValueError as exc:
+        raise LabelError(str(exc)) from None
+
+
+def discover(inputs: list[Path], label_csv: Path | None = None) -> list[VideoJob]:
+    """All videos under the inputs, in a stable order; raises InputNotFoundError for a missing path."""
+    csv_labels = read_label_csv(label_csv) if label_csv else {}
+    found: list[tuple[str, Path]] = []
+    for raw in inputs:
+        path = Path(raw)
+        if not path.exists():
+            raise InputNotFoundError(f"input not found: {path}")
+        if path.is_file():
+            if path.suffix.lower() not in VIDEO_EXTENSIONS | IMAGE_EXTENSIONS:
+                raise InputNotFoundError(f"{path}: not a video or image (extension {path.suffix!r})")
+            found.append((path.stem, path))
+            continue
+        before = len(found)
+        found.extend(_walk(path))
+        if len(found) == before:
+            raise InputNotFoundError(f"{path}: no video or image found in this folder")
+    jobs, seen = [], {}
+    for video_id, path in found:
+        if video_id in seen:
+            raise FacesError(f"two inputs map to the same output folder {video_id!r}: {seen[video_id]} and {path}")
+        seen[video_id] = path
+        label = label_from_path(path.resolve())
+        for key in (video_id, path.name, path.stem):
+            if key in csv_labels:
+                label = csv_labels[key]
+                break
+        jobs.append(VideoJob(video_id, path, label))
+    return jobs
+
+
+def _walk(root: Path) -> list[tuple[str, Path]]:
+    base = root.resolve().parent
+    found = []
+    for folder, dirs, files in os.walk(root):
+        dirs.sort()
+        folder_path = Path(folder)
+        videos = sorted(f for f in files if Path(f).suffix.lower() in VIDEO_EXTENSIONS)
+        for name in videos:
+            path = folder_path / name
+            found.append((path.resolve().relative_to(base).with_suffix("").as_posix(), path))
+        if not videos and any(Path(f).suffix.lower() in IMAGE_EXTENSIONS for f in files):
+            found.append((folder_path.resolve().relative_to(base).as_posix(), folder_path))
+    return found

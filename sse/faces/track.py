@@ -1,0 +1,130 @@
+"""Multi-face tracking: detections every N frames, dlib correlation trackers in between.
+
+Every face gets its own track and its own correlation tracker, so several faces are followed at once
+and the target is chosen at the end (the largest and most persistent track: the greatest sum of box
+sizes over its frames). On a detection frame the trackers are advanced first, then detections are
+matched to them by box overlap (Hungarian assignment on IoU, IoU >= iou_threshold); a matched
+tracker restarts on the detection box, an unmatched detection opens a new track, a track missed by
+`max_misses` detection rounds in a row ends. Between detections a tracker whose peak-to-sidelobe
+ratio drops below `psr_threshold` (or whose box leaves the frame) ends its track and asks for a
+detection on the next frame.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import dlib
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+
+from .boxes import Box
+from .detect import Detection
+
+
+@dataclass
+class Track:
+    """One face followed through the clip: its box per frame and how each was obtained."""
+
+    track_id: int
+    boxes: dict[int, Box] = field(default_factory=dict)
+    status: dict[int, str] = field(default_factory=dict)  # 'detected' | 'tracked'
+    active: bool = True
+    misses: int = 0
+    tracker: dlib.correlation_tracker | None = field(default=None, repr=False)
+
+    @property
+    def last_box(self) -> Box:
+        return self.boxes[max(self.boxes)]
+
+    @property
+    def score(self) -> float:
+        """Size x persistence: the sum of box sizes over the frames where the face was followed."""
+        return float(sum(box.size for box in self.boxes.values()))
+
+    def restart(self, image: np.ndarray, box: Box) -> None:
+        self.tracker = dlib.correlation_tracker()
+        self.tracker.start_track(image, box.to_dlib())
+
+
+@dataclass
+class TrackerConfig:
+    detect_every: int = 5
+    iou_threshold: float = 0.3
+    psr_threshold: float = 7.0
+    max_misses: int = 2
+    min_visible: float = 0.5
+
+
+class MultiFaceTracker:
+    """Feeds frames in order; call `step` once per sampled frame."""
+
+    def __init__(self, config: TrackerConfig | None = None):
+        self.config = config or TrackerConfig()
+        self.tracks: list[Track] = []
+        self._since_detection = 0
+        self._force_detection = True
+
+    def needs_detection(self) -> bool:
+        """Whether the next frame is a detection frame (schedule or a lost tracker)."""
+        return self._force_detection or self._since_detection >= self.config.detect_every
+
+    def step(self, index: int, image: np.ndarray, detections: list[Detection] | None) -> None:
+        """Advance all tracks to frame `index`; `detections` is None on a tracking-only frame."""
+        height, width = image.shape[:2]
+        predicted: list[tuple[Track, Box, float]] = []
+        for track in self.active_tracks():
+            psr = track.tracker.update(image)
+            predicted.append((track, Box.from_dlib(track.tracker.get_position()), psr))
+        if detections is None:
+            self._since_detection += 1
+            for track, box, psr in predicted:
+                if psr < self.config.psr_threshold or box.visible_fraction(width, height) < self.config.min_visible:
+                    track.active = False
+                    self._force_detection = True
+                else:
+                    track.boxes[index] = box
+                    track.status[index] = "tracked"
+            return
+        self._since_detection = 1
+        self._force_detection = False
+        matched_tracks, matched_detections = self._associate([box for _, box, _ in predicted], detections)
+        for (track, _, _), det_index in zip([predicted[i] for i in matched_tracks], matched_detections):
+            box = detections[det_index].box
+            track.boxes[index] = box
+            track.status[index] = "detected"
+            track.misses = 0
+            track.restart(image, box)
+        for i, (track, box, psr) in enumerate(predicted):
+            if i in matched_tracks:
+                continue
+            track.misses += 1
+            lost = psr < self.config.psr_threshold or box.visible_fraction(width, height) < self.config.min_visible
+            if lost or track.misses >= self.config.max_misses:
+                track.active = False
+            else:
+                track.boxes[index] = box
+                track.status[index] = "tracked"
+        for j, detection in enumerate(detections):
+            if j not in matched_detections:
+                track = Track(track_id=len(self.tracks))
+                track.boxes[index] = detection.box
+                track.status[index] = "detected"
+                track.restart(image, detection.box)
+                self.tracks.append(track)
+
+    def active_tracks(self) -> list[Track]:
+        return [t for t in self.tracks if t.active]
+
+    def target(self) -> Track | None:
+        """The track with the highest size x persistence score, or None if no face was seen."""
+        return max(self.tracks, key=lambda t: t.score, default=None)
+
+    def _associate(self, boxes: list[Box], detections: list[Detection]) -> tuple[list[int], list[int]]:
+        """Hungarian matching on IoU; pairs below the threshold are dropped."""
+        if not boxes or not detections:
+            return [], []
+        iou = np.array([[b.iou(d.box) for d in detections] for b in boxes])
+        rows, cols = linear_sum_assignment(-iou)
+        keep = iou[rows, cols] >= self.config.iou_threshold
+        return list(rows[keep]), list(cols[keep])

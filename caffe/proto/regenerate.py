@@ -1,7 +1,9 @@
 """Regenerate caffe_pb2.py from caffe.proto with grpcio-tools' bundled protoc.
 
 Run `python -m caffe.proto.regenerate` after editing caffe.proto, then commit both files. The
-generated module is committed so that using the package needs only the protobuf runtime.
+generated module is committed so that using the package needs only the protobuf runtime. This file
+imports nothing from the package, so `python caffe/proto/regenerate.py` works too, even when
+`import caffe` fails because caffe_pb2.py is missing or stale.
 """
 from __future__ import annotations
 
@@ -31,6 +33,7 @@ def generate(out_dir: Path) -> Path:
 
 def regenerate(target_dir: Path = PROTO_DIR) -> Path:
     """Generate caffe_pb2.py and move it into `target_dir` atomically; return its path."""
+    target_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target_dir) as tmp:
         fresh = generate(Path(tmp))
         target = target_dir / MODULE_NAME

@@ -4,7 +4,7 @@ Caffe's artefacts (prototxt, caffemodel, binaryproto, solverstate, LMDB/LevelDB 
 interface; the computation is PyTorch's, numerically faithful to Caffe."""
 from __future__ import annotations
 
-#IO_IMPORT
+from . import io  # noqa: F401
 from .errors import CaffeError, NetError, ParseError, SolverError, UnknownLayerError, WeightsError
 from .layers import layer_type_list
 from .layers.base import TEST, TRAIN

@@ -22,7 +22,7 @@ from typing import TypeVar
 
 import numpy as np
 from google.protobuf import message as pb_message
-from google.protobuf import text_format
+from google.protobuf import text_format, unknown_fields
 
 from caffe.errors import DataError, ParseError, WeightsError
 from caffe.proto import caffe_pb2
@@ -311,7 +311,6 @@ def _parse_binary(data: bytes, msg: Msg, path: PathLike, what: str, error: type[
 
 
 def _has_unknown_fields(msg: pb_message.Message) -> bool:
-    from google.protobuf import unknown_fields
     return len(unknown_fields.UnknownFieldSet(msg)) > 0
 
 

@@ -23,6 +23,7 @@ V5_LIMIT_BYTES = 2**31 - 2**16  # a v5 variable holds under 2 GB (its size field
 _FLOAT_TAG_UNPACKED = 0x35      # field 6, wire type 5 (fixed32)
 _FLOAT_TAG_PACKED = 0x32        # field 6, wire type 2 (length-delimited)
 _CHUNK_BYTES = 64 << 20
+_LAYOUTS_PER_LENGTH = 4         # reference layouts tried per record length before protobuf parsing
 
 
 @dataclass
@@ -178,10 +179,14 @@ def decode_float_data(values: list[bytes], dim: int, keys: list[bytes] | None = 
     done = np.zeros(len(values), dtype=bool)
     for length in np.unique(lengths):
         rows = np.nonzero(lengths == length)[0]
-        group = values if len(rows) == len(values) else [values[i] for i in rows]
-        fast, floats = _decode_uniform(group, int(length), dim)
-        out[rows[fast]] = floats
-        done[rows[fast]] = True
+        for _ in range(_LAYOUTS_PER_LENGTH):
+            group = values if len(rows) == len(values) else [values[i] for i in rows]
+            fast, floats = _decode_uniform(group, int(length), dim)
+            out[rows[fast]] = floats
+            done[rows[fast]] = True
+            rows = rows[~fast]
+            if not fast.any() or not len(rows):
+                break
     for i in np.nonzero(~done)[0]:
         out[i] = _decode_one(values[i], dim, keys[i] if keys is not None else str(i).encode())
     return out

@@ -120,5 +120,8 @@ class Dropout(_Neuron):
         ratio = self.lp.dropout_param.dropout_ratio
         if not self.is_training or ratio == 0:
             return [x]
-        keep = torch.rand(x.shape, generator=self.generator, device="cpu").to(x.device) > ratio
+        if x.device.type == "cpu":
+            keep = torch.rand(x.shape, generator=self.generator) > ratio
+        else:
+            keep = torch.rand(x.shape, device=x.device) > ratio
         return [x * keep.to(x.dtype) * (1.0 / (1.0 - ratio))]

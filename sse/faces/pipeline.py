@@ -100,7 +100,7 @@ class Analysis:
 
     records: list[FrameRecord]
     tracks: list[dict] = field(default_factory=list)
-    target_track: int | None = None
+    target_tracks: list[int] = field(default_factory=list)
     frame_size: tuple[int, int] = (0, 0)  # width, height
     backend: str = ""
 
@@ -112,7 +112,13 @@ def to_gray(image: np.ndarray) -> np.ndarray:
 def analyse(path: Path, config: PipelineConfig, models: FaceModels) -> Analysis:
     """Pass 1: detection, tracking, landmarks, target choice, interpolation, pose."""
     reader = MediaReader(path, config.stride)
-    tracker = MultiFaceTracker(TrackerConfig(detect_every=config.detect_every, psr_threshold=config.psr_threshold))
+    tracker = MultiFaceTracker(
+        TrackerConfig(
+            detect_every=config.detect_every,
+            psr_threshold=config.psr_threshold,
+            link_gap=(config.max_gap + 1) * config.stride,
+        )
+    )
     landmarks: dict[tuple[int, int], np.ndarray] = {}
     indices: list[int] = []
     width = height = 0
@@ -135,7 +141,7 @@ def analyse(path: Path, config: PipelineConfig, models: FaceModels) -> Analysis:
             if record.index in target.boxes:
                 record.status = target.status[record.index]
                 record.box = target.boxes[record.index]
-                record.landmarks = landmarks[target.track_id, record.index]
+                record.landmarks = next(landmarks[p, record.index] for p in target.parts if (p, record.index) in landmarks)
         interpolate_gaps(records, config.max_gap)
         for record in records:
             if record.landmarks is not None:
@@ -144,7 +150,7 @@ def analyse(path: Path, config: PipelineConfig, models: FaceModels) -> Analysis:
         {"id": t.track_id, "first": min(t.boxes), "last": max(t.boxes), "frames": len(t.boxes), "score": round(t.score, 1)}
         for t in tracker.tracks
     ]
-    return Analysis(records, tracks, target.track_id if target else None, (width, height), reader.backend)
+    return Analysis(records, tracks, target.parts if target else [], (width, height), reader.backend)
 
 
 def interpolate_gaps(records: list[FrameRecord], max_gap: int) -> None:

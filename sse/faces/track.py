@@ -31,6 +31,7 @@ class Track:
     status: dict[int, str] = field(default_factory=dict)  # 'detected' | 'tracked'
     active: bool = True
     misses: int = 0
+    parts: list[int] = field(default_factory=list)  # ids of the tracks linked into this one
     tracker: dlib.correlation_tracker | None = field(default=None, repr=False)
 
     @property
@@ -54,6 +55,7 @@ class TrackerConfig:
     psr_threshold: float = 7.0
     max_misses: int = 2
     min_visible: float = 0.5
+    link_gap: int = 10  # frame indices; see link_fragments
 
 
 class MultiFaceTracker:
@@ -117,8 +119,8 @@ class MultiFaceTracker:
         return [t for t in self.tracks if t.active]
 
     def target(self) -> Track | None:
-        """The track with the highest size x persistence score, or None if no face was seen."""
-        return max(self.tracks, key=lambda t: t.score, default=None)
+        """The linked track with the highest size x persistence score, or None if no face was seen."""
+        return max(link_fragments(self.tracks, self.config.link_gap, self.config.iou_threshold), key=lambda t: t.score, default=None)
 
     def _associate(self, boxes: list[Box], detections: list[Detection]) -> tuple[list[int], list[int]]:
         """Hungarian matching on IoU; pairs below the threshold are dropped."""
@@ -128,3 +130,24 @@ class MultiFaceTracker:
         rows, cols = linear_sum_assignment(-iou)
         keep = iou[rows, cols] >= self.config.iou_threshold
         return list(rows[keep]), list(cols[keep])
+
+
+def link_fragments(tracks: list[Track], max_gap: int, min_iou: float) -> list[Track]:
+    """Join tracks that continue one another: B starts at most `max_gap` frame indices after A ends
+    (no overlap) and B's first box overlaps A's last box by at least `min_iou`. A tracker lost for a
+    moment thus does not split one person into two candidates for the target."""
+    chains: list[Track] = []
+    for track in sorted(tracks, key=lambda t: min(t.boxes)):
+        start = min(track.boxes)
+        follows = [
+            c for c in chains
+            if 0 < start - max(c.boxes) <= max_gap and c.last_box.iou(track.boxes[start]) >= min_iou
+        ]
+        if follows:
+            chain = max(follows, key=lambda c: c.last_box.iou(track.boxes[start]))
+            chain.boxes.update(track.boxes)
+            chain.status.update(track.status)
+            chain.parts.append(track.track_id)
+        else:
+            chains.append(Track(track.track_id, dict(track.boxes), dict(track.status), parts=[track.track_id]))
+    return chains

@@ -7,7 +7,7 @@ Layout of DIR/<video id>/: `<frame index, 6 digits>.png` crops (size x size, gra
      "status": "ok" | "no_face" | "unreadable" | "error", "reason": str,
      "settings": {...PipelineConfig.output_settings()...}, "backend": "opencv" | "pyav" | "images",
      "frame_size": [w, h], "frames_sampled": n, "counts": {status: n}, "crops": n,
-     "tracks": [{"id", "first", "last", "frames", "score"}], "target_track": id | null,
+     "tracks": [{"id", "first", "last", "frames", "score"}], "target_tracks": [ids linked into the target],
      "frames": [{"index", "status": "detected" | "tracked" | "interpolated" | "none",
                  "box": [l, t, r, b] | null, "landmarks": [[x, y] * 68] | null,
                  "pose": {"yaw", "pitch", "roll", "occluded_side", "reprojection_error"} | null,
@@ -120,6 +120,6 @@ def _run(job: VideoJob, video_dir: Path, config: PipelineConfig, models: FaceMod
         "counts": counts,
         "crops": len(crops),
         "tracks": analysis.tracks,
-        "target_track": analysis.target_track,
+        "target_tracks": analysis.target_tracks,
         "frames": frames,
     }

@@ -16,6 +16,7 @@ V0 nets (pre-2014, `layers { layer { ... } }`) are refused with a clear error.
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import TypeVar
@@ -111,9 +112,20 @@ def _parse_text(text: str, msg: Msg, source: str) -> Msg:
                 quoted = f"'{lines[line - 1]}': "
                 if detail.startswith(quoted):
                     detail = detail[len(quoted):]
+                field = _field_before(lines[line - 1], col)
+                if field and field not in detail:
+                    detail = f"{detail} (field '{field}')"
             raise ParseError(f"{source}:{line}:{col}: {detail}") from None
         raise ParseError(f"{source}: {detail}") from None
     return msg
+
+
+def _field_before(line: str, col: int) -> str | None:
+    """The name of the last ``field:`` that starts before column ``col`` (1-based) of ``line``."""
+    match = None
+    for match in re.finditer(r"([A-Za-z_][A-Za-z0-9_]*)\s*:", line[: max(col, 1) - 1 + 1]):
+        pass
+    return match.group(1) if match else None
 
 
 def parse_net_text(text: str, source: str = "<string>") -> caffe_pb2.NetParameter:

@@ -65,19 +65,27 @@ def pool2d(x: torch.Tensor, method: str, kernel: tuple[int, int], stride: tuple[
     raise ValueError(f"unsupported pooling method {method}")
 
 
+def _per_position(scores: torch.Tensor, label: torch.Tensor, axis: int, ignore_label: int | None
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Scores as (outer, channels, inner), labels as (outer, inner), the mask of non-ignored
+    positions and the labels with ignored ones replaced by 0 (safe to gather with)."""
+    axis = axis % scores.dim()
+    outer = math.prod(scores.shape[:axis])
+    inner = math.prod(scores.shape[axis + 1:])
+    s = scores.reshape(outer, scores.shape[axis], inner)
+    lab = label.reshape(outer, inner).to(torch.long)
+    valid = torch.ones_like(lab, dtype=torch.bool) if ignore_label is None else lab != ignore_label
+    safe = torch.where(valid, lab, torch.zeros_like(lab)).clamp(0, scores.shape[axis] - 1)
+    return s, lab, valid, safe
+
+
 def caffe_softmax_loss(scores: torch.Tensor, label: torch.Tensor, axis: int, ignore_label: int | None,
                        normalization: str) -> torch.Tensor:
     """SoftmaxWithLoss: -sum(log(max(p, FLT_MIN))) over non-ignored positions, divided by the
     normalizer of ``normalization`` (FULL, VALID, BATCH_SIZE, NONE), clamped to at least 1."""
-    axis = axis % scores.dim()
-    outer = math.prod(scores.shape[:axis])
-    inner = math.prod(scores.shape[axis + 1:])
-    channels = scores.shape[axis]
-    logits = scores.reshape(outer, channels, inner)
-    lab = label.reshape(outer, inner).to(torch.long)
+    logits, lab, valid, safe = _per_position(scores, label, axis, ignore_label)
+    outer, inner = lab.shape
     logp = F.log_softmax(logits, dim=1).clamp(min=math.log(FLT_MIN))
-    valid = torch.ones_like(lab, dtype=torch.bool) if ignore_label is None else lab != ignore_label
-    safe = torch.where(valid, lab, torch.zeros_like(lab))
     picked = logp.gather(1, safe[:, None, :])[:, 0, :]
     total = -(picked * valid).sum()
     if normalization == "FULL":
@@ -97,14 +105,8 @@ def caffe_accuracy(scores: torch.Tensor, label: torch.Tensor, axis: int, top_k: 
                    ignore_label: int | None) -> tuple[torch.Tensor, torch.Tensor]:
     """Caffe's Accuracy: a sample is right when fewer than ``top_k`` classes score >= the true
     class (ties count against it). Returns (accuracy, per-class accuracy)."""
-    axis = axis % scores.dim()
-    outer = math.prod(scores.shape[:axis])
-    inner = math.prod(scores.shape[axis + 1:])
-    channels = scores.shape[axis]
-    s = scores.reshape(outer, channels, inner)
-    lab = label.reshape(outer, inner).to(torch.long)
-    valid = torch.ones_like(lab, dtype=torch.bool) if ignore_label is None else lab != ignore_label
-    safe = torch.where(valid, lab, torch.zeros_like(lab)).clamp(0, channels - 1)
+    s, _, valid, safe = _per_position(scores, label, axis, ignore_label)
+    channels = s.shape[1]
     true_score = s.gather(1, safe[:, None, :])
     rank = (s >= true_score).sum(dim=1)
     correct = (rank <= top_k) & valid

@@ -12,6 +12,8 @@ from .mode import set_device, set_mode_cpu, set_mode_gpu, set_random_seed
 from .net import Net
 from .proto import caffe_pb2  # noqa: F401
 from .python_layer import Layer
+from .solver import (AdaDeltaSolver, AdaGradSolver, AdamSolver, NesterovSolver, RMSPropSolver,
+                     SGDSolver, get_solver)
 
 __version__ = "1.0.0"
 
@@ -19,4 +21,6 @@ __all__ = [
     "Net", "TRAIN", "TEST", "Layer", "io", "layer_type_list", "set_mode_cpu", "set_mode_gpu",
     "set_device", "set_random_seed", "CaffeError", "NetError", "ParseError", "SolverError",
     "UnknownLayerError", "WeightsError",
+    "SGDSolver", "NesterovSolver", "AdaGradSolver", "RMSPropSolver", "AdaDeltaSolver", "AdamSolver",
+    "get_solver",
 ]

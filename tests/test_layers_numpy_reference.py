@@ -202,3 +202,11 @@ def test_xavier_and_msra_fillers_have_caffe_scale():
     assert float(msra.std()) == pytest.approx(np.sqrt(2.0 / (32 * 9)), rel=0.05)
     fan_out = fill((64, 32, 3, 3), caffe_pb2.FillerParameter(type="msra", variance_norm=1), g)
     assert float(fan_out.std()) == pytest.approx(np.sqrt(2.0 / (64 * 9)), rel=0.05)
+
+
+def test_label_outside_the_classes_is_an_error_naming_the_layer():
+    scores = RNG.normal(size=(2, 3)).astype(np.float32)
+    with pytest.raises(caffe.NetError) as exc:
+        _run('layer { name: "loss" type: "SoftmaxWithLoss" bottom: "s" bottom: "l" top: "loss" }',
+             {"s": scores, "l": np.array([0, 3], np.float32)}, phase=caffe.TRAIN)
+    assert "'loss'" in str(exc.value) and "label 3" in str(exc.value)

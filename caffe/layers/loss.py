@@ -43,6 +43,14 @@ class _Loss(Layer):
     min_bottoms, max_bottoms, min_tops, max_tops = 2, 2, 1, 1
     is_loss = True
 
+    def check_labels(self, label: torch.Tensor, classes: int) -> None:
+        """Labels must be class indices in [0, classes) unless ignored (Caffe CHECKs this)."""
+        ignore = ignore_label_of(self.lp)
+        valid = label if ignore is None else label[label != ignore]
+        if valid.numel() and (bool((valid < 0).any()) or bool((valid >= classes).any())):
+            bad = valid[(valid < 0) | (valid >= classes)][0].item()
+            raise self.error(f"label {bad:g} is outside [0, {classes}) (classes of the scores)")
+
     def reshape(self, bottom_shapes: list[Shape]) -> list[Shape]:
         return [()]
 
@@ -67,6 +75,7 @@ class SoftmaxWithLoss(_Loss):
         return [()] if len(self.lp.top) == 1 else [(), scores]
 
     def forward(self, scores: torch.Tensor, label: torch.Tensor) -> list[torch.Tensor]:
+        self.check_labels(label, scores.shape[self.axis])
         loss = caffe_softmax_loss(scores, label, self.axis, self.ignore_label, self.normalization)
         if len(self.lp.top) == 2:
             return [loss, torch.softmax(scores, dim=self.axis).detach()]

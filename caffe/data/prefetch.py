@@ -1,0 +1,143 @@
+"""Prefetching: batches made ahead in worker processes, delivered in order.
+
+Caffe prefetches with a thread; here the batches are made in worker processes (PyTorch's
+DataLoader machinery: ``torch.multiprocessing``, batches passed back in shared memory) so that
+decoding and transforming never hold the interpreter the net runs in. Batch k goes to worker
+``k mod n`` and comes back in order k = 0, 1, 2, ...; since a batch depends only on k (see
+``caffe.data.sources``), the stream is the same with 0, 1 or n workers. With 0 workers batches
+are made on demand in the calling process (tests, debugging).
+
+The number of workers is a process-wide setting (``set_num_workers``, or the environment
+variable ``CAFFE_DATA_WORKERS``); how many batches are kept ready is ``data_param.prefetch``."""
+from __future__ import annotations
+
+import itertools
+import math
+import multiprocessing
+import os
+import weakref
+from typing import Iterator
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from ..errors import DataError
+from .sources import BatchSource
+
+_settings: dict[str, int | None] = {"workers": None}
+
+
+def set_num_workers(n: int | None) -> None:
+    """Worker processes per data layer built from now on (0: make batches in the net's process;
+    None: the default)."""
+    if n is not None and n < 0:
+        raise ValueError(f"number of data workers must be >= 0, got {n}")
+    _settings["workers"] = n
+
+
+def num_workers() -> int:
+    """The current setting: ``set_num_workers``, else ``CAFFE_DATA_WORKERS``, else 1 worker per
+    two CPU cores (at least 1, at most 4)."""
+    if _settings["workers"] is not None:
+        return int(_settings["workers"])
+    env = os.environ.get("CAFFE_DATA_WORKERS")
+    if env:
+        try:
+            return max(0, int(env))
+        except ValueError:
+            raise DataError(f"CAFFE_DATA_WORKERS must be an integer, got {env!r}") from None
+    return min(4, max(1, (os.cpu_count() or 2) // 2))
+
+
+class _Batches(Dataset):
+    """Batch k of a source; errors travel back as messages so they surface as DataError."""
+
+    def __init__(self, source: BatchSource) -> None:
+        self.source = source
+
+    def __getitem__(self, k: int):
+        try:
+            data, labels = self.source.load(k)
+        except DataError as exc:
+            return str(exc)
+        return torch.from_numpy(data), torch.from_numpy(labels)
+
+
+class _From(Sampler):
+    """k, k+1, k+2, ... forever."""
+
+    def __init__(self, start: int) -> None:
+        self.start = start
+
+    def __iter__(self) -> Iterator[int]:
+        return itertools.count(self.start)
+
+
+def _init_worker(_worker_id: int) -> None:
+    import cv2
+
+    cv2.setNumThreads(1)
+
+
+class Prefetcher:
+    """Batches 0, 1, 2, ... of a source, made ahead by ``workers`` processes; ``next()`` returns
+    (data, labels) tensors on ``device``. ``close()`` (or garbage collection) stops the workers."""
+
+    def __init__(self, source: BatchSource, workers: int | None = None, prefetch: int = 4,
+                 device: torch.device | str = "cpu", start: int = 0) -> None:
+        self.source = source
+        self.workers = num_workers() if workers is None else int(workers)
+        self.device = torch.device(device)
+        self.index = start
+        pin = self.device.type == "cuda"
+        kwargs = {}
+        if self.workers > 0:
+            kwargs = dict(prefetch_factor=max(1, math.ceil(max(1, prefetch) / self.workers)),
+                          worker_init_fn=_init_worker, multiprocessing_context=_context())
+        self._loader = DataLoader(_Batches(source), batch_size=None, sampler=_From(start),
+                                  num_workers=self.workers, pin_memory=pin, **kwargs)
+        self._iter = iter(self._loader)
+        self._finalizer = weakref.finalize(self, _shutdown, self._iter)
+
+    def next(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._iter is None:
+            raise DataError("the data prefetcher is closed")
+        item = next(self._iter)
+        self.index += 1
+        if isinstance(item, str):
+            raise DataError(item)
+        data, labels = item
+        if self.device.type != "cpu":
+            data = data.to(self.device, non_blocking=True)
+            labels = labels.to(self.device, non_blocking=True)
+        return data, labels
+
+    def close(self) -> None:
+        """Stop the worker processes; idempotent."""
+        self._finalizer()
+        self._iter = None
+        self.source.close()
+
+
+def _shutdown(it) -> None:
+    stop = getattr(it, "_shutdown_workers", None)
+    if stop is not None:
+        stop()
+
+
+def _context():
+    """fork where available (fast start, the source is inherited, not pickled), else spawn."""
+    methods = multiprocessing.get_all_start_methods()
+    return multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+
+
+def load_batches(source: BatchSource, count: int, workers: int = 0) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """``count`` batches of a source as numpy arrays (a convenience for tools and tests)."""
+    pre = Prefetcher(source, workers=workers)
+    try:
+        for _ in range(count):
+            data, labels = pre.next()
+            yield data.numpy(), labels.numpy()
+    finally:
+        pre.close()

@@ -104,7 +104,8 @@ def main() -> None:
         write_lmdb(tmp / "lmdb", values)
         del values
         shape = [str(args.rows // 1000), "1000", str(args.dim)]
-        results = {"leveldb": [], "lmdb": [], "release": []}
+        results = {"leveldb": [], "lmdb": [], "release": [], "command": []}
+        script = Path(__file__).resolve().parents[1] / "leveldb2mat" / "leveldb2mat.py"
         for _ in range(args.repeat):  # interleaved, so background load hits every method alike
             for name, db in (("leveldb", tmp / "leveldb"), ("lmdb", tmp / "lmdb")):
                 out = tmp / f"{name}.mat"
@@ -112,6 +113,10 @@ def main() -> None:
                 assert code == 0
                 assert np.array_equal(scipy.io.loadmat(out)["feats"], rows.astype(np.float64))
                 results[name].append(seconds)
+            seconds, run = timed(subprocess.run, [sys.executable, str(script), str(tmp / "leveldb"), *shape,
+                                                  str(tmp / "command.mat"), "--quiet"])
+            assert run.returncode == 0
+            results["command"].append(seconds)
             seconds, feats = timed(release_method, tmp / "leveldb", args.rows, args.dim)
             assert np.array_equal(feats, rows.astype(np.float64))
             results["release"].append(seconds)
@@ -134,6 +139,8 @@ def main() -> None:
         f"{results['release'] / results['leveldb']:.1f}x faster |",
         f"| leveldb2mat, LMDB | {results['lmdb']:.2f} | {runs['lmdb']} | "
         f"{results['release'] / results['lmdb']:.1f}x faster |",
+        f"| `python leveldb2mat/leveldb2mat.py` as a new process, LevelDB (interpreter start and imports "
+        f"included) | {results['command']:.2f} | {runs['command']} | {results['release'] / results['command']:.1f}x faster |",
         f"| release method (Get + Datum.ParseFromString per key), LevelDB | {results['release']:.2f} | "
         f"{runs['release']} | 1.0x |",
         "",

@@ -20,13 +20,18 @@ from pathlib import Path
 
 import numpy as np
 
-from caffe.errors import DataError
-
 V5_LIMIT_BYTES = 2**31 - 2**16  # a v5 variable holds under 2 GB (its size field is 32-bit), minus headers
 _FLOAT_TAG_UNPACKED = 0x35      # field 6, wire type 5 (fixed32)
 _FLOAT_TAG_PACKED = 0x32        # field 6, wire type 2 (length-delimited)
 _CHUNK_BYTES = 64 << 20
 _LAYOUTS_PER_LENGTH = 4         # reference layouts tried per record length before protobuf parsing
+
+
+def _data_error(message: str) -> Exception:
+    """caffe.errors.DataError, imported on the error path only: importing the engine loads torch,
+    which would double the time of a whole conversion."""
+    from caffe.errors import DataError
+    return DataError(message)
 
 
 @dataclass
@@ -46,12 +51,12 @@ def detect_backend(path: str | os.PathLike) -> str:
     if path.is_file() and path.suffix == ".mdb":
         return "lmdb"
     if not path.is_dir():
-        raise DataError(f"{path}: no such database folder")
+        raise _data_error(f"{path}: no such database folder")
     if (path / "data.mdb").exists():
         return "lmdb"
     if (path / "CURRENT").exists():
         return "leveldb"
-    raise DataError(f"{path}: neither an LMDB (data.mdb) nor a LevelDB (CURRENT) database")
+    raise _data_error(f"{path}: neither an LMDB (data.mdb) nor a LevelDB (CURRENT) database")
 
 
 def iter_records(path: str | os.PathLike, backend: str | None = None) -> Iterator[tuple[bytes, bytes]]:
@@ -62,7 +67,7 @@ def iter_records(path: str | os.PathLike, backend: str | None = None) -> Iterato
         try:
             db = plyvel.DB(str(path), create_if_missing=False)
         except (plyvel.Error, OSError) as e:
-            raise DataError(f"{path}: cannot open LevelDB: {e}") from None
+            raise _data_error(f"{path}: cannot open LevelDB: {e}") from None
         try:
             yield from db.iterator()
         finally:
@@ -73,14 +78,14 @@ def iter_records(path: str | os.PathLike, backend: str | None = None) -> Iterato
             env = lmdb.open(str(path), readonly=True, lock=False, readahead=True,
                             subdir=Path(path).is_dir())
         except lmdb.Error as e:
-            raise DataError(f"{path}: cannot open LMDB: {e}") from None
+            raise _data_error(f"{path}: cannot open LMDB: {e}") from None
         try:
             with env.begin(buffers=False) as txn:
                 yield from txn.cursor().iternext()
         finally:
             env.close()
     else:
-        raise DataError(f"unknown backend {backend!r}: expected 'leveldb' or 'lmdb'")
+        raise _data_error(f"unknown backend {backend!r}: expected 'leveldb' or 'lmdb'")
 
 
 def read_features(path: str | os.PathLike, dim: int, count: int | None = None,
@@ -91,7 +96,7 @@ def read_features(path: str | os.PathLike, dim: int, count: int | None = None,
     keys are read and must be 0..n-1. A missing key, two keys with the same integer, a key that is not
     an integer, or a Datum whose length is not ``dim`` raise DataError naming the key."""
     if dim < 1:
-        raise DataError(f"dim must be positive, got {dim}")
+        raise _data_error(f"dim must be positive, got {dim}")
     chunks: list[np.ndarray] = []
     indices: list[np.ndarray] = []
     keys: list[bytes] = []
@@ -151,19 +156,19 @@ def _arrange(rows: np.ndarray, index: np.ndarray, keys: list[bytes], count: int 
              path: str | os.PathLike) -> FeatureMatrix:
     n = count if count is not None else len(index)
     if count is None and n == 0:
-        raise DataError(f"{path}: the database is empty")
+        raise _data_error(f"{path}: the database is empty")
     order = np.argsort(index, kind="stable")
     sorted_index = index[order]
     dup = np.nonzero(sorted_index[1:] == sorted_index[:-1])[0]
     if len(dup):
         a, b = keys[order[dup[0]]], keys[order[dup[0] + 1]]
-        raise DataError(f"{path}: keys {a.decode(errors='replace')!r} and {b.decode(errors='replace')!r} "
+        raise _data_error(f"{path}: keys {a.decode(errors='replace')!r} and {b.decode(errors='replace')!r} "
                         f"both give row {int(sorted_index[dup[0]])}")
     if len(sorted_index) != n or (n and (sorted_index[0] != 0 or sorted_index[-1] != n - 1)):
         present = np.zeros(n, dtype=bool)
         present[sorted_index[sorted_index < n]] = True
         missing = int(np.argmin(present)) if not present.all() else n
-        raise DataError(f"{path}: missing key {missing:010d} (row {missing} of {n}; "
+        raise _data_error(f"{path}: missing key {missing:010d} (row {missing} of {n}; "
                         f"{int((~present).sum())} rows missing)")
     return FeatureMatrix(rows[order], [keys[i] for i in order])
 
@@ -181,7 +186,7 @@ def key_integers(keys: list[bytes]) -> np.ndarray:
     for i, key in enumerate(keys):
         head = key.split(b"_", 1)[0]
         if not head.isdigit():
-            raise DataError(f"key {key.decode(errors='replace')!r} is not an integer index")
+            raise _data_error(f"key {key.decode(errors='replace')!r} is not an integer index")
         out[i] = int(head)
     return out
 
@@ -292,7 +297,7 @@ def _decode_one(value: bytes, dim: int, key: bytes) -> np.ndarray:
     try:
         datum.ParseFromString(value)
     except DecodeError as e:
-        raise DataError(f"key {name!r}: not a serialized Datum ({e})") from None
+        raise _data_error(f"key {name!r}: not a serialized Datum ({e})") from None
     if len(datum.float_data):
         values = np.asarray(datum.float_data, dtype=np.float32)
         what = "float_data"
@@ -300,7 +305,7 @@ def _decode_one(value: bytes, dim: int, key: bytes) -> np.ndarray:
         values = np.frombuffer(datum.data, dtype=np.uint8).astype(np.float32)
         what = "data"
     if values.size != dim:
-        raise DataError(f"key {name!r}: Datum holds {values.size} values in {what} "
+        raise _data_error(f"key {name!r}: Datum holds {values.size} values in {what} "
                         f"({datum.channels}x{datum.height}x{datum.width}), expected dim {dim}")
     return values
 
@@ -313,7 +318,7 @@ def save_mat(path: str | os.PathLike, arrays: dict[str, np.ndarray], version: st
     if version == "auto":
         version = "7.3" if any(a.nbytes >= V5_LIMIT_BYTES for a in arrays.values()) else "5"
     if version not in ("5", "7.3"):
-        raise DataError(f"unknown .mat version {version!r}: expected 'auto', '5' or '7.3'")
+        raise _data_error(f"unknown .mat version {version!r}: expected 'auto', '5' or '7.3'")
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
@@ -341,7 +346,7 @@ def _save_v73(path: str, arrays: dict[str, np.ndarray]) -> None:
         for name, array in arrays.items():
             array = np.atleast_2d(array)
             if array.dtype not in _MATLAB_CLASS:
-                raise DataError(f"variable {name!r}: only single or double matrices, got {array.dtype}")
+                raise _data_error(f"variable {name!r}: only single or double matrices, got {array.dtype}")
             # MATLAB is column-major: an m x n matrix is stored as an HDF5 dataset of shape (n, m).
             dataset = f.create_dataset(name, data=array.T)
             dataset.attrs["MATLAB_class"] = np.bytes_(_MATLAB_CLASS[array.dtype])

@@ -123,3 +123,14 @@ def test_v73_file_has_matlab_header_and_column_major_layout(tmp_path):
     assert head.startswith(b"MATLAB 7.3 MAT-file") and head[124:128] == b"\x00\x02IM"
     with h5py.File(tmp_path / "m.mat", "r") as f:
         assert f["feats"].shape == (3, 2) and f["feats"].attrs["MATLAB_class"] == b"single"
+
+
+def test_frame_list_reads_the_face_pipelines_frames_csv(tmp_path):
+    from sse.fusion.formats import read_frame_list
+    path = tmp_path / "frames.csv"
+    path.write_text("crop,video,frame,label,status\nclipA/000001.png,clipA,1,3,detected\n"
+                    "clipA/000002.png,clipA,2,3,tracked\nclip B/000001.png,clip B,1,-1,detected\n")
+    frames = read_frame_list(path)
+    assert frames.videos == ("clipA", "clipA", "clip B")
+    assert frames.frames[2] == "clip B/000001.png"
+    assert frames.line_numbers == (2, 3, 4)

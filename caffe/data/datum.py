@@ -97,3 +97,29 @@ def encoded_datum(data: bytes, label: int) -> caffe_pb2.Datum:
     datum.label = int(label)
     datum.encoded = True
     return datum
+
+
+_FLOAT_DATA_TAG = 0x35  # field 6 (float_data), wire type 5 (32-bit), unpacked as in caffe.proto
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def float_datum_bytes(values: np.ndarray, channels: int, height: int, width: int) -> bytes:
+    """The serialized Datum {channels, height, width, float_data} that extract_features writes,
+    byte for byte what ``Datum.SerializeToString`` gives, built with numpy (fast for big blobs)."""
+    flat = np.ascontiguousarray(values, dtype="<f4").ravel()
+    records = np.empty(flat.size, dtype=[("tag", "u1"), ("value", "<f4")])
+    records["tag"] = _FLOAT_DATA_TAG
+    records["value"] = flat
+    head = b"".join((b"\x08", _varint(channels), b"\x10", _varint(height), b"\x18", _varint(width)))
+    return head + records.tobytes()

@@ -132,10 +132,9 @@ def iterate(path: PathLike, backend: object) -> Iterator[tuple[bytes, bytes]]:
         cursor.close()
 
 
-def _refuse_existing(path: Path) -> None:
-    if path.exists():
-        raise DataError(f"{path} already exists; refusing to overwrite a database (remove it "
-                        "first)")
+def looks_like_db(path: Path) -> bool:
+    """A directory holding an LMDB (data.mdb) or a LevelDB (CURRENT)."""
+    return path.is_dir() and ((path / "data.mdb").is_file() or (path / "CURRENT").is_file())
 
 
 class Writer:
@@ -145,10 +144,11 @@ class Writer:
     The database is written in a hidden sibling directory and renamed to ``path`` by ``close``,
     so an interrupted run never leaves a half-written database under the final name."""
 
-    def __init__(self, path: PathLike, backend: object) -> None:
+    def __init__(self, path: PathLike, backend: object, overwrite: bool = False) -> None:
         self.backend = backend_name(backend)
         self.path = Path(path)
-        _refuse_existing(self.path)
+        self.overwrite = overwrite
+        self._check_target()
         self._tmp = self.path.with_name(f".{self.path.name}.partial-{os.getpid()}")
         shutil.rmtree(self._tmp, ignore_errors=True)
         self._pending: list[tuple[bytes, bytes]] = []
@@ -165,6 +165,16 @@ class Writer:
         except (OSError, lmdb.Error, plyvel.Error) as exc:
             shutil.rmtree(self._tmp, ignore_errors=True)
             raise DataError(f"cannot create {self.backend} database {self.path}: {exc}") from exc
+
+    def _check_target(self) -> None:
+        if not self.path.exists():
+            return
+        if not self.overwrite:
+            raise DataError(f"{self.path} already exists; refusing to overwrite a database "
+                            "(remove it first)")
+        if not looks_like_db(self.path):
+            raise DataError(f"{self.path} exists and is not an LMDB/LevelDB database; refusing "
+                            "to replace it")
 
     def put(self, key: bytes | str, value: bytes) -> None:
         self._pending.append((key.encode() if isinstance(key, str) else key, value))
@@ -204,7 +214,9 @@ class Writer:
             self.commit()
         finally:
             self._close_handles()
-        _refuse_existing(self.path)
+        self._check_target()
+        if self.path.exists():
+            shutil.rmtree(self.path)
         os.rename(self._tmp, self.path)
 
     def abort(self) -> None:

@@ -168,8 +168,8 @@ class Solver:
                     bar.update(1)
                     bar.set_postfix(loss=f"{self.smoothed_loss:.4g}", refresh=False)
                 request = self._requested_action()
-                if (p.snapshot and self.iter % p.snapshot == 0 and self.is_root) or \
-                        request == SolverAction.SNAPSHOT:
+                if self.is_root and ((p.snapshot and self.iter % p.snapshot == 0) or
+                                     request == SolverAction.SNAPSHOT):
                     self.snapshot()
                 if request == SolverAction.STOP:
                     self.requested_early_exit = True
@@ -321,7 +321,7 @@ class Solver:
         for _ in range(iters):
             request = self._requested_action()
             while request != SolverAction.NONE:
-                if request == SolverAction.SNAPSHOT:
+                if request == SolverAction.SNAPSHOT and self.is_root:
                     self.snapshot()
                 elif request == SolverAction.STOP:
                     self.requested_early_exit = True

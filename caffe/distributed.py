@@ -1,0 +1,155 @@
+"""Training on several devices, as ``caffe train --gpu 0,1``: one process per device (torch
+multiprocessing spawn), each with the prototxt's batch_size and its share of the data
+(``caffe.mode.set_data_shard``), the parameters broadcast from rank 0 at the start and the
+gradients averaged with an all-reduce before every update (NCCL on CUDA, gloo on CPU), as Caffe's
+NCCL solver does. Rank 0 logs, tests and snapshots. A signal's action (stop / snapshot) on any
+rank is agreed by all ranks at the same iteration."""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+from typing import Callable, Sequence
+
+import torch
+import torch.distributed as dist
+
+from . import mode
+from .errors import SolverError
+from .proto import caffe_pb2
+
+_ACTION_CODES = {"none": 0, "snapshot": 1, "stop": 2}
+_CODE_ACTIONS = {v: k for k, v in _ACTION_CODES.items()}
+
+
+def parse_gpus(flag: str) -> list[int]:
+    """``--gpu`` as Caffe reads it: '' (none), 'all', or comma-separated device ids."""
+    flag = flag.strip()
+    if not flag:
+        return []
+    if flag == "all":
+        return list(range(torch.cuda.device_count()))
+    try:
+        return [int(s) for s in flag.split(",")]
+    except ValueError:
+        raise SolverError(f"--gpu must be 'all' or device ids separated by ',', got '{flag}'") from None
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class GradientAllReduce:
+    """Averages the parameter gradients of a net over the process group in one flat buffer."""
+
+    def __init__(self, solver) -> None:
+        self.params = [p for p, lr in zip(solver.net.learnable_params, solver.net.params_lr)
+                       if p.requires_grad and lr != 0]
+        self.world = dist.get_world_size()
+
+    def __call__(self) -> None:
+        grads = []
+        for p in self.params:
+            if p.grad is None:
+                p.grad = torch.zeros_like(p.data)
+            grads.append(p.grad)
+        if not grads:
+            return
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        dist.all_reduce(flat)
+        flat.div_(self.world)
+        offset = 0
+        for g in grads:
+            n = g.numel()
+            g.copy_(flat[offset:offset + n].view_as(g))
+            offset += n
+
+
+def broadcast_parameters(net) -> None:
+    """Give every rank rank 0's parameters (all learnable blobs, BatchNorm statistics too)."""
+    with torch.no_grad():
+        for p in net.learnable_params:
+            dist.broadcast(p.data, src=0)
+
+
+def agreed_action(local: Callable[[], str], device: torch.device) -> Callable[[], str]:
+    """An action function that all ranks call together: the strongest action any rank asks."""
+    def action() -> str:
+        code = torch.tensor([_ACTION_CODES[local()]], dtype=torch.int64, device=device)
+        dist.all_reduce(code, op=dist.ReduceOp.MAX)
+        return _CODE_ACTIONS[int(code.item())]
+    return action
+
+
+class SignalFlags:
+    """SIGINT / SIGHUP handlers that record a signal; the action function reports the configured
+    effect of each received signal once (Caffe's SignalHandler)."""
+
+    def __init__(self, sigint_effect: str = "stop", sighup_effect: str = "snapshot") -> None:
+        for name, effect in (("sigint_effect", sigint_effect), ("sighup_effect", sighup_effect)):
+            if effect not in _ACTION_CODES:
+                raise SolverError(f"Invalid signal effect \"{effect}\" was specified for --{name} "
+                                  "(stop, snapshot or none)")
+        self.effects = {signal.SIGINT: sigint_effect, signal.SIGHUP: sighup_effect}
+        self.pending: list[int] = []
+
+    def install(self) -> None:
+        for sig in self.effects:
+            signal.signal(sig, self._handle)
+
+    def _handle(self, signum, frame) -> None:
+        self.pending.append(signum)
+
+    def __call__(self) -> str:
+        while self.pending:
+            effect = self.effects[self.pending.pop(0)]
+            if effect != "none":
+                return effect
+        return "none"
+
+
+def _worker(rank: int, world: int, param_bytes: bytes, devices: Sequence[int] | None, port: int,
+            resume: str | None, effects: tuple[str, str], cwd: str) -> None:
+    from .solver import get_solver
+    os.chdir(cwd)
+    os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"] = "127.0.0.1", str(port)
+    backend = "nccl" if devices else "gloo"
+    if devices:
+        mode.set_device(devices[rank])
+        mode.set_mode_gpu()
+    dist.init_process_group(backend, rank=rank, world_size=world)
+    try:
+        flags = SignalFlags(*effects)
+        flags.install()
+        mode.set_data_shard(rank, world)
+        param = caffe_pb2.SolverParameter()
+        param.ParseFromString(param_bytes)
+        solver = get_solver(param, is_root=rank == 0)
+        broadcast_parameters(solver.net)
+        solver.add_callback(on_gradients_ready=GradientAllReduce(solver))
+        solver.set_action_function(agreed_action(flags, mode.current_device()))
+        solver.solve(resume)
+    finally:
+        dist.destroy_process_group()
+
+
+def train_parallel(param, world_size: int, devices: Sequence[int] | None = None,
+                   resume: str | None = None, sigint_effect: str = "stop",
+                   sighup_effect: str = "snapshot") -> None:
+    """Train ``param`` (a SolverParameter) in ``world_size`` processes: on the CUDA ``devices``
+    (NCCL) or, with devices None, on the CPU (gloo). Returns when all processes have finished."""
+    if devices is not None and len(devices) != world_size:
+        raise SolverError(f"{world_size} processes for {len(devices)} devices")
+    SignalFlags(sigint_effect, sighup_effect)
+    import torch.multiprocessing as mp
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        mp.spawn(_worker, nprocs=world_size, join=True,
+                 args=(world_size, param.SerializeToString(), list(devices) if devices else None,
+                       _free_port(), resume, (sigint_effect, sighup_effect), os.getcwd()))
+    except mp.ProcessRaisedException as exc:
+        raise SolverError(f"a training process failed: {str(exc).strip().splitlines()[-1]}") from None
+    finally:
+        signal.signal(signal.SIGINT, previous)

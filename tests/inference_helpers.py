@@ -67,9 +67,9 @@ LOSS_LAYER_TYPES = ("SoftmaxWithLoss", "Accuracy", "EuclideanLoss", "SigmoidCros
 
 def with_input_layer(net_param, phase: int, shape: tuple[int, ...], drop_losses: bool = True):
     """The layers of ``net_param`` for ``phase`` with its data layer(s) replaced by one Input
-    layer of ``shape`` feeding the first data top (``data``); with ``drop_losses`` the loss and
-    accuracy layers go too (and with them the need for a label), so the score blobs become
-    the outputs. Include/exclude rules are removed: the result is a deploy-style net."""
+    layer: its first top (``data``) has ``shape`` and a second top (``label``) has shape (N,).
+    With ``drop_losses`` the loss and accuracy layers and the label go, so the score blobs
+    become the outputs (a deploy-style net). Include/exclude rules are removed."""
     from caffe.net import filter_layers
     from caffe.proto import caffe_pb2
 
@@ -80,8 +80,11 @@ def with_input_layer(net_param, phase: int, shape: tuple[int, ...], drop_losses:
         if lp.type in DATA_LAYER_TYPES or lp.type == "Input":
             if data_top is None:
                 data_top = lp.top[0]
-                inp = out.layer.add(name=lp.name, type="Input", top=[data_top])
+                tops = list(lp.top[:1] if drop_losses else lp.top[:2])
+                inp = out.layer.add(name=lp.name, type="Input", top=tops)
                 inp.input_param.shape.add(dim=list(shape))
+                if len(tops) == 2:
+                    inp.input_param.shape.add(dim=[shape[0]])
             continue
         if drop_losses and lp.type in LOSS_LAYER_TYPES:
             continue

@@ -114,7 +114,11 @@ def open_cursor(path: PathLike, backend: object) -> Cursor:
     try:
         cursor: Cursor = _LMDBCursor(path) if name == LMDB else _LevelDBCursor(path)
     except (lmdb.Error, plyvel.Error) as exc:
-        raise DataError(f"cannot open {name} database {path}: {exc}") from exc
+        hint = ""
+        if name == LEVELDB and "lock" in str(exc).lower():
+            hint = (" (LevelDB lets one process at a time open a database: another reader holds "
+                    "it; use LMDB to read one database from several processes or GPUs)")
+        raise DataError(f"cannot open {name} database {path}: {exc}{hint}") from exc
     if not cursor.valid():
         cursor.close()
         raise DataError(f"{name} database {path} is empty")

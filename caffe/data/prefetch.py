@@ -88,6 +88,8 @@ class Prefetcher:
                  device: torch.device | str = "cpu", start: int = 0) -> None:
         self.source = source
         self.workers = num_workers() if workers is None else int(workers)
+        if source.max_workers is not None:
+            self.workers = min(self.workers, source.max_workers)
         self.device = torch.device(device)
         self.index = start
         pin = self.device.type == "cuda"

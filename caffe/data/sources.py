@@ -39,6 +39,7 @@ class BatchSource:
         self.skip, self.rank, self.world_size = int(skip), int(rank), int(world_size)
         self.seed = int(seed)
         self.input_shape: Shape = ()
+        self.max_workers: int | None = None  # how many processes may read at once (None: any)
 
     @property
     def item_shape(self) -> Shape:
@@ -91,6 +92,8 @@ class DBSource(BatchSource):
         super().__init__(transformer, batch_size, **kwargs)
         self.path = os.fspath(path)
         self.backend = dbmod.backend_name(backend)
+        if self.backend == dbmod.LEVELDB:
+            self.max_workers = 1  # LevelDB locks the database to one process
         self._cursor = None
         self._pid = -1
         self._pos = 0

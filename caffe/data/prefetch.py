@@ -1,8 +1,9 @@
 """Prefetching: batches made ahead in worker processes, delivered in order.
 
 Caffe prefetches with a thread; here the batches are made in worker processes (PyTorch's
-DataLoader machinery: ``torch.multiprocessing``, batches passed back in shared memory) so that
-decoding and transforming never hold the interpreter the net runs in. Batch k goes to worker
+DataLoader machinery over ``torch.multiprocessing``) so that decoding and transforming never hold
+the interpreter the net runs in. Workers write batches into a ring of shared-memory slots
+allocated once; the net's process copies each batch out (to the device) as it takes it. Batch k goes to worker
 ``k mod n`` and comes back in order k = 0, 1, 2, ...; since a batch depends only on k (see
 ``caffe.data.sources``), the stream is the same with 0, 1 or n workers. With 0 workers batches
 are made on demand in the calling process (tests, debugging).
@@ -51,17 +52,27 @@ def num_workers() -> int:
 
 
 class _Batches(Dataset):
-    """Batch k of a source; errors travel back as messages so they surface as DataError."""
+    """Batch k of a source. Without workers it returns fresh tensors. With workers it writes batch
+    k into shared-memory slot ``k mod len(slots)`` (allocated once: shared memory is slow to
+    create and fault in) and returns k; errors travel back as messages and surface as DataError."""
 
-    def __init__(self, source: BatchSource) -> None:
+    def __init__(self, source: BatchSource, slots: int = 0) -> None:
         self.source = source
+        self.slots = [(torch.empty(source.batch_shape, dtype=torch.float32).share_memory_(),
+                       torch.empty(source.batch_size, dtype=torch.float32).share_memory_())
+                      for _ in range(slots)]
 
     def __getitem__(self, k: int):
+        if self.slots:
+            data, labels = self.slots[k % len(self.slots)]
+        else:
+            data = torch.empty(self.source.batch_shape, dtype=torch.float32)
+            labels = torch.empty(self.source.batch_size, dtype=torch.float32)
         try:
-            data, labels = self.source.load(k)
+            self.source.load(k, data.numpy(), labels.numpy())
         except DataError as exc:
             return str(exc)
-        return torch.from_numpy(data), torch.from_numpy(labels)
+        return k if self.slots else (data, labels)
 
 
 class _From(Sampler):
@@ -92,28 +103,35 @@ class Prefetcher:
             self.workers = min(self.workers, source.max_workers)
         self.device = torch.device(device)
         self.index = start
-        pin = self.device.type == "cuda"
         kwargs = {}
+        slots = 0
         if self.workers > 0:
-            kwargs = dict(prefetch_factor=max(1, math.ceil(max(1, prefetch) / self.workers)),
-                          worker_init_fn=_init_worker, multiprocessing_context=_context())
-        self._loader = DataLoader(_Batches(source), batch_size=None, sampler=_From(start),
-                                  num_workers=self.workers, pin_memory=pin, **kwargs)
+            factor = max(1, math.ceil(max(1, prefetch) / self.workers))
+            # batches in flight: factor per worker, plus the one being copied out, plus margin
+            slots = factor * self.workers + 2
+            kwargs = dict(prefetch_factor=factor, worker_init_fn=_init_worker,
+                          multiprocessing_context=_context())
+        self._batches = _Batches(source, slots)
+        self._loader = DataLoader(self._batches, batch_size=None, sampler=_From(start),
+                                  num_workers=self.workers, **kwargs)
         self._iter = iter(self._loader)
         self._finalizer = weakref.finalize(self, _shutdown, self._iter)
 
     def next(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The next batch as (data, labels) tensors on the device, owned by the caller."""
         if self._iter is None:
             raise DataError("the data prefetcher is closed")
         item = next(self._iter)
         self.index += 1
         if isinstance(item, str):
             raise DataError(item)
+        if isinstance(item, int):  # a slot of shared memory: copy it out before it is reused
+            data, labels = self._batches.slots[item % len(self._batches.slots)]
+            if self.device.type == "cpu":
+                return data.clone(), labels.clone()
+            return data.to(self.device), labels.to(self.device)
         data, labels = item
-        if self.device.type != "cpu":
-            data = data.to(self.device, non_blocking=True)
-            labels = labels.to(self.device, non_blocking=True)
-        return data, labels
+        return data.to(self.device), labels.to(self.device)
 
     def close(self) -> None:
         """Stop the worker processes; idempotent."""

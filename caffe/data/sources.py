@@ -58,10 +58,14 @@ class BatchSource:
         spec = self.transformer.spec
         return spec.mirror or (bool(spec.crop_size) and spec.phase == 0)
 
-    def load(self, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Batch k: (data float32 B x C x H x W, labels float32 B)."""
-        data = np.empty(self.batch_shape, dtype=np.float32)
-        labels = np.empty(self.batch_size, dtype=np.float32)
+    def load(self, k: int, data: np.ndarray | None = None,
+             labels: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Batch k: (data float32 B x C x H x W, labels float32 B), written into ``data`` and
+        ``labels`` when given (e.g. views of shared memory)."""
+        if data is None:
+            data = np.empty(self.batch_shape, dtype=np.float32)
+        if labels is None:
+            labels = np.empty(self.batch_size, dtype=np.float32)
         needs_rng = self._needs_rng()
         for j, g in enumerate(self.item_indices(k)):
             pixels, labels[j], where = self.read(g)

@@ -18,6 +18,7 @@ section to ``--out``."""
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import subprocess
 import sys
@@ -35,7 +36,7 @@ sys.path.insert(0, str(REPO))
 import caffe  # noqa: E402
 from caffe.data import DBSource, DataTransformer, Prefetcher, TransformSpec, Writer, image_to_datum  # noqa: E402
 from caffe.data.transformer import TRAIN  # noqa: E402
-from caffe.model_io import parse_net_text, read_net, write_blobproto  # noqa: E402
+from caffe.model_io import read_net, write_blobproto  # noqa: E402
 from caffe.proto import caffe_pb2  # noqa: E402
 from caffe.tools.compute_image_mean import compute_mean, mean_blobproto  # noqa: E402
 
@@ -146,6 +147,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=3, help="timed net steps")
     ap.add_argument("--out", default=str(REPO / "bench" / "results" / "data.md"))
     a = ap.parse_args()
+    load_start = os.getloadavg()[0]
     tmp = Path(tempfile.mkdtemp(prefix="bench_data_"))
     make_lmdb(tmp / "db128", a.items, 128)
     make_lmdb(tmp / "db144", a.items, 144)
@@ -172,14 +174,18 @@ def main() -> None:
     caffe.data.set_num_workers(1)
     with_data = net_rate(param, a.batch, a.steps, feed=False)
     print(f"SSE-HoloNet forward+backward reading its Data layer (1 worker): {with_data:.1f} images/s")
-    write_report(Path(a.out), a, rows, compute, with_data, origin)
+    loads = (load_start, os.getloadavg()[0])
+    write_report(Path(a.out), a, rows, compute, with_data, origin, loads)
 
 
-def write_report(out: Path, a, rows, compute: float, with_data: float, origin: str) -> None:
+def write_report(out: Path, a, rows, compute: float, with_data: float, origin: str,
+                 loads: tuple[float, float]) -> None:
     lines = [
         "## Data pipeline (bench/bench_data.py)", "",
         f"Machine: {cpu_name()}, {torch.get_num_threads()} torch threads, "
-        f"{__import__('os').cpu_count()} CPU cores; torch {torch.__version__}, CPU only.",
+        f"{os.cpu_count()} CPU cores; torch {torch.__version__}, CPU only; 1-minute load average "
+        f"{loads[0]:.1f} at the start, {loads[1]:.1f} at the end (other jobs shared the cores: "
+        "absolute rates are low, the ratios are what this measures).",
         f"Data: {a.items} FER2013 faces in an LMDB of raw Datum, TRAIN phase.",
         f"Net: SSE-HoloNet, {origin}, built by caffe.Net (TRAIN), forward+backward, "
         f"batch {a.batch}.", "",

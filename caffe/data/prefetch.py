@@ -19,7 +19,6 @@ import os
 import weakref
 from typing import Iterator
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
@@ -151,13 +150,3 @@ def _context():
     methods = multiprocessing.get_all_start_methods()
     return multiprocessing.get_context("fork" if "fork" in methods else "spawn")
 
-
-def load_batches(source: BatchSource, count: int, workers: int = 0) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """``count`` batches of a source as numpy arrays (a convenience for tools and tests)."""
-    pre = Prefetcher(source, workers=workers)
-    try:
-        for _ in range(count):
-            data, labels = pre.next()
-            yield data.numpy(), labels.numpy()
-    finally:
-        pre.close()

@@ -66,6 +66,15 @@ def test_missing_database_is_a_data_error_naming_the_path(tmp_path, backend):
         dbmod.open_cursor(tmp_path / "nothere", backend)
 
 
+def test_wrong_backend_is_named_in_the_error(tmp_path):
+    _write(tmp_path / "l", "lmdb", 1)
+    _write(tmp_path / "v", "leveldb", 1)
+    with pytest.raises(DataError, match="it holds an LMDB"):
+        dbmod.open_cursor(tmp_path / "l", "leveldb")
+    with pytest.raises(DataError, match="it holds a LevelDB"):
+        dbmod.open_cursor(tmp_path / "v", "lmdb")
+
+
 def test_cursor_seeks_back_to_first(tmp_path):
     records = _write(tmp_path / "db", "leveldb", 3)
     cur = dbmod.open_cursor(tmp_path / "db", "leveldb")

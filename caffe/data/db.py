@@ -115,7 +115,11 @@ def open_cursor(path: PathLike, backend: object) -> Cursor:
         cursor: Cursor = _LMDBCursor(path) if name == LMDB else _LevelDBCursor(path)
     except (lmdb.Error, plyvel.Error) as exc:
         hint = ""
-        if name == LEVELDB and "lock" in str(exc).lower():
+        if name == LEVELDB and (path / "data.mdb").is_file():
+            hint = " (it holds an LMDB: set backend: LMDB / --backend=lmdb)"
+        elif name == LMDB and (path / "CURRENT").is_file():
+            hint = " (it holds a LevelDB: set backend: LEVELDB / --backend=leveldb)"
+        elif name == LEVELDB and "lock" in str(exc).lower():
             hint = (" (LevelDB lets one process at a time open a database: another reader holds "
                     "it; use LMDB to read one database from several processes or GPUs)")
         raise DataError(f"cannot open {name} database {path}: {exc}{hint}") from exc

@@ -25,7 +25,7 @@ from .errors import NetError
 from .layers.base import TEST, Layer
 from .layers.conv import Convolution
 from .layers.inner_product import InnerProduct
-from .layers.neuron import Dropout
+from .layers.neuron import Dropout, ReLU
 from .layers.normalization import BatchNorm, Scale
 from .layers.structure import Silence, Split
 from .net import Net
@@ -117,95 +117,160 @@ def _foldable_head(layer: Layer) -> bool:
     return False
 
 
+def _global_bn(layer: Layer) -> bool:
+    return type(layer) is BatchNorm and layer.use_global_stats
+
+
 def _foldable_scale(layer: Layer, channels: int) -> bool:
     return (type(layer) is Scale and len(layer.lp.bottom) == 1 and layer.axis == 1
             and layer.param_shape == (channels,))
 
 
-def _find_folds(graph: _Graph) -> dict[int, list[int]]:
-    """Map each foldable Convolution/InnerProduct layer index to its chain [head, BN(, Scale)]."""
+@dataclass
+class _Chain:
+    """Layers run as one step: a head (Convolution, InnerProduct or TEST BatchNorm), then
+    optionally the BatchNorm, Scale and ReLU that each read only the previous one's output."""
+
+    head: _Node
+    bn: _Node | None = None
+    scale: _Node | None = None
+    relu: _Node | None = None
+
+    @property
+    def nodes(self) -> list[_Node]:
+        return [n for n in (self.head, self.bn, self.scale, self.relu) if n is not None]
+
+
+def _next(graph: _Graph, by_index: dict[int, _Node], node: _Node, accept) -> _Node | None:
+    """The sole reader of ``node``'s top if ``accept(layer)`` holds for it."""
+    if len(node.tops) != 1:
+        return None
+    index = _sole_consumer(graph, node.tops[0])
+    if index is None or not accept(by_index[index].layer):
+        return None
+    return by_index[index]
+
+
+def _find_chains(graph: _Graph) -> dict[int, _Chain]:
+    """The chains to fuse, keyed by their head's layer index. A Convolution/InnerProduct absorbs
+    the TEST BatchNorm (+ Scale) and the ReLU that read only its output; a BatchNorm that
+    follows no such layer becomes one affine step with its Scale (+ ReLU)."""
     by_index = {n.index: n for n in graph.nodes}
-    chains: dict[int, list[int]] = {}
+    chains: dict[int, _Chain] = {}
+    claimed: set[int] = set()
     for node in graph.nodes:
-        if not _foldable_head(node.layer):
+        if node.index in claimed:
             continue
-        bn_index = _sole_consumer(graph, node.tops[0])
-        if bn_index is None:
+        if _foldable_head(node.layer):
+            chain = _Chain(node, bn=_next(graph, by_index, node, _global_bn))
+            channels = node.layer.num_output
+        elif _global_bn(node.layer):
+            chain = _Chain(node)
+            channels = node.layer.blobs[0].numel()
+        else:
             continue
-        bn = by_index[bn_index]
-        if type(bn.layer) is not BatchNorm or not bn.layer.use_global_stats:
-            continue
-        chain = [node.index, bn_index]
-        scale_index = _sole_consumer(graph, bn.tops[0])
-        if scale_index is not None and _foldable_scale(by_index[scale_index].layer,
-                                                       node.layer.num_output):
-            chain.append(scale_index)
-        chains[node.index] = chain
+        last = chain.bn or chain.head
+        if _global_bn(last.layer):
+            chain.scale = _next(graph, by_index, last, lambda l: _foldable_scale(l, channels))
+        chain.relu = _next(graph, by_index, chain.nodes[-1], lambda l: type(l) is ReLU)
+        if len(chain.nodes) > 1 or _global_bn(node.layer):
+            chains[node.index] = chain
+            claimed.update(n.index for n in chain.nodes)
     return chains
 
 
 @torch.no_grad()
-def _folded_params(head: Layer, bn: BatchNorm, scale: Scale | None
-                   ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Weight and bias of ``head`` with ``bn`` (and ``scale``) folded in, computed in float64."""
-    weight = head.blobs[0].detach().double()
-    if isinstance(head, InnerProduct) and head.transpose:
-        weight = weight.t()
-    n = weight.shape[0]
-    bias = (head.blobs[1].detach().double() if head.bias_term
-            else torch.zeros(n, dtype=torch.float64, device=weight.device))
+def _affine(bn: BatchNorm, scale: Scale | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(g, h) with BatchNorm(+Scale)(x) = x * g + h per channel, computed in float64."""
     mean, var = (t.double() for t in bn.global_stats())
     g = torch.rsqrt(var + bn.eps)
-    beta = torch.zeros_like(g)
+    h = torch.zeros_like(g)
     if scale is not None:
         g = g * scale.blobs[0].detach().double()
         if scale.lp.scale_param.bias_term:
-            beta = scale.blobs[scale.bias_index].detach().double()
-    weight = weight * g.reshape((n,) + (1,) * (weight.dim() - 1))
-    bias = (bias - mean) * g + beta
-    return weight.float().contiguous(), bias.float()
+            h = scale.blobs[scale.bias_index].detach().double()
+    return g, h - mean * g
+
+
+@torch.no_grad()
+def _head_params(chain: _Chain) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Weight (out, ...) and bias of the chain's Convolution/InnerProduct, with its BatchNorm
+    and Scale folded in: W * g and b * g + h."""
+    head = chain.head.layer
+    weight = head.blobs[0].detach()
+    if isinstance(head, InnerProduct) and head.transpose:
+        weight = weight.t()
+    bias = head.blobs[1].detach() if head.bias_term else None
+    if chain.bn is None:
+        return weight.clone().contiguous(), None if bias is None else bias.clone()
+    g, h = _affine(chain.bn.layer, chain.scale.layer if chain.scale else None)
+    n = weight.shape[0]
+    folded_weight = weight.double() * g.reshape((n,) + (1,) * (weight.dim() - 1))
+    folded_bias = h if bias is None else bias.double() * g + h
+    return folded_weight.float().contiguous(), folded_bias.float()
+
+
+def _activation(chain: _Chain | None) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """The fused ReLU, applied in place (the chain's own fresh output has no other reader)."""
+    if chain is None or chain.relu is None:
+        return None
+    slope = chain.relu.layer.lp.relu_param.negative_slope
+    return (lambda y: F.leaky_relu_(y, slope)) if slope else F.relu_
 
 
 def _conv_fn(layer: Convolution, weight: torch.Tensor, bias: torch.Tensor | None,
-             channels_last: bool) -> Callable[..., list[torch.Tensor]]:
+             channels_last: bool, act) -> Callable[..., list[torch.Tensor]]:
     if channels_last:
         weight = weight.contiguous(memory_format=torch.channels_last)
     stride, pad, dilation, group = layer.stride, layer.pad, layer.dilation, layer.group
 
     def conv(*xs: torch.Tensor) -> list[torch.Tensor]:
-        return [F.conv2d(x, weight, bias, stride, pad, dilation, group) for x in xs]
+        ys = [F.conv2d(x, weight, bias, stride, pad, dilation, group) for x in xs]
+        return [act(y) for y in ys] if act else ys
     return conv
 
 
-def _linear_fn(layer: InnerProduct, weight: torch.Tensor, bias: torch.Tensor | None
+def _linear_fn(layer: InnerProduct, weight: torch.Tensor, bias: torch.Tensor | None, act
                ) -> Callable[..., list[torch.Tensor]]:
     axis, k = layer.axis, layer.k
 
     def linear(x: torch.Tensor) -> list[torch.Tensor]:
-        return [F.linear(x.reshape(*x.shape[:axis], k), weight, bias)]
+        y = F.linear(x.reshape(*x.shape[:axis], k), weight, bias)
+        return [act(y) if act else y]
     return linear
 
 
-def _copied_params(layer: Convolution | InnerProduct) -> tuple[torch.Tensor, torch.Tensor | None]:
-    weight = layer.blobs[0].detach().clone()
-    if isinstance(layer, InnerProduct) and layer.transpose:
-        weight = weight.t().contiguous()
-    bias = layer.blobs[1].detach().clone() if layer.bias_term else None
-    return weight, bias
+def _affine_fn(chain: _Chain, act) -> Callable[..., list[torch.Tensor]]:
+    """A TEST BatchNorm (+ Scale) as one batch_norm call with the Scale as its affine part."""
+    bn = chain.bn or chain.head
+    mean, var = (t.clone() for t in bn.layer.global_stats())
+    weight = bias = None
+    if chain.scale is not None:
+        scale = chain.scale.layer
+        weight = scale.blobs[0].detach().clone()
+        if scale.lp.scale_param.bias_term:
+            bias = scale.blobs[scale.bias_index].detach().clone()
+    eps = bn.layer.eps
+
+    def affine(x: torch.Tensor) -> list[torch.Tensor]:
+        y = F.batch_norm(x, mean, var, weight, bias, False, 0.0, eps)
+        return [act(y) if act else y]
+    return affine
 
 
-def _step_fn(layer: Layer, chain: list[Layer] | None, channels_last: bool
+def _step_fn(layer: Layer, chain: _Chain | None, channels_last: bool
              ) -> Callable[..., list[torch.Tensor]]:
-    """The function a step calls: a folded or copied Convolution/InnerProduct, else the layer."""
-    if chain is not None:
-        weight, bias = _folded_params(layer, chain[1], chain[2] if len(chain) > 2 else None)
-    elif type(layer) in (Convolution, InnerProduct):
-        weight, bias = _copied_params(layer)
-    else:
+    """The function a step calls: a fused chain, a Convolution/InnerProduct on prepared copies
+    of its weights, or else the layer's own forward."""
+    act = _activation(chain)
+    if type(layer) is BatchNorm and chain is not None:
+        return _affine_fn(chain, act)
+    if type(layer) not in (Convolution, InnerProduct):
         return layer.forward
+    weight, bias = _head_params(chain or _Chain(_Node(-1, layer, [], [])))
     if isinstance(layer, Convolution):
-        return _conv_fn(layer, weight, bias, channels_last)
-    return _linear_fn(layer, weight, bias)
+        return _conv_fn(layer, weight, bias, channels_last, act)
+    return _linear_fn(layer, weight, bias, act)
 
 
 def _autocast_dtype(autocast: str | torch.dtype | None) -> torch.dtype | None:
@@ -235,21 +300,20 @@ class InferenceNet:
         self.outputs = list(net.outputs)
         graph = _trace(net)
         self._graph = graph
-        chains = _find_folds(graph) if fold else {}
-        skipped = {i for chain in chains.values() for i in chain[1:]}
-        by_index = {n.index: n for n in graph.nodes}
-        self.folded = [tuple(net._layer_names[i] for i in chain) for chain in chains.values()]
+        chains = _find_chains(graph) if fold else {}
+        skipped = {n.index for chain in chains.values() for n in chain.nodes[1:]}
+        self.folded = [tuple(net._layer_names[n.index] for n in chain.nodes)
+                       for chain in chains.values() if len(chain.nodes) > 1]
         self._folded_values = {v for chain in chains.values()
-                               for i in chain[:-1] for v in by_index[i].tops}
+                               for n in chain.nodes[:-1] for v in n.tops}
         self._steps: list[_Step] = []
         for node in graph.nodes:
             if node.index in skipped or node.layer.feeds_from_blobs:
                 continue
             chain = chains.get(node.index)
-            tops = by_index[chain[-1]].tops if chain else node.tops
-            modules = [by_index[i].layer for i in chain] if chain else None
+            tops = chain.nodes[-1].tops if chain else node.tops
             self._steps.append(_Step(net._layer_names[node.index],
-                                     _step_fn(node.layer, modules, channels_last),
+                                     _step_fn(node.layer, chain, channels_last),
                                      node.bottoms, tops))
         self._plan_releases()
 

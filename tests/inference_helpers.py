@@ -1,11 +1,19 @@
-"""Helpers for the inference-mode and OpenCV cross-check tests: meaningful random weights."""
+"""Helpers for the inference-mode and OpenCV cross-check tests and the engine benchmarks:
+meaningful random weights, Input instead of data layers, OpenCV-readable copies, the SSE nets."""
 from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 
+import caffe
 from caffe.layers.normalization import BatchNorm, Scale
-from caffe.net import Net
+from caffe.model_io import read_net, write_text
+from caffe.net import Net, filter_layers
+from caffe.proto import caffe_pb2
 
 
 def randomize_weights(net: Net, seed: int = 0) -> None:
@@ -70,9 +78,6 @@ def with_input_layer(net_param, phase: int, shape: tuple[int, ...], drop_losses:
     layer: its first top (``data``) has ``shape`` and a second top (``label``) has shape (N,).
     With ``drop_losses`` the loss and accuracy layers and the label go, so the score blobs
     become the outputs (a deploy-style net). Include/exclude rules are removed."""
-    from caffe.net import filter_layers
-    from caffe.proto import caffe_pb2
-
     state = caffe_pb2.NetState(phase=phase)
     out = caffe_pb2.NetParameter(name=net_param.name)
     data_top = None
@@ -102,3 +107,68 @@ def last_writers(net_param) -> dict[str, str]:
         for t in lp.top:
             writers[t] = lp.name
     return writers
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class SSEModel:
+    """One released SSE net: where its prototxts are and what its input is."""
+
+    key: str
+    title: str
+    folder: str
+    stem: str
+    input_chw: tuple[int, int, int]
+
+    def prototxt(self, stage: str) -> Path:
+        """script/<folder>/<stem>_<stage>.prototxt (stage: train, test or deploy); the
+        environment variable SSE_SCRIPT_DIR replaces script/ (e.g. the original release's)."""
+        root = Path(os.environ.get("SSE_SCRIPT_DIR", REPO / "script"))
+        path = root / self.folder / f"{self.stem}_{stage}.prototxt"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} not found: generate the SSE prototxts first "
+                                    f"(sse-gen-nets)")
+        return path
+
+
+MODELS = {
+    "holonet": SSEModel("holonet", "SSE-HoloNet", "SSE-HoloNet", "SSE_holonet", (1, 128, 128)),
+    "densenet": SSEModel("densenet", "SSE-DenseNet-121", "SSE-DenseNet", "SSE-densenet-121",
+                         (3, 128, 128)),
+    "resnet": SSEModel("resnet", "SSE-ResNet-50", "SSE-ResNet", "SSE-resnet-50", (3, 224, 224)),
+}
+
+
+def train_net(model: SSEModel, batch: int, seed: int = 0) -> caffe.Net:
+    """The TRAIN net with Input tops ``data`` and ``label`` instead of its data layer."""
+    caffe.set_random_seed(seed)
+    param = with_input_layer(read_net(model.prototxt("train")), caffe.TRAIN,
+                             (batch,) + model.input_chw, drop_losses=False)
+    return caffe.Net(net_param=param, phase=caffe.TRAIN)
+
+
+def test_net_param(model: SSEModel, batch: int):
+    """The TEST net with an Input ``data`` top and without its loss/accuracy layers."""
+    return with_input_layer(read_net(model.prototxt("test")), caffe.TEST,
+                            (batch,) + model.input_chw, drop_losses=True)
+
+
+def test_net_files(model: SSEModel, batch: int, folder: Path, seed: int = 0
+                   ) -> tuple[caffe.Net, Path, Path, Path]:
+    """Build the TEST net with random weights (random BatchNorm statistics and Scale values),
+    save it, and write the prototxt twice: as is, and with in-place convolutions renamed for
+    OpenCV. Returns (net, prototxt, opencv_prototxt, caffemodel)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    param = test_net_param(model, batch)
+    caffe.set_random_seed(seed)
+    net = caffe.Net(net_param=param, phase=caffe.TEST)
+    randomize_weights(net, seed)
+    prototxt = folder / f"{model.key}_test_input.prototxt"
+    opencv_prototxt = folder / f"{model.key}_test_input_opencv.prototxt"
+    weights = folder / f"{model.key}_random.caffemodel"
+    write_text(param, prototxt)
+    write_text(rename_inplace_tops(param), opencv_prototxt)
+    net.save(weights)
+    return net, prototxt, opencv_prototxt, weights

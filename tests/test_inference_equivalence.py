@@ -31,7 +31,8 @@ def layer(name: str, type_: str, bottoms: list[str], tops: list[str], params: st
 # Every case the folding must get right: in-place chains (the BVLC ResNet style), chains with new
 # top names, Scale without bias, conv without bias and with groups, a conv whose output also feeds a
 # branch (no fold), a BatchNorm whose output feeds two layers (fold BN only), an in-place
-# Convolution (SSE-ResNet), InnerProduct + BN + Scale, explicit Split, Dropout, Power, Concat.
+# Convolution (SSE-ResNet), InnerProduct + BN + Scale, a leaky ReLU after a convolution, a BatchNorm
+# that follows no convolution, explicit Split, Dropout, Power, Concat.
 NET = (
     'name: "fold_cases"\n'
     'layer { name: "data" type: "Input" top: "data" '
@@ -57,7 +58,10 @@ NET = (
     + layer("split4", "Split", ["bn4"], ["bn4a", "bn4b"])
     + layer("plus1", "Power", ["bn4a"], ["plus1"], "power_param { shift: 1 }")
     + layer("neg", "Power", ["bn4b"], ["neg"], "power_param { scale: -1 shift: 1 }")
-    + layer("cat", "Concat", ["plus1", "neg"], ["cat"])
+    + conv("conv5", "sum", "conv5", 6, 1)
+    + layer("lrelu5", "ReLU", ["conv5"], ["conv5"], "relu_param { negative_slope: 0.1 }")
+    + layer("cat", "Concat", ["plus1", "neg", "conv5"], ["cat"])
+    + layer("bn_cat", "BatchNorm", ["cat"], ["cat"])
     + layer("drop", "Dropout", ["cat"], ["cat"], "dropout_param { dropout_ratio: 0.5 }")
     + layer("ip1", "InnerProduct", ["cat"], ["ip1"], f"inner_product_param {{ num_output: 10 {FILLERS} }}")
     + layer("bn_ip", "BatchNorm", ["ip1"], ["ip1"])
@@ -69,10 +73,12 @@ NET = (
 )
 
 EXPECTED_FOLDS = [
-    ("conv1", "bn1", "scale1"),
+    ("conv1", "bn1", "scale1", "relu1"),
     ("conv2", "bn2", "scale2"),
+    ("bn3", "scale3"),
     ("conv_inplace", "bn_inplace", "scale_inplace"),
     ("conv4", "bn4"),
+    ("conv5", "lrelu5"),
     ("ip1", "bn_ip", "scale_ip"),
     ("ip2", "bn_ip2"),
 ]

@@ -1,0 +1,239 @@
+"""Engine benchmark, side by side in one run; writes bench/results/engine.md.
+
+(a) forward+backward of the SSE-HoloNet and SSE-DenseNet-121 train nets built from their
+    prototxts (data layer replaced by Input) versus the same architectures written directly in
+    PyTorch (bench/plain_torch_models.py), batch 32, repetitions interleaved, medians;
+(b) inference of the TEST nets, plain and optimised mode (caffe.inference), versus OpenCV dnn on
+    the same prototxt and caffemodel, batch 1 and 32;
+(c) the train nets' forward+backward against real Caffe's published times, normalised by a numpy
+    float32 2048^3 matmul timed in the same run.
+
+Run: ``python bench/bench_engine.py`` (``--reps``, ``--quick``). Where OPENBLAS_CORETYPE is set,
+run it as ``env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python bench/bench_engine.py`` so that
+numpy's matmul uses its native kernel (the report names the kernel used)."""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from plain_torch_models import SSEDenseNet121, SSEHoloNet, load_from_caffe_net, sse_loss  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))
+from inference_helpers import MODELS, randomize_weights, test_net_files, train_net  # noqa: E402
+
+from caffe.inference import optimize  # noqa: E402
+
+# Real BVLC Caffe (OpenBLAS, CPU, 2 cores), one run: forward+backward at batch 32, and the numpy
+# float32 2048x2048x2048 matmul timed in that same run (figures given in the issue).
+CAFFE_MS = {"holonet": 2681.0, "densenet": 11330.0}
+CAFFE_MATMUL_MS = 223.5
+PLAIN_MODELS = {"holonet": SSEHoloNet, "densenet": SSEDenseNet121}
+
+
+def interleaved(contenders: dict[str, Callable[[], object]], reps: int, warmup: int
+                ) -> dict[str, float]:
+    """Median seconds per call of each contender; the repetitions alternate between them so that
+    drifts of the machine affect all alike."""
+    for fn in contenders.values():
+        for _ in range(warmup):
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in contenders}
+    for _ in range(reps):
+        for name, fn in contenders.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(ts) for name, ts in times.items()}
+
+
+def machine() -> dict[str, str]:
+    """What the numbers were measured on."""
+    try:
+        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
+        model = next((l.split(":", 1)[1].strip() for l in lscpu.splitlines()
+                      if l.startswith("Model name")), platform.processor())
+    except OSError:
+        model = platform.processor()
+    import cv2
+    return {"cpu": model, "cores": str(os.cpu_count()), "torch": torch.__version__,
+            "torch threads": str(torch.get_num_threads()), "numpy": np.__version__,
+            "opencv": cv2.__version__, "opencv threads": str(cv2.getNumThreads()),
+            "python": platform.python_version(), "blas": blas_kernel(),
+            "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE", "(unset)")}
+
+
+def blas_kernel() -> str:
+    """numpy's BLAS library, version and kernel (threadpoolctl), or what numpy says of itself."""
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return "unknown (install threadpoolctl to see the kernel)"
+    for info in threadpool_info():
+        if info.get("user_api") == "blas" and "numpy" in info.get("filepath", ""):
+            return (f"{info.get('internal_api')} {info.get('version')}, kernel "
+                    f"{info.get('architecture')}, {info.get('num_threads')} threads")
+    return "not found by threadpoolctl"
+
+
+def matmul_seconds(reps: int) -> float:
+    rng = np.random.default_rng(0)
+    a = rng.random((2048, 2048), dtype=np.float32)
+    b = rng.random((2048, 2048), dtype=np.float32)
+    return interleaved({"matmul": lambda: a @ b}, max(reps, 5), 2)["matmul"]
+
+
+def bench_train(key: str, batch: int, reps: int, warmup: int) -> dict[str, float]:
+    """(a): engine forward+backward vs the plain PyTorch module, after checking both compute the
+    same loss from the same weights."""
+    model = MODELS[key]
+    net = train_net(model, batch)
+    net.retain_blob_diffs = False  # as the solver runs it
+    randomize_weights(net, 1)
+    plain = PLAIN_MODELS[key](model.input_chw[0])
+    load_from_caffe_net(plain, net)
+    plain.train()
+    rng = np.random.default_rng(0)
+    x = rng.normal(0, 50, (batch,) + model.input_chw).astype(np.float32)
+    y = rng.integers(0, 7, batch)
+    net.blobs["data"].data[...] = x
+    net.blobs["label"].data[...] = y
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    engine_loss = net.forward_backward()
+    plain_loss = float(sse_loss(plain(xt), yt).detach())
+    if abs(engine_loss - plain_loss) > 1e-4 * max(1.0, abs(plain_loss)):
+        raise RuntimeError(f"{key}: engine loss {engine_loss} != plain PyTorch loss {plain_loss}: "
+                           "the architectures differ")
+
+    def engine_step() -> None:
+        net.clear_param_diffs()
+        net.forward_backward()
+
+    def plain_step() -> None:
+        plain.zero_grad(set_to_none=False)
+        sse_loss(plain(xt), yt).backward()
+
+    result = interleaved({"engine": engine_step, "plain": plain_step}, reps, warmup)
+    result["loss"] = engine_loss
+    return result
+
+
+def bench_inference(key: str, batch: int, reps: int, warmup: int, folder: Path) -> dict[str, float]:
+    """(b): plain mode, optimised mode and OpenCV dnn on the same files; checks agreement first."""
+    import cv2
+    model = MODELS[key]
+    net, _, opencv_prototxt, weights = test_net_files(model, batch, folder / f"{key}_{batch}")
+    fast = optimize(net)
+    cv_net = cv2.dnn.readNetFromCaffe(str(opencv_prototxt), str(weights))
+    out = net.outputs[0]
+    x = np.random.default_rng(2).normal(0, 50, (batch,) + model.input_chw).astype(np.float32)
+
+    def run_opencv() -> np.ndarray:
+        cv_net.setInput(x)
+        return cv_net.forward(out)
+
+    expected = net.forward(data=x)[out].copy()
+    for name, got in (("optimised", fast.forward(data=x)[out]), ("opencv", run_opencv())):
+        err = np.abs(got.reshape(expected.shape) - expected).max() / np.abs(expected).max()
+        if err > 1e-4:
+            raise RuntimeError(f"{key} batch {batch}: {name} differs from the plain mode by {err:.2e}")
+    return interleaved({"plain": lambda: net.forward(data=x), "optimised": lambda: fast.forward(data=x),
+                        "opencv": run_opencv}, reps, warmup)
+
+
+def render(info: dict[str, str], train: dict, infer: dict, matmul: float, args) -> str:
+    lines = ["## Engine benchmark (bench/bench_engine.py)", "",
+             f"Measured {time.strftime('%Y-%m-%d')} with `python bench/bench_engine.py "
+             f"--reps {args.reps}`; medians of interleaved repetitions.", "",
+             "| machine | |", "| --- | --- |"]
+    lines += [f"| {k} | {v} |" for k, v in info.items()]
+    lines += ["", "### (a) forward+backward, prototxt-built net vs the same net written in PyTorch",
+              "", "Train nets, batch 32, data layer replaced by Input; the engine runs as the solver "
+              "does (no per-blob diffs kept), the PyTorch modules use nn.BatchNorm2d (BatchNorm+Scale "
+              "in one), F.cross_entropy; both checked to give the same loss from the same weights.",
+              "", "| net | engine (ms) | plain PyTorch (ms) | ratio engine/plain (goal <= 1.10) |",
+              "| --- | ---: | ---: | ---: |"]
+    for key, r in train.items():
+        lines.append(f"| {MODELS[key].title} | {r['engine'] * 1e3:.0f} | {r['plain'] * 1e3:.0f} | "
+                     f"{r['engine'] / r['plain']:.3f} |")
+    lines += ["", "### (b) inference: plain mode, optimised mode (caffe.inference.optimize) and "
+              "OpenCV dnn", "", "Same prototxt (TEST net, Input instead of data, losses removed) and "
+              "caffemodel (random weights, random BatchNorm statistics); numpy in, numpy out; "
+              "outputs checked to agree within 1e-4 before timing.", "",
+              "| net | batch | plain (ms) | optimised (ms) | OpenCV (ms) | OpenCV/optimised | "
+              "OpenCV/plain |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for (key, batch), r in infer.items():
+        lines.append(f"| {MODELS[key].title} | {batch} | {r['plain'] * 1e3:.1f} | "
+                     f"{r['optimised'] * 1e3:.1f} | {r['opencv'] * 1e3:.1f} | "
+                     f"{r['opencv'] / r['optimised']:.2f} | {r['opencv'] / r['plain']:.2f} |")
+    lines += ["", "### (c) against real Caffe, normalised by a numpy float32 2048^3 matmul", "",
+              f"Real Caffe (BVLC, OpenBLAS, CPU, 2 cores): HoloNet {CAFFE_MS['holonet']:.0f} ms, "
+              f"DenseNet-121 {CAFFE_MS['densenet']:.0f} ms for one forward+backward at batch 32, "
+              f"matmul {CAFFE_MATMUL_MS} ms in the same run. Here the matmul took "
+              f"{matmul * 1e3:.1f} ms ({info['blas']}).", "",
+              "| net | Caffe (matmuls) | engine (ms) | engine (matmuls) | speed-up vs Caffe "
+              "(goal >= 3) |", "| --- | ---: | ---: | ---: | ---: |"]
+    for key, r in train.items():
+        caffe_units = CAFFE_MS[key] / CAFFE_MATMUL_MS
+        ours_units = r["engine"] / matmul
+        lines.append(f"| {MODELS[key].title} | {caffe_units:.2f} | {r['engine'] * 1e3:.0f} | "
+                     f"{ours_units:.2f} | {caffe_units / ours_units:.2f}x |")
+    return "\n".join(lines) + "\n"
+
+
+def write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--reps", type=int, default=7, help="timed repetitions per contender")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed calls per contender first")
+    parser.add_argument("--quick", action="store_true", help="3 reps, 1 warm-up (smoke run)")
+    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "engine.md")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.reps, args.warmup = 3, 1
+    import cv2
+    cv2.setNumThreads(torch.get_num_threads())
+    info = machine()
+    print("\n".join(f"{k}: {v}" for k, v in info.items()), flush=True)
+    train, infer = {}, {}
+    matmul = matmul_seconds(args.reps)
+    print(f"matmul: {matmul * 1e3:.1f} ms", flush=True)
+    for key in ("holonet", "densenet"):
+        train[key] = bench_train(key, 32, args.reps, args.warmup)
+        r = train[key]
+        print(f"(a) {key}: engine {r['engine'] * 1e3:.0f} ms, plain {r['plain'] * 1e3:.0f} ms, "
+              f"ratio {r['engine'] / r['plain']:.3f}", flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        for key in ("holonet", "densenet"):
+            for batch in (1, 32):
+                infer[(key, batch)] = r = bench_inference(key, batch, args.reps, args.warmup, Path(tmp))
+                print(f"(b) {key} batch {batch}: plain {r['plain'] * 1e3:.1f} ms, optimised "
+                      f"{r['optimised'] * 1e3:.1f} ms, opencv {r['opencv'] * 1e3:.1f} ms", flush=True)
+    matmul = statistics.median([matmul, matmul_seconds(args.reps)])
+    text = render(info, train, infer, matmul, args)
+    write_atomic(args.out, text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -142,11 +142,16 @@ def main(argv: list[str] | None = None) -> int:
     med = {k: statistics.median(v) for k, v in times.items()}
     names = list(steps)
     ratio = med[names[0]] / med[names[1]]
+    ratio_min = min(times[names[0]]) / min(times[names[1]])
+    pairwise = statistics.median(a / b for a, b in zip(times[names[0]], times[names[1]]))
+    load = os.getloadavg()
     lines = [
         "## Training speed (bench/bench_train.py)",
         "",
         f"Machine: {cpu_name()}, {os.cpu_count()} cores (`lscpu` model name), torch "
-        f"{torch.__version__} ({torch.get_num_threads()} threads), Python {platform.python_version()}.",
+        f"{torch.__version__} ({torch.get_num_threads()} threads), Python {platform.python_version()}; "
+        f"load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} at the end (a shared machine: "
+        "other jobs ran alongside, so single iterations vary; compare the ratios).",
         f"SSE-HoloNet (`{NET.relative_to(REPO)}` + its solver: SGD, momentum {sp.momentum:g}, "
         f"weight decay {sp.weight_decay:g}), {args.channels}x128x128 random images from memory, "
         f"batch {args.batch} (the prototxt's is 128), {args.warmup} warm-up and {args.reps} timed "
@@ -161,7 +166,9 @@ def main(argv: list[str] | None = None) -> int:
         ts = times[name]
         lines.append(f"| {name} | {med[name]:.3f} | {min(ts):.3f} | {max(ts):.3f} | "
                      f"{args.batch / med[name]:.1f} |")
-    lines += ["", f"Ratio prototxt / plain (time per iteration): **{ratio:.3f}** (goal: <= 1.15).", ""]
+    lines += ["", f"Ratio prototxt / plain, time per iteration (goal: <= 1.15): medians **{ratio:.3f}**, "
+              f"fastest iterations **{ratio_min:.3f}**, median of the ratios of adjacent iterations "
+              f"**{pairwise:.3f}**.", ""]
     text = "\n".join(lines)
     print(text)
     out = Path(args.output)

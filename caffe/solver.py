@@ -63,7 +63,8 @@ class Solver:
             set_random_seed(int(param.random_seed))
         self.rule = updates.make_rule(param)
         self.net = nets.build_train_net(param, glog.log)
-        self.test_nets = nets.build_test_nets(param, glog.log)
+        # Only the root tests (as Caffe); other ranks of a parallel run skip building test nets.
+        self.test_nets = nets.build_test_nets(param, glog.log) if is_root else []
         self.net.retain_blob_diffs = False
         for test_net in self.test_nets:
             test_net.share_with(self.net)

@@ -144,7 +144,7 @@ def train_parallel(param, world_size: int, devices: Sequence[int] | None = None,
         raise SolverError(f"{world_size} processes for {len(devices)} devices")
     SignalFlags(sigint_effect, sighup_effect)
     import torch.multiprocessing as mp
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGHUP)}
     try:
         mp.spawn(_worker, nprocs=world_size, join=True,
                  args=(world_size, param.SerializeToString(), list(devices) if devices else None,
@@ -152,4 +152,5 @@ def train_parallel(param, world_size: int, devices: Sequence[int] | None = None,
     except mp.ProcessRaisedException as exc:
         raise SolverError(f"a training process failed: {str(exc).strip().splitlines()[-1]}") from None
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

@@ -29,8 +29,8 @@ _settings: dict[str, int | None] = {"workers": None}
 
 
 def set_num_workers(n: int | None) -> None:
-    """Worker processes per data layer built from now on (0: make batches in the net's process;
-    None: the default)."""
+    """Worker processes per data layer, read when a layer starts prefetching (its first forward);
+    0: make batches in the net's process; None: back to the default."""
     if n is not None and n < 0:
         raise ValueError(f"number of data workers must be >= 0, got {n}")
     _settings["workers"] = n

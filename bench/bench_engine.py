@@ -32,7 +32,7 @@ from plain_torch_models import SSEDenseNet121, SSEHoloNet, load_from_caffe_net, 
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
-from inference_helpers import MODELS, randomize_weights, test_net_files, train_net  # noqa: E402
+from inference_helpers import MODELS, randomize_weights, sse_test_net_files, sse_train_net  # noqa: E402
 
 from caffe.inference import optimize  # noqa: E402
 
@@ -99,7 +99,7 @@ def bench_train(key: str, batch: int, reps: int, warmup: int) -> dict[str, float
     """(a): engine forward+backward vs the plain PyTorch module, after checking both compute the
     same loss from the same weights."""
     model = MODELS[key]
-    net = train_net(model, batch)
+    net = sse_train_net(model, batch)
     net.retain_blob_diffs = False  # as the solver runs it
     randomize_weights(net, 1)
     plain = PLAIN_MODELS[key](model.input_chw[0])
@@ -134,7 +134,7 @@ def bench_inference(key: str, batch: int, reps: int, warmup: int, folder: Path) 
     """(b): plain mode, optimised mode and OpenCV dnn on the same files; checks agreement first."""
     import cv2
     model = MODELS[key]
-    net, _, opencv_prototxt, weights = test_net_files(model, batch, folder / f"{key}_{batch}")
+    net, _, opencv_prototxt, weights = sse_test_net_files(model, batch, folder / f"{key}_{batch}")
     fast = optimize(net)
     cv_net = cv2.dnn.readNetFromCaffe(str(opencv_prototxt), str(weights))
     out = net.outputs[0]

@@ -141,7 +141,7 @@ MODELS = {
 }
 
 
-def train_net(model: SSEModel, batch: int, seed: int = 0) -> caffe.Net:
+def sse_train_net(model: SSEModel, batch: int, seed: int = 0) -> caffe.Net:
     """The TRAIN net with Input tops ``data`` and ``label`` instead of its data layer."""
     caffe.set_random_seed(seed)
     param = with_input_layer(read_net(model.prototxt("train")), caffe.TRAIN,
@@ -149,19 +149,19 @@ def train_net(model: SSEModel, batch: int, seed: int = 0) -> caffe.Net:
     return caffe.Net(net_param=param, phase=caffe.TRAIN)
 
 
-def test_net_param(model: SSEModel, batch: int):
+def sse_test_net_param(model: SSEModel, batch: int):
     """The TEST net with an Input ``data`` top and without its loss/accuracy layers."""
     return with_input_layer(read_net(model.prototxt("test")), caffe.TEST,
                             (batch,) + model.input_chw, drop_losses=True)
 
 
-def test_net_files(model: SSEModel, batch: int, folder: Path, seed: int = 0
+def sse_test_net_files(model: SSEModel, batch: int, folder: Path, seed: int = 0
                    ) -> tuple[caffe.Net, Path, Path, Path]:
     """Build the TEST net with random weights (random BatchNorm statistics and Scale values),
     save it, and write the prototxt twice: as is, and with in-place convolutions renamed for
     OpenCV. Returns (net, prototxt, opencv_prototxt, caffemodel)."""
     folder.mkdir(parents=True, exist_ok=True)
-    param = test_net_param(model, batch)
+    param = sse_test_net_param(model, batch)
     caffe.set_random_seed(seed)
     net = caffe.Net(net_param=param, phase=caffe.TEST)
     randomize_weights(net, seed)

@@ -11,6 +11,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import cv2
 from tqdm import tqdm
 
 from .inputs import VideoJob
@@ -55,8 +56,10 @@ class Summary:
         return "\n".join(lines)
 
 
-def _init_worker(config: PipelineConfig) -> None:
+def _init_worker(config: PipelineConfig, single_thread: bool = False) -> None:
     global _worker_models, _worker_config
+    if single_thread:
+        cv2.setNumThreads(1)  # the worker processes already share the cores
     _worker_config = config
     _worker_models = FaceModels.load(config)
 
@@ -83,7 +86,7 @@ def run_batch(
         _consume(map(_work, items), bar)
     else:
         FaceModels.load(config)  # fail early (e.g. missing model file) before any worker starts
-        with multiprocessing.get_context("fork").Pool(workers, _init_worker, (config,)) as pool:
+        with multiprocessing.get_context("fork").Pool(workers, _init_worker, (config, True)) as pool:
             _consume(pool.imap_unordered(_work, items), bar)
     bar.close()
     manifests = [m for m in (read_manifest(out_dir / job.video_id) for job in jobs) if m is not None]

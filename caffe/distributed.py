@@ -109,6 +109,15 @@ class SignalFlags:
                 return effect
         return "none"
 
+    def snapshot_only(self) -> str:
+        """The action while testing in a several-process run: snapshots are taken at once; a
+        stop stays pending until all ranks agree on it after the iteration's update."""
+        for i, sig in enumerate(self.pending):
+            if self.effects[sig] == "snapshot":
+                del self.pending[i]
+                return "snapshot"
+        return "none"
+
 
 def _worker(rank: int, world: int, param_bytes: bytes, devices: Sequence[int] | None, port: int,
             resume: str | None, effects: tuple[str, str], cwd: str) -> None:
@@ -129,7 +138,8 @@ def _worker(rank: int, world: int, param_bytes: bytes, devices: Sequence[int] | 
         solver = get_solver(param, is_root=rank == 0)
         broadcast_parameters(solver.net)
         solver.add_callback(on_gradients_ready=GradientAllReduce(solver))
-        solver.set_action_function(agreed_action(flags, mode.current_device()))
+        solver.set_action_function(agreed_action(flags, mode.current_device()),
+                                   test_fn=flags.snapshot_only)
         solver.solve(resume)
     finally:
         dist.destroy_process_group()

@@ -79,6 +79,7 @@ class Solver:
         self._callbacks: list[tuple[Callable | None, Callable | None]] = []
         self._observers: list[object] = []
         self._action: Callable[[], str] | None = None
+        self._test_action: Callable[[], str] | None = None
         self.requested_early_exit = False
         self.smoothed_loss = 0.0
         self._losses: list[float] = []
@@ -120,13 +121,17 @@ class Solver:
             if fn is not None:
                 fn(*args)
 
-    def set_action_function(self, fn: Callable[[], str] | None) -> None:
+    def set_action_function(self, fn: Callable[[], str] | None,
+                            test_fn: Callable[[], str] | None = None) -> None:
         """``fn()`` is asked after each update (and each test batch) whether to stop or snapshot;
-        it returns a SolverAction value."""
+        it returns a SolverAction value. ``test_fn``, if given, is asked during testing instead
+        (a several-process run tests on the root alone, so it must not synchronise ranks)."""
         self._action = fn
+        self._test_action = test_fn
 
-    def _requested_action(self) -> str:
-        return self._action() if self._action is not None else SolverAction.NONE
+    def _requested_action(self, testing: bool = False) -> str:
+        fn = self._test_action if testing and self._test_action is not None else self._action
+        return fn() if fn is not None else SolverAction.NONE
 
     # ---------------------------------------------------------------- training
     def step(self, iters: int) -> None:
@@ -208,7 +213,6 @@ class Solver:
         if p.display and self.iter % p.display == 0:
             with torch.no_grad():
                 loss = float(self.net.run().detach())
-            self._losses, self.smoothed_loss = [], 0.0
             self._update_smoothed_loss(loss, start_iter)
             glog.log("solver.cpp:327", f"Iteration {self.iter}, loss = {glog.fmt(self.smoothed_loss)}")
         if p.test_interval and self.iter % p.test_interval == 0 and self.is_root:
@@ -320,13 +324,13 @@ class Solver:
         scores: list[np.ndarray] | None = None
         loss = f32(0)
         for _ in range(iters):
-            request = self._requested_action()
+            request = self._requested_action(testing=True)
             while request != SolverAction.NONE:
                 if request == SolverAction.SNAPSHOT and self.is_root:
                     self.snapshot()
                 elif request == SolverAction.STOP:
                     self.requested_early_exit = True
-                request = self._requested_action()
+                request = self._requested_action(testing=True)
             if self.requested_early_exit:
                 glog.log("solver.cpp:396", "Test interrupted.")
                 return {}

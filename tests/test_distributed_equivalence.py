@@ -1,6 +1,13 @@
 """Several-process training (gloo on CPU): 2 processes of batch B end with the same weights as
-1 process of batch 2B (a net without BatchNorm), the data split between the ranks."""
+1 process of batch 2B (a net without BatchNorm), the data split between the ranks; the root
+tests alone; a SIGINT stops all ranks at the same iteration."""
 from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import h5py
 import numpy as np
@@ -23,7 +30,7 @@ layer { name: "loss" type: "SoftmaxWithLoss" bottom: "ip2" bottom: "label" top: 
 
 SOLVER = """net: "net%d.prototxt" base_lr: 0.1 lr_policy: "step" gamma: 0.5 stepsize: 3
 momentum: 0.9 weight_decay: 0.001 max_iter: 8 display: 0 random_seed: 7
-snapshot_prefix: "out%d/run" type: "SGD"
+snapshot_prefix: "out%d/run" type: "SGD" test_iter: 2 test_interval: 4
 """
 
 
@@ -93,3 +100,35 @@ def test_gpu_flag_parsing():
     assert distributed.parse_gpus("0,1") == [0, 1]
     with pytest.raises(SolverError, match="--gpu"):
         distributed.parse_gpus("zero")
+
+
+STOP_SCRIPT = """
+import sys
+sys.path.insert(0, {repo!r})
+from caffe import distributed, model_io
+if __name__ == "__main__":
+    param = model_io.parse_solver_text(open("long.prototxt").read())
+    distributed.train_parallel(param, world_size=2, sigint_effect="stop")
+"""
+
+
+def test_sigint_stops_every_rank_and_the_root_snapshots(workdir):
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    (workdir / "long.prototxt").write_text(
+        (SOLVER % (3, 3)).replace("max_iter: 8", "max_iter: 100000").replace("display: 0",
+                                                                            "display: 10"))
+    (workdir / "stop.py").write_text(STOP_SCRIPT.format(repo=repo))
+    proc = subprocess.Popen([sys.executable, "stop.py"], stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    deadline, seen = time.time() + 120, []
+    while time.time() < deadline:
+        line = proc.stderr.readline()
+        seen.append(line)
+        if "Iteration 20 (" in line or not line:
+            break
+    os.killpg(proc.pid, signal.SIGINT)
+    _, rest = proc.communicate(timeout=120)
+    assert proc.returncode == 0, "".join(seen[-5:]) + rest[-3000:]
+    assert "Optimization stopped early." in rest
+    states = [p for p in os.listdir(workdir / "out3") if p.endswith(".solverstate")]
+    assert len(states) == 1 and int(states[0].split("_iter_")[1].split(".")[0]) >= 20

@@ -62,6 +62,12 @@ def test_train_with_spaced_flags_reproduces_caffes_log(run_dir, capfd, run):
         f"{run}_iter_{k}.{ext}" for k in (10, 20, 30) for ext in ("caffemodel", "solverstate"))
 
 
+def test_train_draws_live_curves(run_dir, capfd):
+    assert main(["train", "--solver=solver_itersize1.prototxt", "--plot=curves.png"]) == 0
+    import matplotlib.image as mpimg
+    assert mpimg.imread("curves.png").shape[1] == 800
+
+
 def test_train_resumes_from_snapshot_flag(run_dir, capfd):
     assert main(["train", "-solver=solver_itersize1.prototxt",
                  f"-weights={run_dir / 'init.caffemodel'}"]) == 0

@@ -2,6 +2,7 @@
 
     caffe train --solver=S [--weights=W[,W2] | --snapshot=T] [--gpu=0|0,1|all]
                 [--sigint_effect=stop|snapshot|none] [--sighup_effect=...] [--stage=a,b] [--level=N]
+                [--plot=curves.png] [--no_progress]
     caffe test --model=M --weights=W [--iterations=50] [--gpu=0]
     caffe time --model=M [--iterations=50] [--phase=TRAIN|TEST] [--gpu=0]
     caffe device_query [--gpu=0]
@@ -11,6 +12,7 @@ Caffe's glog lines on stderr; errors print as one line (``--traceback`` for the 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from typing import Sequence
@@ -59,6 +61,8 @@ def _parser() -> argparse.ArgumentParser:
     flag("sighup_effect", default="snapshot", help="on SIGHUP: snapshot, stop or none")
     p.add_argument("--no_progress", "--no-progress", action="store_true",
                    help="no progress bar, even on a terminal")
+    p.add_argument("--plot", default="", metavar="PNG",
+                   help="train: redraw the training curves into this PNG as training goes")
     return p
 
 
@@ -121,6 +125,9 @@ def train(args) -> int:
     solver = get_solver(param)
     solver.show_progress = solver.show_progress and not args.no_progress
     solver.set_action_function(flags)
+    if args.plot:
+        from .plot_log import LivePlot
+        solver.add_observer(LivePlot(args.plot, title=os.path.basename(args.solver)))
     if args.snapshot:
         glog.log("caffe.cpp:229", f"Resuming from {args.snapshot}")
         solver.restore(args.snapshot)

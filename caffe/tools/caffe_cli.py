@@ -242,13 +242,15 @@ def time_net(args) -> int:
 
 
 def _time_layer_backward(net, i: int, device: torch.device) -> float:
-    """Seconds for the backward of layer ``i`` alone, on its current bottoms."""
+    """Seconds for the backward of layer ``i`` alone, on its current bottoms (gradients to its
+    parameters, and to bottoms that are not data: Caffe's bottom_need_backward)."""
     name = net._layer_names[i]
     bottoms = net.bottom_names[name]
     layer = net.modules[i]
     if not bottoms:
         return 0.0
-    inputs = [net._data[b].detach().requires_grad_(True) for b in bottoms]
+    sources = {t for n in net._layer_names if not net.bottom_names[n] for t in net.top_names[n]}
+    inputs = [net._data[b].detach().requires_grad_(b not in sources) for b in bottoms]
     with torch.enable_grad():
         outputs = [t for t in layer.forward(*inputs) if t.requires_grad]
     if not outputs:

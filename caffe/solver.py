@@ -306,6 +306,10 @@ class Solver:
             for d in diffs:
                 d.mul_(float(scale))
 
+    def share_weights(self, net: Net) -> None:
+        """Make ``net`` use the train net's parameters (pycaffe's ``solver.share_weights``)."""
+        net.share_with(self.net)
+
     # ---------------------------------------------------------------- testing
     def test_all(self) -> list[dict[str, float]]:
         """Run every test net for its test_iter batches; returns the mean outputs of each."""

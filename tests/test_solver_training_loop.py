@@ -119,3 +119,11 @@ def test_action_requests_snapshot_then_stop(workdir):
     names = sorted(p.name for p in (workdir / "snap").iterdir())
     assert names == ["s_iter_2.caffemodel", "s_iter_2.solverstate", "s_iter_4.caffemodel",
                      "s_iter_4.solverstate"]
+
+
+def test_share_weights_gives_a_net_the_trained_parameters(workdir):
+    solver = make("display: 0")
+    deploy = caffe.Net("net.prototxt", caffe.TEST)
+    solver.share_weights(deploy)
+    solver.step(2)
+    np.testing.assert_array_equal(deploy.params["ip"][0].data, solver.net.params["ip"][0].data)

@@ -32,8 +32,8 @@ def build_committed_file(path: Path, backbone_key: str) -> list[caffe.Net]:
     if path.name.endswith("_solver.prototxt"):
         return []
     param = read_net(path)
-    phases = [caffe.TRAIN, caffe.TEST] if path.name.endswith("_train.prototxt") else [caffe.TEST]
-    return [engine_net(param, data.channels, data.input_size, phase) for phase in phases]
+    phase = caffe.TRAIN if path.name.endswith("_train.prototxt") else caffe.TEST
+    return [engine_net(param, data.channels, data.input_size, phase)]
 
 
 @pytest.mark.parametrize("backbone", ["holonet", "densenet"])

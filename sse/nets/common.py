@@ -137,7 +137,7 @@ class Builder:
             action(self)
 
 
-def sse_param(lr_w: float, decay_w: float, lr_b: float | None = None,
+def param_specs(lr_w: float, decay_w: float, lr_b: float | None = None,
               decay_b: float | None = None) -> list[dict]:
     """``param`` specs: one for the weights, optionally one for the bias."""
     specs = [{"lr_mult": lr_w, "decay_mult": decay_w}]
@@ -146,7 +146,7 @@ def sse_param(lr_w: float, decay_w: float, lr_b: float | None = None,
     return specs
 
 
-BN_FROZEN_PARAMS = sse_param(0, 0) * 3
+BN_FROZEN_PARAMS = param_specs(0, 0) * 3
 
 
 def data_layers(b: Builder, cfg: DataConfig) -> Top:

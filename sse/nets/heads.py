@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from caffe.net_spec import Top
 from caffe.net_spec import layers as L
 
-from .common import BIAS_01, BN_FROZEN_PARAMS, MSRA, XAVIER, Builder, Feature, conv_out, pool_out, sse_param
+from .common import BIAS_01, BN_FROZEN_PARAMS, MSRA, XAVIER, Builder, Feature, conv_out, pool_out, param_specs
 
 CASCADE_KERNEL, CASCADE_STRIDE, CASCADE_PAD = 7, 2, 3
 
@@ -70,7 +70,7 @@ def _bn_scale_relu(b: Builder, style: HeadStyle, top: Top, bn: str, scale: str, 
     scale_kwargs: dict = {"bias_term": True}
     if style.explicit_params:
         bn_kwargs["param"] = BN_FROZEN_PARAMS
-        scale_kwargs["param"] = sse_param(1, 0, 1, 0)
+        scale_kwargs["param"] = param_specs(1, 0, 1, 0)
     top = b.put(bn, L.BatchNorm(top, in_place=True, **bn_kwargs))
     top = b.put(scale, L.Scale(top, in_place=True, **scale_kwargs))
     return b.put(relu, L.ReLU(top, in_place=True))
@@ -79,7 +79,7 @@ def _bn_scale_relu(b: Builder, style: HeadStyle, top: Top, bn: str, scale: str, 
 def _conv_kwargs(style: HeadStyle, bias_spec: bool = True) -> dict:
     kwargs: dict = {"weight_filler": XAVIER, "bias_filler": BIAS_01}
     if style.explicit_params:
-        kwargs["param"] = sse_param(1, 1, 2, 0) if bias_spec else sse_param(1, 1)
+        kwargs["param"] = param_specs(1, 1, 2, 0) if bias_spec else param_specs(1, 1)
     return kwargs
 
 
@@ -112,7 +112,7 @@ def cascade_head(b: Builder, tap: str, feature: Feature, s: str, target: int, wi
         conv_kwargs: dict = {"num_output": out, "kernel_size": CASCADE_KERNEL,
                              "stride": CASCADE_STRIDE, "pad": CASCADE_PAD, "weight_filler": MSRA}
         if style.explicit_params:
-            conv_kwargs["param"] = sse_param(1, 1, 2, 0)
+            conv_kwargs["param"] = param_specs(1, 1, 2, 0)
         if style.cascade_in_place:
             names = (f"{tap}_conv_{i}", f"{tap}_bn_{i}", f"{tap}_scale_{i}", f"{tap}_relu_{i}")
             if i == 1:
@@ -129,7 +129,7 @@ def cascade_head(b: Builder, tap: str, feature: Feature, s: str, target: int, wi
     top = b.put(pool, L.Pooling(top, pool="AVE", kernel_size=size, stride=1))
     ip_kwargs: dict = {"weight_filler": XAVIER}
     if style.explicit_params:
-        ip_kwargs.update(param=sse_param(1, 1), bias_filler=BIAS_01)
+        ip_kwargs.update(param=param_specs(1, 1), bias_filler=BIAS_01)
     scores = b.put(fc, L.InnerProduct(top, num_output=width, **ip_kwargs))
     if with_loss:
         b.loss(f"loss{s}", scores)
@@ -147,7 +147,7 @@ def fuse(b: Builder, scores: list[Top], fusion: str, style: HeadStyle, num_class
     cat = b.put(style.concat_top, L.Concat(*scores, name=style.concat_layer, **concat_kwargs))
     ip_kwargs: dict = {"weight_filler": XAVIER}
     if style.explicit_params:
-        ip_kwargs.update(param=sse_param(1, 1), bias_filler=BIAS_01)
+        ip_kwargs.update(param=param_specs(1, 1), bias_filler=BIAS_01)
     if style.fused_in_place:
         return b.put(f"{style.fused_name}/ip", L.InnerProduct(cat, in_place=True, name=style.fused_name,
                                                                num_output=num_classes, **ip_kwargs))

@@ -16,7 +16,7 @@ from caffe.net_spec import layers as L
 
 from .backbone import Backbone
 from .common import (BIAS_01, BN_FROZEN_PARAMS, XAVIER, Builder, DataConfig, Feature, NetConfigError,
-                     conv_out, pool_out, sse_param)
+                     conv_out, pool_out, param_specs)
 from .heads import HeadStyle
 
 NEG = {"power": 1, "scale": -1, "shift": 1}
@@ -29,9 +29,9 @@ def _conv(b: Builder, key: str, bottom: Top, out: int, kernel: int, stride: int 
     kwargs: dict = {"num_output": out, "kernel_size": kernel, "stride": stride,
                     "pad": (kernel - 1) // 2, "weight_filler": XAVIER}
     if bias:
-        kwargs.update(param=sse_param(1, 1, 2, 0), bias_filler=BIAS_01)
+        kwargs.update(param=param_specs(1, 1, 2, 0), bias_filler=BIAS_01)
     else:
-        kwargs.update(param=sse_param(1, 1), bias_term=False)
+        kwargs.update(param=param_specs(1, 1), bias_term=False)
     if name is not None:
         kwargs["name"] = name
     return b.put(key, L.Convolution(bottom, **kwargs))
@@ -43,7 +43,7 @@ def _bn(b: Builder, name: str, top: Top) -> Top:
 
 
 def _scale(b: Builder, name: str, top: Top, bias_lr: float) -> Top:
-    return b.put(name, L.Scale(top, in_place=True, param=sse_param(1, 0, bias_lr, 0), bias_term=True))
+    return b.put(name, L.Scale(top, in_place=True, param=param_specs(1, 0, bias_lr, 0), bias_term=True))
 
 
 def conv_bn(b: Builder, unit: str, bottom: Top, out: int, kernel: int, stride: int = 1,

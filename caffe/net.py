@@ -21,6 +21,7 @@ from .blob import Blob, HostSync
 from .errors import NetError, WeightsError
 from .layers import create_layer
 from .layers.base import TEST, TRAIN, Layer, Shape
+from .layers.normalization import BatchNorm, Scale
 from .mode import current_device, net_generator
 from .proto import caffe_pb2
 
@@ -184,6 +185,7 @@ class Net:
             self.top_names[lp.name] = list(lp.top)
             self._layer_names.append(lp.name)
         self.outputs = [b for b in self._shapes if b not in consumed]
+        self._bn_scale = self._find_bn_scale_pairs()
         self.layer_dict = OrderedDict((l.name, l) for l in self.modules)
         self._layer_index = {name: i for i, name in enumerate(self._layer_names)}
         self.requires_backward = phase == TRAIN or self.force_backward
@@ -194,6 +196,22 @@ class Net:
         self.device = torch.device("cpu")
         self._allocate()
         self.to(current_device())
+
+    def _find_bn_scale_pairs(self) -> dict[int, int]:
+        """BatchNorm layer index -> index of the Scale right after it that works in place on the
+        BatchNorm's top (the BVLC ResNet/DenseNet pattern). The BatchNorm's own output is then
+        never visible as blob data, so the two may run as one batch_norm call (see ``run``)."""
+        pairs = {}
+        for i, (bn, scale) in enumerate(zip(self.modules, list(self.modules)[1:])):
+            if not isinstance(bn, BatchNorm) or not isinstance(scale, Scale):
+                continue
+            top = self.top_names[bn.name]
+            if self.bottom_names[scale.name] != top or self.top_names[scale.name] != top:
+                continue
+            blobs = scale.per_channel_blobs()
+            if blobs is not None and blobs[0].numel() == bn.blobs[0].numel():
+                pairs[i] = i + 1
+        return pairs
 
     def _set_loss_weights(self, layer: Layer, lp) -> None:
         n = len(lp.top)
@@ -331,9 +349,21 @@ class Net:
         a tensor (the autograd root when recording)."""
         self._sync.flush()
         record = self.requires_backward and torch.is_grad_enabled()
+        indices = list(layers) if layers is not None else range(len(self.modules))
+        # Fusing BatchNorm with its in-place Scale would change the retained diff of a
+        # BatchNorm top that is not in place, so it is skipped when blob diffs are kept.
+        fuse = not (record and self.retain_blob_diffs)
         with torch.set_grad_enabled(record):
-            for i in (layers if layers is not None else range(len(self.modules))):
-                self._forward_layer(i, record)
+            skip = None
+            for pos, i in enumerate(indices):
+                if i == skip:
+                    continue
+                j = self._bn_scale.get(i) if fuse else None
+                if j is not None and pos + 1 < len(indices) and indices[pos + 1] == j:
+                    self._forward_bn_scale(i, j)
+                    skip = j
+                else:
+                    self._forward_layer(i, record)
         loss = None
         for name, w in self.loss_tops:
             term = self._data[name] * w
@@ -361,6 +391,16 @@ class Net:
                 if record and self.retain_blob_diffs and y.requires_grad:
                     y.retain_grad()
                 self._first[t] = y
+
+    def _forward_bn_scale(self, i: int, j: int) -> None:
+        """Layers i (BatchNorm) and j (its in-place Scale) as one normalisation with affine."""
+        name = self._layer_names[i]
+        bottom, top = self.bottom_names[name][0], self.top_names[name][0]
+        weight, bias = self.modules[j].per_channel_blobs()
+        y = self.modules[i].normalize(self._data[bottom], weight, bias)
+        self._data[top] = y
+        if top != bottom:
+            self._first[top] = y
 
     def forward(self, blobs: Sequence[str] | None = None, start: str | None = None,
                 end: str | None = None, **kwargs) -> dict[str, np.ndarray]:

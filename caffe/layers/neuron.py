@@ -77,10 +77,13 @@ class Power(_Neuron):
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         p = self.lp.power_param
         y = x
-        if p.scale != 1:
-            y = y * p.scale
-        if p.shift != 0:
-            y = y + p.shift
+        if p.scale == -1 and p.shift != 0:
+            y = torch.rsub(y, p.shift)
+        else:
+            if p.scale != 1:
+                y = y * p.scale
+            if p.shift != 0:
+                y = y + p.shift
         if p.power != 1:
             y = torch.pow(y, p.power)
         return [y]

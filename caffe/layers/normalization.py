@@ -45,24 +45,43 @@ class BatchNorm(Layer):
         return self.blobs[0].detach() * factor, self.blobs[1].detach() * factor
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return [self.normalize(x)]
+
+    def normalize(self, x: torch.Tensor, weight: torch.Tensor | None = None,
+                  bias: torch.Tensor | None = None) -> torch.Tensor:
+        """BatchNorm of ``x``, then ``* weight + bias`` per channel when given (the Net passes a
+        following in-place Scale's blobs, so both run as one kernel)."""
         shape = x.shape
         x4 = x if x.dim() == 4 else x.reshape(shape[0], shape[1], -1, 1)
         if self.use_global_stats:
             mean, var = self.global_stats()
-            y = F.batch_norm(x4, mean, var, None, None, False, 0.0, self.eps)
+            y = F.batch_norm(x4, mean, var, weight, bias, False, 0.0, self.eps)
         else:
-            y = F.batch_norm(x4, None, None, None, None, True, 0.0, self.eps)
-            self._update_stats(x4.detach())
-        return [y.reshape(shape)]
+            y, mean, var = self._batch_norm_with_stats(x4, weight, bias)
+            self._update_stats(mean, var)
+        return y.reshape(shape)
+
+    def _batch_norm_with_stats(self, x: torch.Tensor, weight: torch.Tensor | None,
+                               bias: torch.Tensor | None
+                               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Normalise with the batch statistics and return them as Caffe accumulates them: the
+        mean and m/(m-1) times the biased variance (m = N*H*W; the variance itself when m == 1).
+        Running buffers with momentum 1 receive exactly these from the one fused kernel."""
+        channels = x.shape[1]
+        if x.numel() // channels > 1:
+            mean = torch.zeros(channels, dtype=x.dtype, device=x.device)
+            var = torch.ones(channels, dtype=x.dtype, device=x.device)
+            y = F.batch_norm(x, mean, var, weight, bias, True, 1.0, self.eps)
+            return y, mean, var
+        y = F.batch_norm(x, None, None, weight, bias, True, 0.0, self.eps)
+        var, mean = torch.var_mean(x.detach(), dim=(0, 2, 3), unbiased=False)
+        return y, mean, var
 
     @torch.no_grad()
-    def _update_stats(self, x: torch.Tensor) -> None:
-        m = x.numel() // x.shape[1]
-        var, mean = torch.var_mean(x, dim=(0, 2, 3), unbiased=False)
-        correction = m / (m - 1) if m > 1 else 1.0
+    def _update_stats(self, mean: torch.Tensor, var: torch.Tensor) -> None:
         self.blobs[2].mul_(self.maf).add_(1.0)
         self.blobs[0].mul_(self.maf).add_(mean)
-        self.blobs[1].mul_(self.maf).add_(var * correction)
+        self.blobs[1].mul_(self.maf).add_(var)
 
 
 def _broadcast_shape(bottom: Shape, axis: int, param_shape: Shape) -> tuple[int, ...]:
@@ -122,12 +141,18 @@ class Scale(_AxisParam):
             self.add_blob(self.param_shape, p.bias_filler)
         self.bias_index = 1 if own_param else 0
 
+    def per_channel_blobs(self) -> tuple[torch.Tensor, torch.Tensor | None] | None:
+        """(scale, bias or None) when this Scale multiplies axis 1 by its own blob, else None."""
+        if len(self.lp.bottom) != 1 or self.axis != 1 or len(self.param_shape) != 1:
+            return None
+        bias = self.blobs[self.bias_index] if self.lp.scale_param.bias_term else None
+        return self.blobs[0], bias
+
     def forward(self, x: torch.Tensor, *scale_bottom: torch.Tensor) -> list[torch.Tensor]:
-        scale = scale_bottom[0] if scale_bottom else self.blobs[0]
-        y = x * self.expand(scale, x)
+        scale = self.expand(scale_bottom[0] if scale_bottom else self.blobs[0], x)
         if self.lp.scale_param.bias_term:
-            y = y + self.expand(self.blobs[self.bias_index], x)
-        return [y]
+            return [torch.addcmul(self.expand(self.blobs[self.bias_index], x), x, scale)]
+        return [x * scale]
 
 
 @register("Bias")

@@ -1,0 +1,86 @@
+"""The Net runs a BatchNorm and the in-place Scale right after it as one batch_norm call (a
+speed path); results must equal running them one by one: blob data, loss, parameter
+gradients and the BatchNorm moving averages, in TRAIN and TEST."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import caffe
+from caffe.model_io import parse_net_text
+from inference_helpers import randomize_weights
+from test_inference_equivalence import NET
+
+TRAIN_NET = NET.replace(
+    "input_param { shape { dim: 2 dim: 3 dim: 20 dim: 20 } } }",
+    "input_param { shape { dim: 4 dim: 3 dim: 20 dim: 20 } shape { dim: 4 } } }",
+).replace('top: "data" ', 'top: "data" top: "label" ', 1) + (
+    'layer { name: "loss" type: "SoftmaxWithLoss" bottom: "ip2" bottom: "label" top: "loss" }\n')
+
+
+def build(phase: int, fused: bool) -> caffe.Net:
+    caffe.set_random_seed(4)
+    net = caffe.Net(net_param=parse_net_text(TRAIN_NET), phase=phase)
+    randomize_weights(net, 4)
+    net.retain_blob_diffs = False
+    if not fused:
+        net._bn_scale = {}
+    return net
+
+
+def feed(net: caffe.Net) -> None:
+    rng = np.random.default_rng(0)
+    net.blobs["data"].data[...] = rng.normal(0, 1, (4, 3, 20, 20))
+    net.blobs["label"].data[...] = [0, 1, 2, 3]
+
+
+def test_the_in_place_batchnorm_scale_pairs_are_found() -> None:
+    net = build(caffe.TRAIN, fused=True)
+    names = {(net._layer_names[i], net._layer_names[j]) for i, j in net._bn_scale.items()}
+    assert names == {("bn1", "scale1"), ("bn3", "scale3"), ("bn_inplace", "scale_inplace"),
+                     ("bn_ip", "scale_ip")}
+
+
+@pytest.mark.parametrize("phase", [caffe.TRAIN, caffe.TEST])
+def test_fused_batchnorm_scale_equals_separate_layers(phase: int) -> None:
+    fused, separate = build(phase, True), build(phase, False)
+    losses = []
+    for net in (fused, separate):
+        feed(net)
+        if phase == caffe.TRAIN:
+            losses.append(net.forward_backward())
+        else:
+            net.forward()
+            losses.append(net.last_loss)
+    assert losses[0] == pytest.approx(losses[1], rel=1e-5)
+    for name in separate.blobs:
+        np.testing.assert_allclose(fused.blobs[name].data, separate.blobs[name].data,
+                                   rtol=1e-5, atol=1e-5, err_msg=name)
+    for a, b in zip(fused.learnable_params, separate.learnable_params):
+        torch.testing.assert_close(a.detach(), b.detach(), rtol=1e-5, atol=1e-6)
+        if a.grad is not None or b.grad is not None:
+            torch.testing.assert_close(a.grad, b.grad, rtol=1e-4, atol=1e-5)
+
+
+def test_a_run_that_ends_at_the_batchnorm_does_not_apply_the_scale() -> None:
+    fused, separate = build(caffe.TEST, True), build(caffe.TEST, False)
+    for net in (fused, separate):
+        feed(net)
+    a = fused.forward(end="bn1")["conv1"]
+    b = separate.forward(end="bn1")["conv1"]
+    np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+
+
+def test_fusion_is_off_while_blob_diffs_are_kept() -> None:
+    net = build(caffe.TRAIN, fused=True)
+    net.retain_blob_diffs = True
+    calls = []
+    original = net._forward_bn_scale
+    net._forward_bn_scale = lambda i, j: (calls.append(i), original(i, j))
+    feed(net)
+    net.forward_backward()
+    assert calls == []
+    net.retain_blob_diffs = False
+    net.forward_backward()
+    assert len(calls) == 4

@@ -7,7 +7,7 @@ import pytest
 import caffe
 from caffe.errors import NetError
 from caffe.model_io import parse_net_text
-from caffe.net_spec import NetSpec, Top, layers as L, param_name_dict, params as P, to_proto
+from caffe.net_spec import NetSpec, layers as L, param_name_dict, params as P, to_proto
 from caffe.proto import caffe_pb2
 
 

@@ -87,8 +87,9 @@ def test_form_structure(backbone, variant):
         main = 7 if bb.main_head else width
         weight = net.params[fused_layer.name][0].data
         assert weight.shape == (7, width * (v.scores - 1) + main)
-    heads = [lp for lp in net.net_param.layer if lp.type == "Convolution" and lp.convolution_param.stride
-             and lp.convolution_param.stride[0] == 2 and lp.convolution_param.kernel_size[0] == 7]
+    heads = [lp for lp in net.net_param.layer if lp.type == "Convolution"
+             and list(lp.convolution_param.stride) == [2]
+             and list(lp.convolution_param.kernel_size) == [7]]
     if v.head == "cascade":
         assert len(heads) >= v.scores - (1 if bb.main_head else 0)
         assert types["InnerProduct"] >= v.scores - (1 if bb.main_head else 0)
@@ -102,11 +103,12 @@ def test_cascade_heads_end_at_one_map_size_with_widths_doubling():
                      1, 64, caffe.TEST)
     shapes = {name: blob.data.shape for name, blob in net.blobs.items()}
     assert [shapes[f"conv_c2_2_{i}"][1] for i in (1, 2, 3)] == [256, 512, 1024]
-    assert shapes["conv_c2_2_3"][2:] == shapes["conv_c3_1_2"][2:] == shapes["conv_c4_1_1"][2:] == (4, 4)
+    ends = [shapes[name][2:] for name in ("conv_c2_2_3", "conv_c3_1_2", "conv_c3_2_2", "conv_c4_1_1")]
+    assert ends == [(4, 4)] * 4
     assert shapes["fc_c2_2"] == (1, 14) and shapes["fc_fused"] == (1, 7)
     resnet = get_backbone("resnet")
-    net = engine_net(build_net(resnet, "4conv-c+eltwise", replace(resnet.data, input_size=64), "deploy"),
-                     3, 64, caffe.TEST)
+    param = build_net(resnet, "4conv-c+eltwise", replace(resnet.data, input_size=64), "deploy")
+    net = engine_net(param, 3, 64, caffe.TEST)
     assert net.top_names["res2c_conv_3"] == ["res2c_new"] == net.bottom_names["res2c_conv_3"]
     assert net.blobs["pool2"].data.shape == (1, 2048, 1, 1)
     assert net.blobs["fc_fused"].data.shape == (1, 7)

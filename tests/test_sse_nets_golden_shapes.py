@@ -29,7 +29,8 @@ def released_net(backbone_key: str, channels: int, size: int, stage: str = "test
                  phase: int = caffe.TEST) -> caffe.Net:
     backbone = get_backbone(backbone_key)
     cfg = replace(backbone.data, channels=channels, input_size=size)
-    param = input_form(build_net(backbone, backbone.released, cfg, stage), [1, channels, size, size], [1])
+    param = build_net(backbone, backbone.released, cfg, stage)
+    param = input_form(param, [1, channels, size, size], [1])
     return caffe.Net(net_param=param, phase=phase)
 
 

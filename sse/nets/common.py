@@ -176,7 +176,8 @@ def data_layers(b: Builder, cfg: DataConfig) -> Top:
 def test_phase_data_layer(cfg: DataConfig) -> caffe_pb2.LayerParameter:
     """The TEST-phase Data layer of a train prototxt (validation LMDB, no mirroring)."""
     spec = NetSpec()
-    spec.data, spec.label = L.Data(ntop=2, include={"phase": "TEST"}, transform_param=_transform(cfg, False),
+    spec.data, spec.label = L.Data(ntop=2, include={"phase": "TEST"},
+                                   transform_param=_transform(cfg, False),
                                    data_param=_db(cfg, cfg.val_source, cfg.val_batch))
     return spec.to_proto().layer[0]
 

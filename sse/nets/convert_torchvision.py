@@ -34,7 +34,8 @@ from .resnet import STAGES
 
 ARCHS = ("resnet50", "densenet121")
 IGNORED = re.compile(r"(^fc\.|^classifier\.|num_batches_tracked$)")
-_OLD_DENSENET_KEY = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$")
+_OLD_DENSENET_KEY = re.compile(
+    r"^(.*denselayer\d+\.(?:norm|relu|conv))\.([12]\.(?:weight|bias|running_mean|running_var))$")
 
 
 class ConversionError(ValueError):

@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from caffe.net_spec import Top
 from caffe.net_spec import layers as L
 
-from .common import BIAS_01, BN_FROZEN_PARAMS, MSRA, XAVIER, Builder, Feature, conv_out, pool_out, param_specs
+from .common import (BIAS_01, BN_FROZEN_PARAMS, MSRA, XAVIER, Builder, Feature, conv_out,
+                     param_specs, pool_out)
 
 CASCADE_KERNEL, CASCADE_STRIDE, CASCADE_PAD = 7, 2, 3
 

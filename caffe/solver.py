@@ -163,9 +163,9 @@ class Solver:
                              f"{glog.fmt(lapse)}s/{p.display} iters), loss = "
                              f"{glog.fmt(self.smoothed_loss)}")
                     timer, last = time.perf_counter(), self.iter
-                    self._log_outputs(self.net, "Train", self._net_outputs(self.net))
-                    self._notify("on_train", self.iter, self.smoothed_loss,
-                                 self._net_outputs(self.net))
+                    outputs = self._net_outputs(self.net)
+                    self._log_outputs(self.net, "Train", outputs)
+                    self._notify("on_train", self.iter, self.smoothed_loss, outputs)
                 for _, on_ready in self._callbacks:
                     if on_ready is not None:
                         on_ready()

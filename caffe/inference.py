@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from .errors import NetError
 from .layers.base import TEST, Layer
-from .layers.conv import Convolution
+from .layers.conv import Convolution, conv2d
 from .layers.inner_product import InnerProduct
 from .layers.neuron import Dropout, ReLU
 from .layers.normalization import BatchNorm, Scale
@@ -225,7 +225,7 @@ def _conv_fn(layer: Convolution, weight: torch.Tensor, bias: torch.Tensor | None
     stride, pad, dilation, group = layer.stride, layer.pad, layer.dilation, layer.group
 
     def conv(*xs: torch.Tensor) -> list[torch.Tensor]:
-        ys = [F.conv2d(x, weight, bias, stride, pad, dilation, group) for x in xs]
+        ys = [conv2d(x, weight, bias, stride, pad, dilation, group) for x in xs]
         return [act(y) for y in ys] if act else ys
     return conv
 

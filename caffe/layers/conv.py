@@ -24,6 +24,19 @@ def spatial_pair(repeated, h: int, w: int, has_hw: bool, default: int, what: str
     raise layer.error(f"{what} has {len(values)} values; only 2-D convolution is supported")
 
 
+def conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+           stride: tuple[int, int], pad: tuple[int, int], dilation: tuple[int, int], group: int
+           ) -> torch.Tensor:
+    """F.conv2d, except that a kernel covering the whole unpadded input (a 1x1 output, as in the
+    SSE branches' full-map convolutions) runs as one matrix product: the same sums, several
+    times faster on CPU than the convolution kernels for such shapes."""
+    n, _, h, w = x.shape
+    if (group == 1 and pad == (0, 0) and dilation == (1, 1) and (h, w) == tuple(weight.shape[2:])):
+        y = F.linear(x.reshape(n, -1), weight.reshape(weight.shape[0], -1), bias)
+        return y.reshape(n, weight.shape[0], 1, 1)
+    return F.conv2d(x, weight, bias, stride, pad, dilation, group)
+
+
 class _ConvBase(Layer):
     min_bottoms, max_bottoms, min_tops, max_tops = 1, None, 1, None
     transposed = False
@@ -92,8 +105,8 @@ class _ConvBase(Layer):
 @register("Convolution")
 class Convolution(_ConvBase):
     def forward(self, *bottoms: torch.Tensor) -> list[torch.Tensor]:
-        return [F.conv2d(x, self.blobs[0], self._bias(), self.stride, self.pad, self.dilation,
-                         self.group) for x in bottoms]
+        return [conv2d(x, self.blobs[0], self._bias(), self.stride, self.pad, self.dilation,
+                       self.group) for x in bottoms]
 
 
 @register("Deconvolution")

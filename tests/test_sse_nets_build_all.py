@@ -7,6 +7,8 @@ from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 
 import caffe
@@ -112,3 +114,28 @@ def test_cascade_heads_end_at_one_map_size_with_widths_doubling():
     assert net.top_names["res2c_conv_3"] == ["res2c_new"] == net.bottom_names["res2c_conv_3"]
     assert net.blobs["pool2"].data.shape == (1, 2048, 1, 1)
     assert net.blobs["fc_fused"].data.shape == (1, 7)
+
+
+def test_test_prototxt_runs_as_written_on_a_gray_image_list(tmp_path):
+    """The generated test net reads its list with ImageData (``is_color: false`` for a gray net)
+    and gives one 7-way ``prob`` row per image, as extract_features will dump it."""
+    rng = np.random.default_rng(0)
+    lines = []
+    for i in range(3):
+        cv2.imwrite(str(tmp_path / f"face{i}.png"), rng.integers(0, 255, (32, 32, 3), dtype=np.uint8))
+        lines.append(f"face{i}.png {i}")
+    (tmp_path / "list.txt").write_text("\n".join(lines) + "\n")
+    bb = get_backbone("holonet")
+    cfg = replace(bb.data, input_size=32, mean_file=None, mean_value=(128.0,),
+                  test_list=str(tmp_path / "list.txt"), test_root=f"{tmp_path}/", test_batch=3)
+    net = caffe.Net(net_param=build_net(bb, bb.released, cfg, "test"), phase=caffe.TEST)
+    for lp in net.net_param.layer:
+        if lp.type == "BatchNorm":  # statistics of a trained net: unit variance, scale factor 1
+            stats = net.params[lp.name]
+            stats[1].data[...] = 1
+            stats[2].data[...] = 1
+    out = net.forward()
+    assert net.blobs["data"].data.shape == (3, 1, 32, 32)
+    assert out["prob"].shape == (3, 7)
+    np.testing.assert_allclose(out["prob"].sum(axis=1), 1, rtol=1e-5)
+    assert list(net.blobs["label"].data) == [0, 1, 2]

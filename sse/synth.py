@@ -177,14 +177,15 @@ def _write_png(path: Path, img: np.ndarray) -> None:
     os.replace(tmp, path)
 
 
-def make_dataset(root: str | os.PathLike, videos_per_class: dict[str, int], frames_per_video: int = 8,
+def make_dataset(root: str | os.PathLike, splits: dict[str, tuple[int, int]],
                  seed: int = 2017) -> dict[str, int]:
-    """Render clips for each split (``{"train": 12, "val": 4}`` videos per class and split) and
-    write frames and list files under ``root``. Returns the number of frames per split."""
+    """Render clips for each split (``{"train": (60, 3), "val": (4, 8)}``: videos per class and
+    frames per video) and write frames and list files under ``root``. Returns the number of
+    frames per split."""
     root = Path(root)
     rng = np.random.default_rng(seed)
     counts = {}
-    for split, per_class in videos_per_class.items():
+    for split, (per_class, frames_per_video) in splits.items():
         items, frame_lines, video_lines = [], [], []
         for label in range(len(CLASS_NAMES)):
             for v in range(per_class):

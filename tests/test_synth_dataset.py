@@ -9,8 +9,8 @@ from sse.synth import make_dataset, render_clip
 
 
 def test_dataset_is_deterministic_and_lists_every_frame(tmp_path):
-    counts = make_dataset(tmp_path / "a", {"train": 2, "val": 1}, frames_per_video=3, seed=5)
-    make_dataset(tmp_path / "b", {"train": 2, "val": 1}, frames_per_video=3, seed=5)
+    counts = make_dataset(tmp_path / "a", {"train": (2, 3), "val": (1, 3)}, seed=5)
+    make_dataset(tmp_path / "b", {"train": (2, 3), "val": (1, 3)}, seed=5)
     assert counts == {"train": 7 * 2 * 3, "val": 7 * 1 * 3}
     for name in ("train.txt", "val.txt", "val_frames.txt", "val_videos.txt"):
         assert (tmp_path / "a" / name).read_text() == (tmp_path / "b" / name).read_text()

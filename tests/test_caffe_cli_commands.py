@@ -8,6 +8,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
@@ -195,7 +196,11 @@ def test_sigint_snapshots_and_the_run_ends_cleanly(run_dir, effect, max_iter):
     _wait_for(proc, "Iteration 40 (")
     proc.send_signal(signal.SIGINT)
     lines = _wait_for(proc, "Snapshotting solver state")
-    _, rest = proc.communicate(timeout=120)
+    watchdog = threading.Timer(120, proc.kill)  # a run that ignored the signal fails, not hangs
+    watchdog.start()
+    rest = proc.stderr.read()  # not communicate(): it would skip what readline buffered
+    watchdog.cancel()
+    proc.wait()
     assert proc.returncode == 0, rest[-2000:]
     snapshot = int(re.search(r"snap/long_iter_(\d+)\.solverstate", lines[-1]).group(1))
     assert 40 < snapshot < max_iter and os.path.exists(f"snap/long_iter_{snapshot}.caffemodel")

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import h5py
@@ -127,7 +128,11 @@ def test_sigint_stops_every_rank_and_the_root_snapshots(workdir):
         if "Iteration 20 (" in line or not line:
             break
     os.killpg(proc.pid, signal.SIGINT)
-    _, rest = proc.communicate(timeout=120)
+    watchdog = threading.Timer(120, proc.kill)  # a run that ignored the signal fails, not hangs
+    watchdog.start()
+    rest = proc.stderr.read()  # not communicate(): it would skip what readline buffered
+    watchdog.cancel()
+    proc.wait()
     assert proc.returncode == 0, "".join(seen[-5:]) + rest[-3000:]
     assert "Optimization stopped early." in rest
     states = [p for p in os.listdir(workdir / "out3") if p.endswith(".solverstate")]

@@ -218,10 +218,8 @@ def _activation(chain: _Chain | None) -> Callable[[torch.Tensor], torch.Tensor] 
     return (lambda y: F.leaky_relu_(y, slope)) if slope else F.relu_
 
 
-def _conv_fn(layer: Convolution, weight: torch.Tensor, bias: torch.Tensor | None,
-             channels_last: bool, act) -> Callable[..., list[torch.Tensor]]:
-    if channels_last:
-        weight = weight.contiguous(memory_format=torch.channels_last)
+def _conv_fn(layer: Convolution, weight: torch.Tensor, bias: torch.Tensor | None, act
+             ) -> Callable[..., list[torch.Tensor]]:
     stride, pad, dilation, group = layer.stride, layer.pad, layer.dilation, layer.group
 
     def conv(*xs: torch.Tensor) -> list[torch.Tensor]:
@@ -258,7 +256,7 @@ def _affine_fn(chain: _Chain, act) -> Callable[..., list[torch.Tensor]]:
     return affine
 
 
-def _step_fn(layer: Layer, chain: _Chain | None, channels_last: bool
+def _step_fn(layer: Layer, chain: _Chain | None
              ) -> Callable[..., list[torch.Tensor]]:
     """The function a step calls: a fused chain, a Convolution/InnerProduct on prepared copies
     of its weights, or else the layer's own forward."""
@@ -269,7 +267,7 @@ def _step_fn(layer: Layer, chain: _Chain | None, channels_last: bool
         return layer.forward
     weight, bias = _head_params(chain or _Chain(_Node(-1, layer, [], [])))
     if isinstance(layer, Convolution):
-        return _conv_fn(layer, weight, bias, channels_last, act)
+        return _conv_fn(layer, weight, bias, act)
     return _linear_fn(layer, weight, bias, act)
 
 
@@ -313,7 +311,7 @@ class InferenceNet:
             chain = chains.get(node.index)
             tops = chain.nodes[-1].tops if chain else node.tops
             self._steps.append(_Step(net._layer_names[node.index],
-                                     _step_fn(node.layer, chain, channels_last),
+                                     _step_fn(node.layer, chain),
                                      node.bottoms, tops))
         self._plan_releases()
 

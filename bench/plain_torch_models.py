@@ -21,16 +21,22 @@ class ConvBN(nn.Module):
     """Convolution + BatchNorm(+Scale, as affine) (+ ReLU); Caffe names ``conv``, ``bn``, ``scale``."""
 
     def __init__(self, cin: int, cout: int, k: int, stride: int = 1, pad: int = 0,
-                 bias: bool = False, relu: bool = True, names: tuple[str, str, str] = ("", "", "")
-                 ) -> None:
+                 bias: bool = False, relu: bool = True, names: tuple[str, str, str] = ("", "", ""),
+                 as_linear: bool = False) -> None:
         super().__init__()
         self.conv = nn.Conv2d(cin, cout, k, stride, pad, bias=bias)
         self.bn = nn.BatchNorm2d(cout)
         self.relu = relu
         self.names = names
+        self.as_linear = as_linear
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.bn(self.conv(x))
+        if self.as_linear:  # the kernel covers the whole input: one matrix product
+            w = self.conv.weight
+            y = F.linear(x.flatten(1), w.flatten(1), self.conv.bias)[:, :, None, None]
+        else:
+            y = self.conv(x)
+        y = self.bn(y)
         return F.relu(y) if self.relu else y
 
     def caffe_params(self) -> Iterator[CaffeParam]:
@@ -112,11 +118,13 @@ class ScoringBranch(nn.Module):
     """Supervised scoring branch: pool 2/2 -> full-map conv to 1024 -> BN+ReLU -> 1x1 conv to
     ``classes`` -> AVE 1x1 -> flatten."""
 
-    def __init__(self, cin: int, k: int, classes: int, pool: str, names: tuple[str, str]) -> None:
+    def __init__(self, cin: int, k: int, classes: int, pool: str, names: tuple[str, str],
+                 as_linear: bool = False) -> None:
         super().__init__()
         fc, score = names
         self.pool = pool
-        self.fc = ConvBN(cin, 1024, k, bias=True, names=(fc, f"{fc}/bn", f"{fc}/bn_scale"))
+        self.fc = ConvBN(cin, 1024, k, bias=True, names=(fc, f"{fc}/bn", f"{fc}/bn_scale"),
+                         as_linear=as_linear)
         self.score = nn.Conv2d(1024, classes, 1)
         self.score_name = score
 
@@ -132,9 +140,11 @@ class ScoringBranch(nn.Module):
 
 
 class SSEHoloNet(nn.Module):
-    """SSE-HoloNet (3conv-s + Concat): 14-way branches at conv3_1, conv3_2 and conv4_1."""
+    """SSE-HoloNet (3conv-s + Concat): 14-way branches at conv3_1, conv3_2 and conv4_1.
+    ``full_map_as_linear``: compute the branches' full-map convolutions as matrix products."""
 
-    def __init__(self, channels: int = 1, classes: int = 7) -> None:
+    def __init__(self, channels: int = 1, classes: int = 7, full_map_as_linear: bool = False
+                 ) -> None:
         super().__init__()
         self.conv1 = CReLUConv(channels, 8, 7, 3, "conv1_1", "conv1_1/scale")
         self.conv2_1 = HoloResidual("conv2_1", 16, 12, 32, 1, True)
@@ -142,9 +152,10 @@ class SSEHoloNet(nn.Module):
         self.conv3_1 = HoloResidual("conv3_1", 32, 16, 48, 2, True)
         self.conv3_2 = HoloResidual("conv3_2", 48, 16, 48, 1, False)
         self.conv4_1 = HoloInception()
-        self.branch3_1 = ScoringBranch(48, 16, 14, "MAX", ("conv_fc3_1", "conv_fc3_1_1"))
-        self.branch3_2 = ScoringBranch(48, 16, 14, "MAX", ("conv_fc3_2", "conv_fc3_2_1"))
-        self.branch4_1 = ScoringBranch(64, 8, 14, "MAX", ("conv_fc4_1", "conv_fc4_1_1"))
+        lin = full_map_as_linear
+        self.branch3_1 = ScoringBranch(48, 16, 14, "MAX", ("conv_fc3_1", "conv_fc3_1_1"), lin)
+        self.branch3_2 = ScoringBranch(48, 16, 14, "MAX", ("conv_fc3_2", "conv_fc3_2_1"), lin)
+        self.branch4_1 = ScoringBranch(64, 8, 14, "MAX", ("conv_fc4_1", "conv_fc4_1_1"), lin)
         self.fused = nn.Linear(42, classes)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
@@ -210,9 +221,11 @@ class Transition(nn.Module):
 
 
 class SSEDenseNet121(nn.Module):
-    """SSE-DenseNet-121 (3conv-s + Concat): branches at conv3_blk and conv4_blk plus the main head."""
+    """SSE-DenseNet-121 (3conv-s + Concat): branches at conv3_blk and conv4_blk plus the main head.
+    ``full_map_as_linear``: compute the branches' full-map convolutions as matrix products."""
 
-    def __init__(self, channels: int = 3, classes: int = 7) -> None:
+    def __init__(self, channels: int = 3, classes: int = 7, full_map_as_linear: bool = False
+                 ) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(channels, 64, 7, 2, 3, bias=False)
         self.bn1 = nn.BatchNorm2d(64)
@@ -230,8 +243,9 @@ class SSEDenseNet121(nn.Module):
                 c //= 2
         self.bn5 = nn.BatchNorm2d(c)
         self.fc6 = nn.Conv2d(c, classes, 1)
-        self.branch3 = ScoringBranch(256, 9, classes, "AVE", ("conv_fc3", "conv_fc3_1"))
-        self.branch4 = ScoringBranch(512, 5, classes, "AVE", ("conv_fc4", "conv_fc4_1"))
+        lin = full_map_as_linear
+        self.branch3 = ScoringBranch(256, 9, classes, "AVE", ("conv_fc3", "conv_fc3_1"), lin)
+        self.branch4 = ScoringBranch(512, 5, classes, "AVE", ("conv_fc4", "conv_fc4_1"), lin)
         self.fused = nn.Linear(3 * classes, classes)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:

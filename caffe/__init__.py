@@ -10,6 +10,7 @@ from .layers import layer_type_list
 from .layers.base import TEST, TRAIN
 from .mode import set_device, set_mode_cpu, set_mode_gpu, set_random_seed
 from .net import Net
+from .net_spec import NetSpec, params, to_proto
 from .proto import caffe_pb2  # noqa: F401
 from .python_layer import Layer
 from .solver import (AdaDeltaSolver, AdaGradSolver, AdamSolver, NesterovSolver, RMSPropSolver,
@@ -22,5 +23,5 @@ __all__ = [
     "set_device", "set_random_seed", "CaffeError", "NetError", "ParseError", "SolverError",
     "UnknownLayerError", "WeightsError",
     "SGDSolver", "NesterovSolver", "AdaGradSolver", "RMSPropSolver", "AdaDeltaSolver", "AdamSolver",
-    "get_solver",
+    "get_solver", "NetSpec", "layers", "params", "to_proto",
 ]

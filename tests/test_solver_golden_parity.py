@@ -157,7 +157,7 @@ def test_solve_logs_in_caffe_format_and_snapshots_after_training(golden, tmp_pat
     assert os.path.exists("snap/itersize1_iter_12.caffemodel")
     logged = json.loads((case / "losses.json").read_text())["itersize1"]["loss"]
     assert "sgd_solver.cpp:112] Iteration 11, lr = 0.003" in err
-    assert f"Iteration 3 (" in err and f"loss = {logged[3]}" in err
+    assert "Iteration 3 (" in err and f"loss = {logged[3]}" in err
     assert f"    Train net output #0: loss = {logged[3]} (* 1 = {logged[3]} loss)" in err
     assert "Snapshotting to binary proto file snap/itersize1_iter_12.caffemodel" in err
     assert "] Optimization Done." in err

@@ -73,6 +73,16 @@ def test_shards_take_their_part_of_each_global_batch(two_files):
     assert [a + b for a, b in zip(*parts)] == whole
 
 
+def test_test_phase_reads_every_row_under_a_shard(two_files):
+    (two_files / "n.prototxt").write_text(net_text("list.txt", 3))
+    mode.set_data_shard(1, 2)
+    try:
+        net = caffe.Net("n.prototxt", caffe.TEST)
+    finally:
+        mode.set_data_shard(0, 1)
+    assert labels_read(net, 2) == [[0, 1, 2], [3, 4, 10]]
+
+
 def test_missing_source_file_and_missing_h5_name_the_line(two_files):
     (two_files / "n.prototxt").write_text(net_text("nolist.txt", 2))
     with pytest.raises(DataError, match="nolist.txt' not found"):

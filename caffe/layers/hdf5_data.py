@@ -5,7 +5,8 @@ the dataset of the same name, ``batch_size`` rows at a time, in file order and r
 to the next file at the end of one and wrapping around after the last. With ``shuffle`` the file
 order is permuted at each pass and the rows of each file when it is loaded. Under several-process
 training (``caffe.mode.set_data_shard``) rank r of w keeps rows r*B .. r*B+B-1 of every w*B rows
-of that sequence, so the ranks together read what one process with batch w*B reads."""
+of that sequence in the TRAIN phase, so the ranks together read what one process with batch w*B
+reads; TEST nets (tested by the root alone) read every row."""
 from __future__ import annotations
 
 import os
@@ -17,7 +18,7 @@ import torch
 
 from ..errors import DataError
 from ..mode import data_shard
-from .base import Layer, Shape, register
+from .base import TRAIN, Layer, Shape, register
 
 
 def read_source_list(source: str) -> list[str]:
@@ -56,7 +57,8 @@ class HDF5Data(Layer):
         self.batch_size = int(p.batch_size)
         self.shuffle = bool(p.shuffle)
         self.files = read_source_list(p.source)
-        self.rank, self.world_size = data_shard()
+        # Only the root tests in a several-process run: a TEST net reads the whole stream.
+        self.rank, self.world_size = data_shard() if phase == TRAIN else (0, 1)
         self.register_buffer("_device_probe", torch.zeros(0), persistent=False)
 
     def setup(self, bottom_shapes: list[Shape]) -> None:

@@ -210,3 +210,16 @@ def test_label_outside_the_classes_is_an_error_naming_the_layer():
         _run('layer { name: "loss" type: "SoftmaxWithLoss" bottom: "s" bottom: "l" top: "loss" }',
              {"s": scores, "l": np.array([0, 3], np.float32)}, phase=caffe.TRAIN)
     assert "'loss'" in str(exc.value) and "label 3" in str(exc.value)
+
+
+def test_train_batchnorm_runs_under_bfloat16_autocast_and_keeps_float32_statistics():
+    x = RNG.normal(size=(4, 3, 5, 5)).astype(np.float32)
+    layers = ('layer { name: "c" type: "Convolution" bottom: "x" top: "c" convolution_param { '
+              'num_output: 4 kernel_size: 3 weight_filler { type: "xavier" } } }'
+              'layer { name: "bn" type: "BatchNorm" bottom: "c" top: "c" }'
+              'layer { name: "s" type: "Scale" bottom: "c" top: "c" scale_param { bias_term: true } }')
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        net = _run(layers, {"x": x}, phase=caffe.TRAIN)
+    assert net.params["bn"][0].data.dtype == np.float32
+    assert float(net.params["bn"][2].data[0]) == pytest.approx(1.0)
+    assert np.isfinite(net.blobs["c"].data).all()

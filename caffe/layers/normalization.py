@@ -69,8 +69,8 @@ class BatchNorm(Layer):
         Running buffers with momentum 1 receive exactly these from the one fused kernel."""
         channels = x.shape[1]
         if x.numel() // channels > 1:
-            mean = torch.zeros(channels, dtype=x.dtype, device=x.device)
-            var = torch.ones(channels, dtype=x.dtype, device=x.device)
+            mean = torch.zeros(channels, dtype=self.blobs[0].dtype, device=x.device)
+            var = torch.ones(channels, dtype=self.blobs[1].dtype, device=x.device)
             y = F.batch_norm(x, mean, var, weight, bias, True, 1.0, self.eps)
             return y, mean, var
         y = F.batch_norm(x, None, None, weight, bias, True, 0.0, self.eps)

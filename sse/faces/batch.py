@@ -86,7 +86,7 @@ def run_batch(
         _consume(map(_work, items), bar)
     else:
         FaceModels.load(config)  # fail early (e.g. missing model file) before any worker starts
-        with multiprocessing.get_context("fork").Pool(workers, _init_worker, (config, True)) as pool:
+        with multiprocessing.get_context("spawn").Pool(workers, _init_worker, (config, True)) as pool:
             _consume(pool.imap_unordered(_work, items), bar)
     bar.close()
     manifests = [m for m in (read_manifest(out_dir / job.video_id) for job in jobs) if m is not None]

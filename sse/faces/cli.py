@@ -42,6 +42,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-gap", type=int, default=5, help="interpolate target gaps up to this many frames (default 5)")
     parser.add_argument("--psr-threshold", type=float, default=7.0, help="correlation tracker loss threshold (default 7)")
     parser.add_argument("--anchors", choices=ANCHOR_SETS, default="eyes", help="similarity alignment anchors (default eyes)")
+    parser.add_argument(
+        "--mirror-yaw", type=float, nargs=2, default=(15.0, 40.0), metavar=("START", "FULL"),
+        help="frontalize: mirror the turned-away half from |yaw| START (none) to FULL degrees (all); default 15 40",
+    )
     parser.add_argument("--landmarks-model", type=Path, metavar="PATH", help="shape_predictor_68_face_landmarks.dat to use")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--traceback", action="store_true", help="show the traceback of an error")
@@ -63,6 +67,8 @@ def main(argv: list[str] | None = None) -> int:
             gray=args.gray,
             frontalize=args.frontalize,
             anchors=args.anchors,
+            mirror_yaw_start=args.mirror_yaw[0],
+            mirror_yaw_full=args.mirror_yaw[1],
             landmarks_model=str(args.landmarks_model) if args.landmarks_model else None,
         )
         jobs = discover(args.inputs, args.label_csv)

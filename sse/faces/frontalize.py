@@ -77,7 +77,7 @@ def estimate_pose(landmarks: np.ndarray, width: int, height: int) -> Pose:
 class Frontalizer:
     """Renders faces frontally into a size x size crop; the triangulation is built once."""
 
-    def __init__(self, size: int = 128, yaw_start: float = 10.0, yaw_full: float = 30.0, seam: float = 0.05):
+    def __init__(self, size: int = 128, yaw_start: float = 15.0, yaw_full: float = 40.0, seam: float = 0.05):
         if not 0 <= yaw_start < yaw_full:
             raise ValueError("need 0 <= yaw_start < yaw_full")
         self.size = size

@@ -42,6 +42,8 @@ class PipelineConfig:
     gray: bool = False
     frontalize: bool = False
     anchors: str = "eyes"
+    mirror_yaw_start: float = 15.0
+    mirror_yaw_full: float = 40.0
     landmarks_model: str | None = None
 
     def __post_init__(self) -> None:
@@ -70,7 +72,7 @@ class FaceModels:
         return cls(
             FaceDetector(config.upsample, config.detect_width, config.second_detector),
             LandmarkPredictor(model),
-            Frontalizer(config.size),
+            Frontalizer(config.size, config.mirror_yaw_start, config.mirror_yaw_full),
         )
 
 
@@ -129,10 +131,8 @@ def analyse(path: Path, config: PipelineConfig, models: FaceModels) -> Analysis:
         height, width = frame.image.shape[:2]
         gray = to_gray(frame.image)
         detections = models.detector.detect(gray) if tracker.needs_detection() else None
-        tracker.step(frame.index, gray, detections)
-        for track in tracker.active_tracks():
-            if frame.index in track.boxes:
-                landmarks[track.track_id, frame.index] = models.predictor(gray, track.boxes[frame.index])
+        for track, index, image in tracker.step(frame.index, gray, detections):
+            landmarks[track.track_id, index] = models.predictor(image, track.boxes[index])
     reader.check_complete()
     target = tracker.target()
     records = [FrameRecord(i) for i in indices]

@@ -7,11 +7,14 @@ matched to them by box overlap (Hungarian assignment on IoU, IoU >= iou_threshol
 tracker restarts on the detection box, an unmatched detection opens a new track, a track missed by
 `max_misses` detection rounds in a row ends. Between detections a tracker whose peak-to-sidelobe
 ratio drops below `psr_threshold` (or whose box leaves the frame) ends its track and asks for a
-detection on the next frame.
+detection on the next frame. A new track is also followed backwards over the frames since the
+previous detection (kept in a short buffer), so a face that appears between two detection frames
+(a shot change) is covered from its first frame, not from the next scheduled detection.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
 
 import dlib
@@ -66,13 +69,25 @@ class MultiFaceTracker:
         self.tracks: list[Track] = []
         self._since_detection = 0
         self._force_detection = True
+        self._recent: deque[tuple[int, np.ndarray]] = deque(maxlen=self.config.detect_every)
 
     def needs_detection(self) -> bool:
         """Whether the next frame is a detection frame (schedule or a lost tracker)."""
         return self._force_detection or self._since_detection >= self.config.detect_every
 
-    def step(self, index: int, image: np.ndarray, detections: list[Detection] | None) -> None:
-        """Advance all tracks to frame `index`; `detections` is None on a tracking-only frame."""
+    def step(self, index: int, image: np.ndarray, detections: list[Detection] | None) -> list[tuple[Track, int, np.ndarray]]:
+        """Advance all tracks to frame `index`; `detections` is None on a tracking-only frame.
+
+        Returns (track, frame index, image) for every box this step added (this frame's and those
+        filled in backwards for new tracks), so that the caller can compute their landmarks."""
+        added = self._advance(index, image, detections)
+        if detections is not None:
+            self._recent.clear()
+        else:
+            self._recent.append((index, image))
+        return added
+
+    def _advance(self, index: int, image: np.ndarray, detections: list[Detection] | None) -> list[tuple[Track, int, np.ndarray]]:
         height, width = image.shape[:2]
         predicted: list[tuple[Track, Box, float]] = []
         for track in self.active_tracks():
@@ -87,7 +102,7 @@ class MultiFaceTracker:
                 else:
                     track.boxes[index] = box
                     track.status[index] = "tracked"
-            return
+            return [(t, index, image) for t in self.active_tracks()]
         self._since_detection = 1
         self._force_detection = False
         matched_tracks, matched_detections = self._associate([box for _, box, _ in predicted], detections)
@@ -107,13 +122,36 @@ class MultiFaceTracker:
             else:
                 track.boxes[index] = box
                 track.status[index] = "tracked"
+        added = [(t, index, image) for t in self.active_tracks()]
         for j, detection in enumerate(detections):
             if j not in matched_detections:
                 track = Track(track_id=len(self.tracks))
                 track.boxes[index] = detection.box
                 track.status[index] = "detected"
+                added += [(track, i, img) for i, img in self._follow_backwards(track, image, detection.box)]
                 track.restart(image, detection.box)
                 self.tracks.append(track)
+                added.append((track, index, image))
+        return added
+
+    def _follow_backwards(self, track: Track, image: np.ndarray, box: Box) -> list[tuple[int, np.ndarray]]:
+        """Track a new face back over the buffered frames while the tracker holds and no other track
+        already covers that spot."""
+        tracker = dlib.correlation_tracker()
+        tracker.start_track(image, box.to_dlib())
+        filled = []
+        for index, earlier in reversed(self._recent):
+            psr = tracker.update(earlier)
+            found = Box.from_dlib(tracker.get_position())
+            height, width = earlier.shape[:2]
+            if psr < self.config.psr_threshold or found.visible_fraction(width, height) < self.config.min_visible:
+                break
+            if any(index in t.boxes and t.boxes[index].iou(found) >= self.config.iou_threshold for t in self.tracks):
+                break
+            track.boxes[index] = found
+            track.status[index] = "tracked"
+            filled.append((index, earlier))
+        return filled
 
     def active_tracks(self) -> list[Track]:
         return [t for t in self.tracks if t.active]

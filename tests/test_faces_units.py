@@ -1,0 +1,97 @@
+"""Small pieces of the face pipeline checked by hand-made cases."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sse.faces.align import apply_affine, fit_similarity
+from sse.faces.boxes import Box
+from sse.faces.contact import pick_evenly
+from sse.faces.errors import FacesError, InputNotFoundError, LabelError
+from sse.faces.face_model import MEAN_SHAPE, MIRROR, MODEL_3D
+from sse.faces.inputs import discover, label_from_path, read_label_csv
+from sse.faces.pipeline import FrameRecord, interpolate_gaps
+from sse.faces.track import Track, link_fragments
+
+
+def test_box_iou_of_half_overlapping_squares():
+    assert Box(0, 0, 10, 10).iou(Box(5, 0, 15, 10)) == pytest.approx(50 / 150)
+    assert Box(0, 0, 10, 10).iou(Box(20, 20, 30, 30)) == 0.0
+
+
+def test_similarity_fit_recovers_a_known_transform():
+    angle, scale, shift = np.radians(20), 1.7, np.array([3.0, -4.0])
+    linear = scale * np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    src = np.random.default_rng(1).normal(size=(10, 2))
+    matrix = fit_similarity(src, src @ linear.T + shift)
+    np.testing.assert_allclose(matrix, np.column_stack([linear, shift]), atol=1e-12)
+    np.testing.assert_allclose(apply_affine(matrix, src), src @ linear.T + shift, atol=1e-12)
+
+
+def test_mean_shape_is_mirror_symmetric_and_model_faces_the_camera():
+    mirrored = MEAN_SHAPE[MIRROR] * [-1, 1]
+    np.testing.assert_allclose(mirrored, MEAN_SHAPE, atol=1e-3)
+    assert MODEL_3D[30, 2] == MODEL_3D[:, 2].min()  # the nose tip is nearest the camera
+    assert (MODEL_3D[[0, 16], 2] > MODEL_3D[[36, 45], 2]).all()  # the jaw ends lie behind the eyes
+
+
+def _track(track_id, frames, x):
+    return Track(track_id, {i: Box(x, 0, x + 10, 10) for i in frames}, {i: "tracked" for i in frames})
+
+
+def test_fragments_of_one_face_are_linked_but_not_a_distant_face():
+    first, later, elsewhere = _track(0, range(0, 10), 0), _track(1, range(13, 20), 1), _track(2, range(12, 30), 50)
+    chains = link_fragments([first, later, elsewhere], max_gap=5, min_iou=0.3)
+    assert sorted(c.parts for c in chains) == [[0, 1], [2]]
+    assert len(next(c for c in chains if c.parts == [0, 1]).boxes) == 17
+
+
+def test_short_gaps_are_interpolated_and_long_ones_left_empty():
+    records = [FrameRecord(i) for i in range(12)]
+    for i in (0, 3, 11):
+        records[i].status = "detected"
+        records[i].box = Box(i, 0, i + 10, 10)
+        records[i].landmarks = np.full((68, 2), float(i))
+    interpolate_gaps(records, max_gap=2)
+    assert [r.status for r in records[:4]] == ["detected", "interpolated", "interpolated", "detected"]
+    assert records[1].landmarks[0, 0] == pytest.approx(1.0)
+    assert records[1].box.left == pytest.approx(1.0)
+    assert all(r.status == "none" for r in records[4:11])
+
+
+def test_labels_from_afew_folders_case_insensitive():
+    assert label_from_path(Path("AFEW/Train/Angry/001.avi")) == 0
+    assert label_from_path(Path("afew/val/SURPRISE/x.avi")) == 6
+    assert label_from_path(Path("AFEW/Val/Neutral/frames/0001.png")) == 4
+    assert label_from_path(Path("clips/x.avi")) is None
+
+
+def test_label_csv_errors_name_file_and_line(tmp_path):
+    good = tmp_path / "good.csv"
+    good.write_text("video,label\na,Happy\nb,4\n")
+    assert read_label_csv(good) == {"a": 3, "b": 4}
+    bad = tmp_path / "bad.csv"
+    bad.write_text("a,Happy\nb,Joyful-ish\n")
+    with pytest.raises(LabelError, match=r"bad.csv:2"):
+        read_label_csv(bad)
+
+
+def test_discover_ids_and_clear_errors(tmp_path):
+    (tmp_path / "Train" / "Sad").mkdir(parents=True)
+    (tmp_path / "Train" / "Sad" / "v1.avi").write_bytes(b"")
+    seq = tmp_path / "Train" / "Happy" / "seq1"
+    seq.mkdir(parents=True)
+    (seq / "0001.png").write_bytes(b"")
+    jobs = discover([tmp_path / "Train"])
+    assert [(j.video_id, j.label) for j in jobs] == [("Train/Happy/seq1", 3), ("Train/Sad/v1", 5)]
+    with pytest.raises(InputNotFoundError, match="input not found"):
+        discover([tmp_path / "missing"])
+    with pytest.raises(FacesError, match="same output folder"):
+        discover([tmp_path / "Train" / "Sad" / "v1.avi", tmp_path / "Train" / "Sad" / "v1.avi"])
+
+
+def test_pick_evenly_spreads_over_the_range():
+    assert pick_evenly(5, 10) == [0, 1, 2, 3, 4]
+    picked = pick_evenly(100, 5)
+    assert picked[0] == 0 and picked[-1] == 99 and len(picked) == 5

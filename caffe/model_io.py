@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 from pathlib import Path
 from typing import TypeVar
 
@@ -25,6 +24,7 @@ import numpy as np
 from google.protobuf import message as pb_message
 from google.protobuf import text_format, unknown_fields
 
+from caffe import atomic
 from caffe.errors import DataError, ParseError, WeightsError
 from caffe.proto import caffe_pb2
 
@@ -286,17 +286,7 @@ def upgrade_solver(solver: caffe_pb2.SolverParameter, source: str = "<solver>",
 # Binary format
 # ------------------------------------------------------------------------------------------------
 
-def _atomic_write(path: PathLike, data: bytes) -> None:
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+_atomic_write = atomic.write_bytes
 
 
 def write_binary(msg: pb_message.Message, path: PathLike) -> None:

@@ -25,6 +25,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from caffe import atomic
 from sse.classes import CLASS_NAMES
 
 SIZE = 128
@@ -171,17 +172,17 @@ def render_clip(label: int, n_frames: int, rng: np.random.Generator) -> list[np.
 
 
 def _write_png(path: Path, img: np.ndarray) -> None:
-    tmp = path.with_name(path.name + ".tmp.png")
-    if not cv2.imwrite(str(tmp), img):
-        raise OSError(f"cannot write {path}")
-    os.replace(tmp, path)
+    ok, buf = cv2.imencode(".png", img)
+    if not ok:
+        raise OSError(f"cannot encode {path}")
+    atomic.write_bytes(path, buf.tobytes())
 
 
 def make_dataset(root: str | os.PathLike, splits: dict[str, tuple[int, int]],
-                 seed: int = 2017) -> dict[str, int]:
+                 seed: int = 2017, size: int = SIZE) -> dict[str, int]:
     """Render clips for each split (``{"train": (60, 3), "val": (4, 8)}``: videos per class and
-    frames per video) and write frames and list files under ``root``. Returns the number of
-    frames per split."""
+    frames per video) and write frames and list files under ``root``; frames are drawn at 128x128
+    and stored at ``size`` x ``size``. Returns the number of frames per split."""
     root = Path(root)
     rng = np.random.default_rng(seed)
     counts = {}
@@ -193,6 +194,8 @@ def make_dataset(root: str | os.PathLike, splits: dict[str, tuple[int, int]],
                 folder = root / "frames" / split / video
                 folder.mkdir(parents=True, exist_ok=True)
                 for k, frame in enumerate(render_clip(label, frames_per_video, rng)):
+                    if size != SIZE:
+                        frame = cv2.resize(frame, (size, size), interpolation=cv2.INTER_AREA)
                     rel = f"frames/{split}/{video}/{k:03d}.png"
                     _write_png(root / rel, frame)
                     items.append((rel, label, video))

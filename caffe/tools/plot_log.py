@@ -15,11 +15,10 @@ import argparse
 import csv
 import os
 import re
-import tempfile
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Iterable, Sequence
 
+from ..atomic import atomic_path
 from ..errors import CaffeError
 from .cli_util import run_main
 
@@ -89,15 +88,8 @@ def read_log(path: str | os.PathLike) -> Curves:
 
 
 def _atomic_savefig(fig, path: str | os.PathLike) -> None:
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent or ".")
-    os.close(fd)
-    try:
+    with atomic_path(path, ".png") as tmp:
         fig.savefig(tmp, format="png", dpi=100)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def plot_curves(curves: Curves, path: str | os.PathLike, title: str = "") -> None:

@@ -11,7 +11,6 @@ import gc
 import itertools
 import os
 import sys
-import tempfile
 import time
 import warnings
 from collections.abc import Iterator
@@ -319,21 +318,14 @@ def save_mat(path: str | os.PathLike, arrays: dict[str, np.ndarray], version: st
         version = "7.3" if any(a.nbytes >= V5_LIMIT_BYTES for a in arrays.values()) else "5"
     if version not in ("5", "7.3"):
         raise _data_error(f"unknown .mat version {version!r}: expected 'auto', '5' or '7.3'")
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    from caffe.atomic import atomic_path  # the engine loads torch: only when writing
+    with atomic_path(path) as tmp:
         if version == "5":
             import scipy.io
             with open(tmp, "wb") as f:
                 scipy.io.savemat(f, arrays, format="5", oned_as="column")
         else:
             _save_v73(tmp, arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
     return version
 
 

@@ -17,10 +17,10 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 from dataclasses import replace
 from pathlib import Path
 
+from caffe import atomic
 from caffe.proto import caffe_pb2
 from google.protobuf import text_format
 
@@ -58,15 +58,7 @@ def solver_param(backbone: Backbone, variant: Variant, net_path: str, max_iter: 
 
 def _write_atomic(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic.write_text(path, text)
 
 
 def render(backbone: Backbone, variant: Variant, what: str, message) -> str:

@@ -11,6 +11,7 @@ PNG writing, manifest, contact sheet, list files. Writes bench/results/faces.md.
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import shutil
 import subprocess
@@ -24,7 +25,7 @@ sys.path.insert(0, str(REPO))
 
 from sse.faces.batch import run_batch  # noqa: E402
 from sse.faces.inputs import discover  # noqa: E402
-from sse.faces.pipeline import PipelineConfig  # noqa: E402
+from sse.faces.pipeline import FaceModels, PipelineConfig  # noqa: E402
 
 DEFAULT_CLIP = REPO.parent / "shared" / "data" / "media" / "videos" / "short_hamilton_clip.mp4"
 RESULTS = REPO / "bench" / "results" / "faces.md"
@@ -65,6 +66,10 @@ def main(argv: list[str] | None = None) -> int:
         ("detect every 5 + tracking, frontalize", PipelineConfig(detect_every=5, frontalize=True), 1),
         ("detect every frame, frontalize", PipelineConfig(detect_every=1, frontalize=True), 1),
     ]
+    load_before = os.getloadavg()[0]
+    start = time.perf_counter()
+    FaceModels.load(PipelineConfig())
+    model_seconds = time.perf_counter() - start
     rows = []
     for name, config, workers in cases:
         seconds, frames, faces = timed_run([args.clip], config, workers, args.repeat)
@@ -85,9 +90,13 @@ def main(argv: list[str] | None = None) -> int:
         "## Face preprocessing (bench/bench_faces.py)",
         "",
         f"Machine: {cpu_model()}, 2 cores (`lscpu` model name), Python {platform.python_version()}.",
+        f"Load average (1 min) before/after the run: {load_before:.1f} / {os.getloadavg()[0]:.1f} (other"
+        " sessions share these cores; a load above 2 slows every case, the ratios within one run hold better).",
         f"Clip: `{args.clip.name}` (640x360, 275 frames; a face in about half of them). Best of {args.repeat} runs.",
         "End to end: decode (two passes), HOG detection (upsample 1), correlation tracking, 68 landmarks,",
-        "pose (solvePnP), 128x128 colour crops written as PNG, manifest, contact sheet, list files.",
+        "pose (solvePnP), 128x128 colour crops written as PNG, manifest, contact sheet, list files;",
+        f"the times include loading the models once per process ({model_seconds:.2f} s here; worker processes",
+        "are spawned, which adds their start-up too).",
         "",
         "| case | workers | frames | crops | seconds | frames/s | vs detect every frame |",
         "|---|---|---|---|---|---|---|",

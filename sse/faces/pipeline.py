@@ -2,9 +2,9 @@
 
 Pass 1 (analysis) decodes the frames at the stride, detects faces every `detect_every` frames (and
 after a tracker loss), follows every face with its correlation tracker, computes 68 landmarks for
-every followed face, and at the end picks the target track. Frames the target misses inside its
-span, for at most `max_gap` sampled frames, get landmarks and box interpolated linearly between the
-neighbouring frames; the rest are 'none'. Head pose is fitted on every frame with landmarks.
+every followed face, and at the end picks the target (the best chain of linked track fragments, see
+track.py). Frames the target misses inside its span, for at most `max_gap` sampled frames, get
+landmarks and box interpolated linearly between the neighbouring frames; the rest are 'none'. Head pose is fitted on every frame with landmarks.
 Pass 2 (rendering) decodes again and cuts the aligned or frontalized crop of every frame with
 landmarks. Two passes keep memory flat for long videos: only the landmarks are held, not frames.
 """

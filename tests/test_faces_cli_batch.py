@@ -160,3 +160,12 @@ def test_python_dash_m_runs_the_cli(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert "videos: 1 (ok 1" in result.stdout
+
+
+def test_frames_csv_is_read_by_the_fusion_step(batch):
+    formats = pytest.importorskip("sse.fusion.formats")
+    _, out, _ = batch
+    frame_list = formats.read_frame_list(out / "frames.csv")
+    assert len(frame_list.frames) == 35
+    assert set(frame_list.videos) == {"Train/Happy/talk"}
+    assert formats.video_key(frame_list.videos[0]) == "talk"

@@ -94,6 +94,12 @@ def blas_kernel() -> str:
     return "not found by threadpoolctl"
 
 
+def limit_blas_threads(n: int) -> None:
+    """Limit numpy's BLAS to ``n`` threads (threadpoolctl), for the whole run."""
+    from threadpoolctl import threadpool_limits
+    threadpool_limits(limits=n, user_api="blas")
+
+
 def matmul_seconds(reps: int) -> float:
     rng = np.random.default_rng(0)
     a = rng.random((2048, 2048), dtype=np.float32)
@@ -168,7 +174,8 @@ def bench_inference(key: str, batch: int, reps: int, warmup: int, folder: Path) 
 def render(info: dict[str, str], train: dict, infer: dict, matmul: float, args) -> str:
     lines = ["## Engine benchmark (bench/bench_engine.py)", "",
              f"Measured {time.strftime('%Y-%m-%d')} with `python bench/bench_engine.py "
-             f"--reps {args.reps}`; medians of interleaved repetitions.", "",
+             f"--reps {args.reps}" + (f" --threads {args.threads}" if args.threads else "") +
+             "`; medians of interleaved repetitions.", "",
              "| machine | |", "| --- | --- |"]
     lines += [f"| {k} | {v} |" for k, v in info.items()]
     lines += ["", "### (a) forward+backward, prototxt-built net vs the same net written in PyTorch",
@@ -223,11 +230,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reps", type=int, default=7, help="timed repetitions per contender")
     parser.add_argument("--warmup", type=int, default=3, help="untimed calls per contender first")
     parser.add_argument("--quick", action="store_true", help="3 reps, 1 warm-up (smoke run)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="threads for torch, OpenCV and numpy's BLAS alike (default: torch's)")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "engine.md")
     args = parser.parse_args(argv)
     if args.quick:
         args.reps, args.warmup = 3, 1
     import cv2
+    if args.threads:
+        torch.set_num_threads(args.threads)
+        limit_blas_threads(args.threads)
     cv2.setNumThreads(torch.get_num_threads())
     info = machine()
     print("\n".join(f"{k}: {v}" for k, v in info.items()), flush=True)

@@ -7,6 +7,9 @@ Caffe's TEST BatchNorm is the affine map ``(x - mean) / sqrt(var + eps)`` and Sc
 with ``g = gamma / sqrt(var + eps)``. Folding is safe when the layer's output feeds only the
 BatchNorm and the BatchNorm's output feeds only the Scale (no branch sees the unnormalised
 value). Blob names are tracked as versions, so in-place layers (top == bottom) fold too.
+Likewise a ReLU that alone reads such a step's output runs in place inside the step, and a
+BatchNorm (+ Scale) that follows no convolution runs as one ``batch_norm`` call. Split and TEST
+Dropout cost nothing, and each intermediate tensor is freed after its last reader.
 
 The plan runs under ``torch.inference_mode`` with 4-D tensors in ``torch.channels_last`` and,
 optionally, under bf16/fp16 autocast (meant for GPUs; outputs are returned as float32). The

@@ -1,4 +1,4 @@
-"""Atomic file writes: write to a temporary file in the same folder, then os.replace.
+"""Atomic writes of the face pipeline's outputs (JSON, PNG), on caffe.atomic.
 
 A reader (or a resumed run) therefore sees either the old file or the complete new one.
 """
@@ -6,28 +6,19 @@ A reader (or a resumed run) therefore sees either the old file or the complete n
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
 
+from caffe import atomic
+
 
 def write_bytes(path: Path, data: bytes) -> None:
-    """Write `data` to `path` atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """Write `data` to `path` atomically, creating its folder."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    atomic.write_bytes(path, data)
 
 
 def write_text(path: Path, text: str) -> None:

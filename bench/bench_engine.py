@@ -34,6 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 from inference_helpers import MODELS, randomize_weights, sse_test_net_files, sse_train_net  # noqa: E402
 
+from caffe.atomic import write_text  # noqa: E402
 from caffe.inference import optimize  # noqa: E402
 
 # Real BVLC Caffe (OpenBLAS, CPU, 2 cores), one run: forward+backward at batch 32, and the numpy
@@ -231,14 +232,6 @@ def render(info: dict[str, str], train: dict, infer: dict, matmul: float, args) 
     return "\n".join(lines) + "\n"
 
 
-def write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--reps", type=int, default=7, help="timed repetitions per contender")
@@ -274,7 +267,8 @@ def main(argv: list[str] | None = None) -> int:
     matmul = statistics.median([matmul, matmul_seconds(args.reps)])
     info["load average (start -> end)"] += f" -> {load_average()}"
     text = render(info, train, infer, matmul, args)
-    write_atomic(args.out, text)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    write_text(args.out, text)
     print(text)
     return 0
 

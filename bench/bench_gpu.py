@@ -13,10 +13,8 @@ prints, and writes nothing)."""
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Callable
@@ -27,6 +25,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 import caffe  # noqa: E402
+from caffe.atomic import write_text  # noqa: E402
 from caffe.inference import optimize  # noqa: E402
 from inference_helpers import (MODELS, randomize_weights, sse_test_net_param,  # noqa: E402
                                sse_train_net)
@@ -108,14 +107,6 @@ def render(device_name: str, rows: dict, args) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cuda", help="cuda (default) or cpu (smoke check)")
@@ -146,7 +137,8 @@ def main(argv: list[str] | None = None) -> int:
     text = render(device_name, rows, args)
     print(text)
     if device.type == "cuda":
-        write_atomic(args.out, text)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        write_text(args.out, text)
     return 0
 
 

@@ -84,3 +84,23 @@ def test_fusion_is_off_while_blob_diffs_are_kept() -> None:
     net.retain_blob_diffs = False
     net.forward_backward()
     assert len(calls) == 4
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_train_batchnorm_with_one_value_per_channel_gives_zero_like_caffe(fused: bool) -> None:
+    text = ('layer { name: "data" type: "Input" top: "data" '
+            'input_param { shape { dim: 1 dim: 3 dim: 1 dim: 1 } } }\n'
+            'layer { name: "bn" type: "BatchNorm" bottom: "data" top: "data" }\n'
+            'layer { name: "scale" type: "Scale" bottom: "data" top: "data" '
+            'scale_param { bias_term: true } }\n')
+    net = caffe.Net(net_param=parse_net_text(text), phase=caffe.TRAIN)
+    net.retain_blob_diffs = not fused
+    with torch.no_grad():
+        net.params["scale"][1].data[...] = [0.5, -1.0, 2.0]
+    x = np.array([3.0, -2.0, 7.0], np.float32).reshape(1, 3, 1, 1)
+    net.forward(data=x)
+    out = net.blobs["data"].data
+    np.testing.assert_allclose(out.ravel(), [0.5, -1.0, 2.0], atol=1e-6)
+    np.testing.assert_allclose(net.params["bn"][0].data, x.ravel())
+    np.testing.assert_allclose(net.params["bn"][1].data, 0.0)
+    np.testing.assert_allclose(net.params["bn"][2].data, 1.0)

@@ -73,9 +73,14 @@ class BatchNorm(Layer):
             var = torch.ones(channels, dtype=self.blobs[1].dtype, device=x.device)
             y = F.batch_norm(x, mean, var, weight, bias, True, 1.0, self.eps)
             return y, mean, var
-        y = F.batch_norm(x, None, None, weight, bias, True, 0.0, self.eps)
-        var, mean = torch.var_mean(x.detach(), dim=(0, 2, 3), unbiased=False)
-        return y, mean, var
+        # One value per channel (PyTorch's kernel refuses it): Caffe gives x - mean = 0.
+        mean = x.mean(dim=(0, 2, 3), keepdim=True)
+        y = (x - mean) * (1.0 / math.sqrt(self.eps))
+        if weight is not None:
+            y = y * weight.reshape(1, -1, 1, 1)
+        if bias is not None:
+            y = y + bias.reshape(1, -1, 1, 1)
+        return y, mean.detach().flatten(), torch.zeros_like(mean).flatten()
 
     @torch.no_grad()
     def _update_stats(self, mean: torch.Tensor, var: torch.Tensor) -> None:

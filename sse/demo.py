@@ -3,10 +3,10 @@
 Steps, each with the toolkit's own command (the same ones a user runs on real data):
 
 1. draw labelled face clips (``sse.synth``): training and held-out videos;
-2. ``convert_imageset --gray`` -> LMDBs, ``compute_image_mean`` -> mean.binaryproto;
+2. ``convert_imageset --gray --shuffle`` -> LMDBs, ``compute_image_mean`` -> mean.binaryproto;
 3. ``sse-gen-nets``' generator -> SSE-HoloNet (3conv-s + Concat) train/test prototxts and a solver;
 4. ``caffe train`` (its log tee'd to ``train.log``) -> caffemodel; ``caffe-plot-log`` -> curves PNG;
-5. ``extract_features`` of ``prob`` on the held-out frames (TEST phase of the train net) -> LevelDB; ``leveldb2mat`` -> features.mat;
+5. ``extract_features`` of ``prob`` on the held-out frames (the test prototxt) -> LevelDB; ``leveldb2mat`` -> features.mat;
 6. ``sse.fusion``: frames -> videos (mean), accuracy, per-class table, confusion matrix and a
    per-video timeline PNG.
 
@@ -59,15 +59,14 @@ def make_data(out: Path, train: tuple[int, int], val: tuple[int, int], seed: int
     if not (data / "val_videos.txt").exists():
         t = _step(f"drawing {7 * train[0]} training clips of {train[1]} frames and {7 * val[0]} "
                   f"held-out clips of {val[1]} frames")
-        make_dataset(data, {"train": train, "val": val}, seed)
+        make_dataset(data, {"train": train, "val": val}, seed, size)
         _done(t)
     for split in ("train", "val"):
         db = out / f"{split}_lmdb"
         if not db.exists():
-            t = _step(f"convert_imageset --gray --resize_height={size} --resize_width={size} {split}")
-            _tool(convert_imageset.main, ["--gray", "--no_progress", f"--resize_height={size}",
-                                          f"--resize_width={size}", f"{data}/", str(data / f"{split}.txt"),
-                                          str(db)])
+            t = _step(f"convert_imageset --gray --shuffle {split}")
+            _tool(convert_imageset.main, ["--gray", "--shuffle", "--seed=1", "--no_progress", f"{data}/",
+                                          str(data / f"{split}.txt"), str(db)])
             _done(t)
     mean = out / "mean.binaryproto"
     if not mean.exists():
@@ -127,8 +126,8 @@ def train(out: Path, solver: Path, iterations: int) -> Path:
 
 
 def extract(out: Path, model: Path, net: Path, val_frames: int, batch: int) -> np.ndarray:
-    """Per-frame ``prob`` of the held-out frames: the train prototxt's TEST phase reads the
-    held-out LMDB in list order."""
+    """Per-frame ``prob`` of the held-out frames, in list order: the test prototxt (ImageData over
+    the held-out list, BatchNorm with global statistics)."""
     mat = out / "features.mat"
     if not mat.exists():
         t = _step("extract_features prob -> LevelDB -> leveldb2mat -> features.mat")
@@ -165,17 +164,17 @@ def report(out: Path, data: Path, frame_probs: np.ndarray) -> float:
     return result.accuracy
 
 
-def run(out: Path, train: tuple[int, int] = (60, 3), val: tuple[int, int] = (4, 8),
+def run(out: Path, train_clips: tuple[int, int] = (60, 3), val_clips: tuple[int, int] = (4, 8),
         iterations: int = 400, batch: int = 32, seed: int = 2017, size: int = 64) -> float:
-    """The whole demo; ``train``/``val`` are (clips per class, frames per clip). Returns the
+    """The whole demo; ``train_clips``/``val_clips`` are (clips per class, frames per clip). Returns the
     held-out video accuracy."""
     out.mkdir(parents=True, exist_ok=True)
     start = time.time()
-    data = make_data(out, train, val, seed, size)
-    val_frames = len(CLASS_NAMES) * val[0] * val[1]
+    data = make_data(out, train_clips, val_clips, seed, size)
+    val_frames = len(CLASS_NAMES) * val_clips[0] * val_clips[1]
     paths = make_nets(out, data, iterations, batch, val_frames, size)
     model = train(out, paths["solver"], iterations)
-    probs = extract(out, model, paths["train"], val_frames, batch)
+    probs = extract(out, model, paths["test"], val_frames, batch)
     accuracy = report(out, data, probs)
     print(f"total {time.time() - start:.0f} s", file=sys.stderr)
     return accuracy

@@ -108,11 +108,10 @@ def test_snapshot_history_follows_learnable_params_order(tmp_path, monkeypatch):
 
 
 KILL_SCRIPT = textwrap.dedent("""
-    import os, signal, sys
+    import builtins, os, signal, sys
     sys.path.insert(0, {repo!r})
     import caffe
-    from caffe import model_io
-    real_fdopen = os.fdopen
+    from caffe import atomic
 
     class Dying:
         def __init__(self, f):
@@ -130,7 +129,7 @@ KILL_SCRIPT = textwrap.dedent("""
     solver.step(20)
     solver.snapshot()
     solver.step(5)
-    os.fdopen = lambda fd, mode="r", *a, **k: Dying(real_fdopen(fd, mode, *a, **k))
+    atomic.open = lambda *a, **k: Dying(builtins.open(*a, **k))  # every file the atomic writer opens
     solver.snapshot()
 """)
 

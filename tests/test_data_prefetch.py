@@ -90,3 +90,16 @@ def test_starting_at_batch_k_continues_the_same_stream(source):
     full = _take(Prefetcher(source, workers=0), 4)
     later = _take(Prefetcher(source, workers=1, start=2), 2)
     assert np.array_equal(full[2][0], later[0][0]) and np.array_equal(full[3][1], later[1][1])
+
+
+def test_forked_workers_do_not_hang_after_the_parent_used_opencv_threads(tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import REPO
+    script = REPO / "tests" / "scripts" / "imagedata_after_opencv_threads.py"
+    env = dict(__import__("os").environ, CAFFE_DATA_WORKERS="1")
+    result = subprocess.run([sys.executable, str(script), str(tmp_path)], capture_output=True, text=True,
+                            timeout=120, env=env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "read (3, 1, 32, 32)" in result.stdout

@@ -84,12 +84,6 @@ class _From(Sampler):
         return itertools.count(self.start)
 
 
-def _init_worker(_worker_id: int) -> None:
-    import cv2
-
-    cv2.setNumThreads(1)
-
-
 class Prefetcher:
     """Batches 0, 1, 2, ... of a source, made ahead by ``workers`` processes; ``next()`` returns
     (data, labels) tensors on ``device``. ``close()`` (or garbage collection) stops the workers."""
@@ -108,8 +102,9 @@ class Prefetcher:
             factor = max(1, math.ceil(max(1, prefetch) / self.workers))
             # batches in flight: factor per worker, plus the one being copied out, plus margin
             slots = factor * self.workers + 2
-            kwargs = dict(prefetch_factor=factor, worker_init_fn=_init_worker,
-                          multiprocessing_context=_context())
+            # No cv2.setNumThreads in the workers: in a forked child whose parent has already
+            # used OpenCV's thread pool, reconfiguring that pool waits forever for its threads.
+            kwargs = dict(prefetch_factor=factor, multiprocessing_context=_context())
         self._batches = _Batches(source, slots)
         self._loader = DataLoader(self._batches, batch_size=None, sampler=_From(start),
                                   num_workers=self.workers, **kwargs)

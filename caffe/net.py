@@ -261,7 +261,10 @@ class Net:
     # ------------------------------------------------------------------ pycaffe attributes
     @property
     def blobs(self) -> OrderedDict[str, Blob]:
-        return OrderedDict((name, self._blob(name)) for name in self._data)
+        """Every blob by name; the views are made once (they read the current tensors)."""
+        if getattr(self, "_blob_views", None) is None:
+            self._blob_views = OrderedDict((name, self._blob(name)) for name in self._data)
+        return self._blob_views
 
     def _blob(self, name: str) -> Blob:
         def get_diff() -> torch.Tensor:

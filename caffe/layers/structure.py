@@ -163,11 +163,13 @@ class Reshape(Layer):
         if math.prod(out) != math.prod(shape):
             raise self.error(f"shape {tuple(out)} has {math.prod(out)} elements, bottom {shape} "
                              f"has {math.prod(shape)}")
-        self.out_shape = tuple(out)
+        self.in_shape, self.out_shape = tuple(shape), tuple(out)
         return [self.out_shape]
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        return [x.reshape(self.reshape([tuple(x.shape)])[0])]
+        if tuple(x.shape) != self.in_shape:
+            self.reshape([tuple(x.shape)])
+        return [x.reshape(self.out_shape)]
 
 
 @register("Silence")

@@ -121,30 +121,21 @@ def read_frame_list(path: str | os.PathLike) -> FrameList:
     """Read ``<frame> <video>`` lines (row i of the features = i-th such line), or the face
     pipeline's ``frames.csv`` (header ``crop,video,...``), whose rows follow its list.txt."""
     path = Path(path)
-    frames, videos, numbers = [], [], []
     lines = list(_content_lines(path))
     if lines and lines[0][1].replace(" ", "").startswith("crop,video"):
-        return _read_frames_csv(path, lines)
-    for number, line in lines:
-        parts = line.rsplit(None, 1)
-        if len(parts) != 2:
-            raise FusionError(f"{path}:{number}: expected '<frame> <video>', got {line!r}")
+        import csv
+        body = lines[1:]
+        rows = zip((n for n, _ in body), csv.reader(line for _, line in body))
+        expected, sep = "'crop,video,...'", ","
+    else:
+        rows = ((n, line.rsplit(None, 1)) for n, line in lines)
+        expected, sep = "'<frame> <video>'", " "
+    frames, videos, numbers = [], [], []
+    for number, parts in rows:
+        if len(parts) < 2 or (sep == " " and len(parts) != 2):
+            raise FusionError(f"{path}:{number}: expected {expected}, got {sep.join(parts)!r}")
         frames.append(parts[0])
         videos.append(parts[1])
-        numbers.append(number)
-    if not frames:
-        raise FusionError(f"{path}: no frames")
-    return FrameList(tuple(frames), tuple(videos), str(path), tuple(numbers))
-
-
-def _read_frames_csv(path: Path, lines: list[tuple[int, str]]) -> FrameList:
-    import csv
-    frames, videos, numbers = [], [], []
-    for (number, _), row in zip(lines[1:], csv.reader(line for _, line in lines[1:])):
-        if len(row) < 2:
-            raise FusionError(f"{path}:{number}: expected 'crop,video,...', got {','.join(row)!r}")
-        frames.append(row[0])
-        videos.append(row[1])
         numbers.append(number)
     if not frames:
         raise FusionError(f"{path}: no frames")

@@ -1,5 +1,5 @@
 """Collect the sections that the benchmark scripts write into ``bench/results/*.md`` into
-``bench/RESULTS.md`` (engine first, then training, data, faces, leveldb2mat, FER2013, GPU).
+``bench/RESULTS.md`` (the demo first, then engine, training, data, faces, leveldb2mat, FER2013, GPU).
 
     python bench/merge_results.py
 """
@@ -13,7 +13,7 @@ sys.path.insert(0, str(HERE.parent))
 
 from caffe.atomic import write_text  # noqa: E402
 
-ORDER = ["engine", "train", "data", "faces", "leveldb2mat", "fer2013", "gpu", "train_gpu"]
+ORDER = ["demo", "engine", "train", "data", "faces", "leveldb2mat", "fer2013", "gpu", "train_gpu"]
 HEADER = """# Benchmark and experiment results
 
 Each section was written by the script it names, run on the machine it describes; the numbers are

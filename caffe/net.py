@@ -22,6 +22,7 @@ from .errors import NetError, WeightsError
 from .layers import create_layer
 from .layers.base import TEST, TRAIN, Layer, Shape
 from .layers.normalization import BatchNorm, Scale
+from .memory import keep_freed_memory
 from .mode import current_device, net_generator
 from .proto import caffe_pb2
 
@@ -118,6 +119,7 @@ class Net:
         else:
             self.source = "<NetParameter>"
         self.phase = phase
+        keep_freed_memory()
         self._sync = HostSync()
         self._build(net_param, phase, level, list(stages or ()))
         if weights is not None:

@@ -21,7 +21,9 @@ from sse.nets.variants import VARIANTS, get_backbone
 
 SIZE, BATCH = 32, 8
 HEAVY = {("resnet", "4conv-c+eltwise"), ("resnet", "4conv-c+concat")}
-ITERATIONS = {"holonet": 6, "densenet": 6, "resnet": 8}  # cascaded forms: 4 (90-390 M params)
+# Cascaded forms (90-390 M params) take 4 iterations, except the slow SSE-ResNet-50 ones: their
+# loss can rise at the second step before it falls.
+ITERATIONS = {"holonet": 6, "densenet": 6, "resnet": 8}
 
 
 @pytest.fixture
@@ -50,7 +52,9 @@ def train_losses(backbone_key: str, variant: str, tmp_path: Path) -> list[float]
                   mirror=False, train_source=str(db), val_source=str(db), train_batch=BATCH,
                   val_batch=BATCH)
     paths = write_variant(backbone, variant, tmp_path, cfg)
-    iterations = 4 if VARIANTS[variant].head == "cascade" else ITERATIONS[backbone_key]
+    iterations = ITERATIONS[backbone_key]
+    if VARIANTS[variant].head == "cascade" and (backbone_key, variant) not in HEAVY:
+        iterations = 4
     param = solver_param(backbone, VARIANTS[variant], str(paths["train"]), max_iter=iterations,
                          solver_mode="CPU")
     param.ClearField("test_iter")

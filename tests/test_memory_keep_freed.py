@@ -18,7 +18,7 @@ import caffe
 net = caffe.Net(sys.argv[1], caffe.TEST)
 from caffe.memory import keep_freed_memory
 faults = []
-for _ in range(6):
+for _ in range(10):
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     t = torch.empty(16 << 20)  # 64 MiB
     t.fill_(1.0)
@@ -44,8 +44,9 @@ def test_building_a_net_makes_freed_memory_reusable_without_page_faults(tmp_path
     kept = _probe(tmp_path, "1")
     assert kept["applied"] is True
     pages = (64 << 20) // os.sysconf("SC_PAGE_SIZE")
-    # glibc settles its heap within the first iterations; from then on nothing is faulted in.
-    assert max(kept["faults"][-3:]) < pages // 20, kept
+    # glibc settles its heap within the first few iterations (it may grow to hold two such
+    # blocks); from then on nothing is faulted in.
+    assert max(kept["faults"][-4:]) < pages // 20, kept
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
@@ -53,4 +54,4 @@ def test_the_environment_variable_leaves_the_c_library_defaults(tmp_path) -> Non
     default = _probe(tmp_path, "0")
     assert default["applied"] is False
     pages = (64 << 20) // os.sysconf("SC_PAGE_SIZE")
-    assert min(default["faults"][-3:]) > pages // 2, default
+    assert min(default["faults"][-4:]) > pages // 2, default

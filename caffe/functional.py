@@ -39,7 +39,7 @@ class _ChannelsLastMaxPool2d(torch.autograd.Function):
     vectorised over channels and several times faster than its NCHW kernel on Caffe's
     layout; the output keeps the input's memory format. Backward routes each output gradient to
     the recorded first maximum of its window (Caffe's rule; both kernels record the same
-    indices) with the NCHW backward kernel."""
+    indices), in the input's memory format."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, kernel: tuple[int, int], stride: tuple[int, int],
@@ -49,7 +49,7 @@ class _ChannelsLastMaxPool2d(torch.autograd.Function):
         if not x.is_contiguous(memory_format=torch.channels_last):
             y = y.contiguous()
         if ctx.needs_input_grad[0]:
-            ctx.save_for_backward(x, index.contiguous())
+            ctx.save_for_backward(x, index)
             ctx.geometry = (kernel, stride, pad)
         return y
 
@@ -57,8 +57,9 @@ class _ChannelsLastMaxPool2d(torch.autograd.Function):
     def backward(ctx, grad: torch.Tensor):
         x, index = ctx.saved_tensors
         kernel, stride, pad = ctx.geometry
-        dx = torch.ops.aten.max_pool2d_with_indices_backward(
-            grad.contiguous(), x.contiguous(), kernel, stride, pad, (1, 1), True, index)
+        # The kernel lays gradient and indices out in x's memory format itself.
+        dx = torch.ops.aten.max_pool2d_with_indices_backward(grad, x, kernel, stride, pad,
+                                                             (1, 1), True, index)
         return dx, None, None, None
 
 

@@ -41,8 +41,13 @@ def test_ties_route_the_gradient_to_the_first_maximum_only() -> None:
     assert torch.equal(x.grad, first.expand(1, 2, 4, 4))
 
 
-def test_a_channels_last_input_gives_a_channels_last_output() -> None:
-    x = torch.randn(2, 16, 8, 8).contiguous(memory_format=torch.channels_last)
-    y = max_pool2d(x, (3, 3), (2, 2), (0, 0))
+def test_a_channels_last_input_gives_channels_last_output_and_gradient() -> None:
+    x = torch.randn(2, 16, 9, 9).contiguous(memory_format=torch.channels_last)
+    expected_y, expected_dx = _reference(x.contiguous(), (3, 3), (2, 2), (0, 0))
+    xg = x.clone().requires_grad_()
+    y = max_pool2d(xg, (3, 3), (2, 2), (0, 0))
+    y.backward(torch.arange(y.numel(), dtype=torch.float32).reshape(y.shape))
     assert y.is_contiguous(memory_format=torch.channels_last)
-    assert torch.equal(y, F.max_pool2d(x.contiguous(), 3, 2, 0, ceil_mode=True))
+    assert xg.grad.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(y, expected_y)
+    assert torch.equal(xg.grad, expected_dx)

@@ -27,7 +27,7 @@ def spatial_pair(repeated, h: int, w: int, has_hw: bool, default: int, what: str
 def conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
            stride: tuple[int, int], pad: tuple[int, int], dilation: tuple[int, int], group: int
            ) -> torch.Tensor:
-    """F.conv2d with two CPU speed-ups that keep its sums.
+    """F.conv2d with two CPU speed-ups (the same sums, in another order).
 
     A kernel covering the whole unpadded input (a 1x1 output, as in the SSE branches' full-map
     convolutions) runs as one matrix product, several times faster than the convolution kernels

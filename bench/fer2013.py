@@ -34,6 +34,8 @@ import numpy as np
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
+# Plots of the runs (made here, from the training logs and predictions; no FER2013 data in them).
+PLOTS = REPO / "bench" / "results" / "plots"
 sys.path.insert(0, str(REPO))
 
 import caffe  # noqa: E402
@@ -158,10 +160,10 @@ def select_and_test(work: Path, form: str, paths: dict[str, Path], counts: dict[
     best = work / form / f"snap_iter_{best_iter}.caffemodel"
     private = scores(work, paths["train"], best, "PrivateTest", counts["PrivateTest"])
     result = evaluate(private, private_labels)
-    save_confusion_png(result, REPO / "bench" / "results" / f"fer2013_{form}_confusion.png",
+    save_confusion_png(result, PLOTS / f"holonet48_{form}_confusion.png",
                        title=f"SSE-HoloNet {form}, FER2013 PrivateTest: {result.accuracy:.1%}")
     subprocess.call([sys.executable, "-m", "caffe.tools.plot_log", str(work / form / "train.log"),
-                     "-o", str(REPO / "bench" / "results" / f"fer2013_{form}_curves.png"),
+                     "-o", str(PLOTS / f"holonet48_{form}_curves.png"),
                      "--title", f"SSE-HoloNet {form} on FER2013 Training"])
     return {"form": form, "public_curve": curve, "best_iter": best_iter, "public_best": best_acc,
             "private": result.accuracy, "private_macro_f1": result.macro_f1,
@@ -195,8 +197,8 @@ def report(results: list[dict], args: argparse.Namespace, seconds: dict[str, flo
     lines += ["", "PublicTest accuracy of each snapshot (iteration: accuracy):", ""]
     for r in results:
         lines.append(f"- {r['form']}: " + ", ".join(f"{i}: {a:.3f}" for i, a in r["public_curve"]))
-    lines += ["", "Curves: " + ", ".join(f"`bench/results/fer2013_{r['form']}_curves.png`" for r in results)
-              + "; confusion matrices: " + ", ".join(f"`bench/results/fer2013_{r['form']}_confusion.png`"
+    lines += ["", "Curves: " + ", ".join(f"`bench/results/plots/holonet48_{r['form']}_curves.png`" for r in results)
+              + "; confusion matrices: " + ", ".join(f"`bench/results/plots/holonet48_{r['form']}_confusion.png`"
                                                       for r in results) + ".", ""]
     return "\n".join(lines)
 
@@ -212,6 +214,7 @@ def main() -> int:
     args = p.parse_args()
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
+    PLOTS.mkdir(parents=True, exist_ok=True)
     counts = prepare(work)
     paths = {f: make_nets(work, f, args.iterations, args.batch, args.test_every) for f in args.forms}
     seconds = train_all(work, paths, args.threads)

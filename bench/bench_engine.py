@@ -130,10 +130,9 @@ def native_matmul(reps: int, threads: int | None) -> tuple[float, str] | None:
     return result["seconds"], result["blas"]
 
 
-def conv_flop(key: str, batch: int) -> float:
+def conv_flop(net) -> float:
     """FLOPs of the Convolution and InnerProduct layers in one forward+backward: 2 per
     multiply-add, three products each (forward, input gradient, weight gradient)."""
-    net = sse_train_net(MODELS[key], batch)
     macs = 0
     for layer in net.modules:
         if layer.lp.type in ("Convolution", "InnerProduct"):
@@ -181,6 +180,7 @@ def bench_train(key: str, batch: int, reps: int, warmup: int) -> dict[str, float
     result = interleaved({"engine": engine_step, "plain": plain_step(plains["plain"]),
                           "plain_gemm": plain_step(plains["plain_gemm"])}, reps, warmup)
     result["loss"] = engine_loss
+    result["flop"] = conv_flop(net)
     return result
 
 
@@ -321,7 +321,6 @@ def main(argv: list[str] | None = None) -> int:
     for key in ("holonet", "densenet"):
         train[key] = bench_train(key, 32, args.reps, args.warmup)
         r = train[key]
-        r["flop"] = conv_flop(key, 32)
         print(f"(a) {key}: engine {r['engine'] * 1e3:.0f} ms, plain {r['plain'] * 1e3:.0f} ms, "
               f"plain GEMM {r['plain_gemm'] * 1e3:.0f} ms", flush=True)
     with tempfile.TemporaryDirectory() as tmp:

@@ -36,8 +36,8 @@ def _ave_divisor(size: int, out: int, kernel: int, stride: int, pad: int) -> tor
 
 class _ChannelsLastMaxPool2d(torch.autograd.Function):
     """MAX pooling (ceil mode) computed by PyTorch's channels-last CPU kernel, which is
-    vectorised over channels and several times faster than its NCHW kernel on Caffe's
-    layout; the output keeps the input's memory format. Backward routes each output gradient to
+    vectorised over channels, unlike its NCHW kernel (bench/RESULTS.md, engine ablation: the SSE
+    training steps 1.04-1.07x faster); the output keeps the input's memory format. Backward routes each output gradient to
     the recorded first maximum of its window (Caffe's rule; both kernels record the same
     indices), in the input's memory format."""
 

@@ -119,10 +119,12 @@ def _per_position(scores: torch.Tensor, label: torch.Tensor, axis: int, ignore_l
 def caffe_softmax_loss(scores: torch.Tensor, label: torch.Tensor, axis: int, ignore_label: int | None,
                        normalization: str) -> torch.Tensor:
     """SoftmaxWithLoss: -sum(log(max(p, FLT_MIN))) over non-ignored positions, divided by the
-    normalizer of ``normalization`` (FULL, VALID, BATCH_SIZE, NONE), clamped to at least 1."""
+    normalizer of ``normalization`` (FULL, VALID, BATCH_SIZE, NONE), clamped to at least 1. The
+    gradient is Caffe's p - onehot even where the clamp holds (a saturated softmax still learns)."""
     logits, lab, valid, safe = _per_position(scores, label, axis, ignore_label)
     outer, inner = lab.shape
-    logp = F.log_softmax(logits, dim=1).clamp(min=math.log(FLT_MIN))
+    logp = F.log_softmax(logits, dim=1)
+    logp = logp + (logp.detach().clamp(min=math.log(FLT_MIN)) - logp.detach())
     picked = logp.gather(1, safe[:, None, :])[:, 0, :]
     total = -(picked * valid).sum()
     if normalization == "FULL":
@@ -156,3 +158,254 @@ def caffe_accuracy(scores: torch.Tensor, label: torch.Tensor, axis: int, top_k: 
     per_class = torch.where(per_class_count > 0, per_class_hits / per_class_count.clamp(min=1),
                             torch.zeros_like(per_class_hits))
     return acc, per_class
+
+
+LOG_THRESHOLD = 1e-20
+
+
+def swish(x: torch.Tensor, beta: float) -> torch.Tensor:
+    """Swish: x * sigmoid(beta * x)."""
+    return x * torch.sigmoid(x * beta)
+
+
+def reduction(x: torch.Tensor, axis: int, operation: str, coeff: float) -> torch.Tensor:
+    """Caffe's Reduction: reduce every axis from ``axis`` on (not only that axis) with SUM, ASUM,
+    SUMSQ or MEAN, times ``coeff``; the result has shape ``x.shape[:axis]``."""
+    flat = x.reshape(*x.shape[:axis], -1)
+    if operation == "SUM":
+        y = flat.sum(dim=-1)
+    elif operation == "MEAN":
+        y = flat.sum(dim=-1) / max(flat.shape[-1], 1)
+    elif operation == "ASUM":
+        y = flat.abs().sum(dim=-1)
+    elif operation == "SUMSQ":
+        y = (flat * flat).sum(dim=-1)
+    else:
+        raise ValueError(f"unknown reduction operation {operation}")
+    return y * coeff if coeff != 1 else y
+
+
+class _MVN(torch.autograd.Function):
+    """Mean-variance normalisation over the last axis of a (groups, dim) matrix with Caffe's
+    gradient: (dy - mean(dy) - y * mean(y * dy)) / (sigma + eps), which leaves out the factor
+    (sigma + eps) / sigma of the exact gradient (they differ when eps is not negligible)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, eps: float) -> torch.Tensor:
+        centred = x - x.mean(dim=1, keepdim=True)
+        sigma = (centred * centred).mean(dim=1, keepdim=True).sqrt() + eps
+        y = centred / sigma
+        ctx.save_for_backward(y, sigma)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        y, sigma = ctx.saved_tensors
+        dx = grad - grad.mean(dim=1, keepdim=True) - y * (y * grad).mean(dim=1, keepdim=True)
+        return dx / sigma, None
+
+
+def mvn(x: torch.Tensor, across_channels: bool, normalize_variance: bool, eps: float) -> torch.Tensor:
+    """Caffe's MVN on an N x C x ... blob: subtract the mean over each channel's map (over C x H x W
+    with ``across_channels``) and divide by the biased standard deviation plus ``eps``."""
+    groups = x.shape[0] if across_channels else x.shape[0] * x.shape[1]
+    flat = x.reshape(groups, -1)
+    if normalize_variance:
+        return _MVN.apply(flat, eps).reshape(x.shape)
+    return (flat - flat.mean(dim=1, keepdim=True)).reshape(x.shape)
+
+
+def im2col(x: torch.Tensor, kernel: tuple[int, int], stride: tuple[int, int], pad: tuple[int, int],
+           dilation: tuple[int, int]) -> torch.Tensor:
+    """Caffe's Im2col on N x C x H x W: N x (C*kh*kw) x OH x OW, channel (c*kh + i)*kw + j."""
+    kh, kw = kernel
+    oh = (x.shape[2] + 2 * pad[0] - (dilation[0] * (kh - 1) + 1)) // stride[0] + 1
+    ow = (x.shape[3] + 2 * pad[1] - (dilation[1] * (kw - 1) + 1)) // stride[1] + 1
+    cols = F.unfold(x, kernel, dilation=dilation, padding=pad, stride=stride)
+    return cols.reshape(x.shape[0], -1, oh, ow)
+
+
+def spp_geometry(height: int, width: int, level: int) -> tuple[tuple[int, int], tuple[int, int]]:
+    """Kernel (= stride) and pad of SPP level ``level`` (2^level bins per side) for an H x W map."""
+    bins = 2 ** level
+    kh, kw = math.ceil(height / bins), math.ceil(width / bins)
+    return (kh, kw), ((kh * bins - height + 1) // 2, (kw * bins - width + 1) // 2)
+
+
+def spp(x: torch.Tensor, pyramid_height: int, method: str) -> torch.Tensor:
+    """Spatial pyramid pooling: level l pools into 2^l x 2^l bins with Caffe's pooling; the levels
+    are flattened per sample and concatenated, level 0 first. One level: the plain pooled map."""
+    levels = []
+    for level in range(pyramid_height):
+        kernel, pad = spp_geometry(x.shape[2], x.shape[3], level)
+        pooled = pool2d(x, method, kernel, kernel, pad)
+        if pyramid_height == 1:
+            return pooled
+        levels.append(pooled.reshape(x.shape[0], -1))
+    return torch.cat(levels, dim=1)
+
+
+class _LSTMUnit(torch.autograd.Function):
+    """One LSTM step as Caffe's LSTMUnit computes it, gradients included: the forget gate is
+    cont * sigmoid(x_f) (exactly 0 where cont == 0), and its gradient uses f * (1 - f) of that
+    product, as Caffe's Backward does (the exact derivative only for cont in {0, 1})."""
+
+    @staticmethod
+    def forward(ctx, c_prev: torch.Tensor, x: torch.Tensor, cont: torch.Tensor):
+        hidden = c_prev.shape[-1]
+        xi, xf, xo, xg = x.split(hidden, dim=-1)
+        i, o, g = torch.sigmoid(xi), torch.sigmoid(xo), torch.tanh(xg)
+        cont = cont.unsqueeze(-1)
+        f = torch.where(cont == 0, torch.zeros_like(xf), cont * torch.sigmoid(xf))
+        c = f * c_prev + i * g
+        tanh_c = torch.tanh(c)
+        ctx.save_for_backward(c_prev, i, f, o, g, tanh_c)
+        return c, o * tanh_c
+
+    @staticmethod
+    def backward(ctx, c_diff: torch.Tensor, h_diff: torch.Tensor):
+        c_prev, i, f, o, g, tanh_c = ctx.saved_tensors
+        if c_diff is None:
+            c_diff = torch.zeros_like(c_prev)
+        if h_diff is None:
+            h_diff = torch.zeros_like(c_prev)
+        c_term = c_diff + h_diff * o * (1 - tanh_c * tanh_c)
+        dx = torch.cat([c_term * g * i * (1 - i), c_term * c_prev * f * (1 - f),
+                        h_diff * tanh_c * o * (1 - o), c_term * i * (1 - g * g)], dim=-1)
+        return c_term * f, dx, None
+
+
+def lstm_unit(c_prev: torch.Tensor, x: torch.Tensor, cont: torch.Tensor
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Caffe's LSTMUnit: ``c_prev`` (1, N, H), gate inputs ``x`` (1, N, 4H) in the order i, f, o, g,
+    ``cont`` (1, N) (never differentiated). Returns (c, h)."""
+    return _LSTMUnit.apply(c_prev, x, cont.detach())
+
+
+def loss_normalizer(mode: str, outer: int, inner: int, valid: int | None) -> float:
+    """LossParameter's normalizer: FULL outer*inner, VALID the non-ignored count (all positions
+    when nothing is counted), BATCH_SIZE outer, NONE 1; at least 1."""
+    if mode == "FULL" or (mode == "VALID" and valid is None):
+        norm = outer * inner
+    elif mode == "VALID":
+        norm = valid
+    elif mode == "BATCH_SIZE":
+        norm = outer
+    else:
+        norm = 1
+    return float(max(norm, 1))
+
+
+class _InfogainLoss(torch.autograd.Function):
+    """-sum_l H[label, l] * log(max(p_l, 1e-20)) / normalizer over the softmax p of the scores,
+    with Caffe's gradient p * sum(H[label, :]) - H[label, :] (not cut where p is clamped)."""
+
+    @staticmethod
+    def forward(ctx, scores: torch.Tensor, label: torch.Tensor, infogain: torch.Tensor, axis: int,
+                ignore_label: int | None, normalization: str) -> torch.Tensor:
+        outer = math.prod(scores.shape[:axis])
+        inner = math.prod(scores.shape[axis + 1:])
+        channels = scores.shape[axis]
+        prob = torch.softmax(scores.reshape(outer, channels, inner), dim=1)
+        lab = label.reshape(outer, inner).to(torch.long)
+        valid = torch.ones_like(lab, dtype=torch.bool) if ignore_label is None else lab != ignore_label
+        safe = torch.where(valid, lab, torch.zeros_like(lab))
+        rows = infogain.reshape(channels, channels)[safe]             # outer, inner, channels
+        rows = rows.permute(0, 2, 1) * valid[:, None, :]
+        loss = -(rows * prob.clamp(min=LOG_THRESHOLD).log()).sum()
+        norm = loss_normalizer(normalization, outer, inner, int(valid.sum()))
+        ctx.save_for_backward(prob, rows, valid)
+        ctx.norm, ctx.shape = norm, scores.shape
+        return loss / norm
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        prob, rows, valid = ctx.saved_tensors
+        dx = (prob * rows.sum(dim=1, keepdim=True) - rows) * valid[:, None, :]
+        return (dx * (grad / ctx.norm)).reshape(ctx.shape), None, None, None, None, None
+
+
+def infogain_loss(scores: torch.Tensor, label: torch.Tensor, infogain: torch.Tensor, axis: int,
+                  ignore_label: int | None, normalization: str) -> torch.Tensor:
+    """Caffe's InfogainLoss (softmax inside); labels and H get no gradient."""
+    return _InfogainLoss.apply(scores, label.detach(), infogain.detach(), axis, ignore_label,
+                               normalization)
+
+
+class _MultinomialLogisticLoss(torch.autograd.Function):
+    """-sum log(max(p[label], 1e-20)) / N with Caffe's gradient -1 / (N * max(p, 1e-20)) at the
+    label (not cut where p is clamped)."""
+
+    @staticmethod
+    def forward(ctx, prob: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+        flat = prob.reshape(prob.shape[0], -1)
+        picked = flat.gather(1, label.reshape(-1, 1).to(torch.long)).clamp(min=LOG_THRESHOLD)
+        ctx.save_for_backward(picked, label)
+        ctx.shape = prob.shape
+        return -picked.log().sum() / prob.shape[0]
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        picked, label = ctx.saved_tensors
+        num = ctx.shape[0]
+        dx = torch.zeros((num, math.prod(ctx.shape[1:])), dtype=picked.dtype, device=picked.device)
+        dx.scatter_(1, label.reshape(-1, 1).to(torch.long), -grad / (num * picked))
+        return dx.reshape(ctx.shape), None
+
+
+def multinomial_logistic_loss(prob: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+    """Caffe's MultinomialLogisticLoss on probabilities N x C x ...; labels get no gradient."""
+    return _MultinomialLogisticLoss.apply(prob, label.detach())
+
+
+def hinge_loss(scores: torch.Tensor, label: torch.Tensor, norm: str) -> torch.Tensor:
+    """Caffe's HingeLoss: sum over samples and classes of max(0, 1 + s*x)^p / N, s = -1 at the
+    true class and +1 elsewhere, p = 1 (L1) or 2 (L2)."""
+    flat = scores.reshape(scores.shape[0], -1)
+    sign = torch.ones_like(flat).scatter_(1, label.detach().reshape(-1, 1).to(torch.long), -1.0)
+    margin = torch.relu(1 + sign * flat)
+    total = margin.sum() if norm == "L1" else (margin * margin).sum()
+    return total / scores.shape[0]
+
+
+class _ContrastiveLoss(torch.autograd.Function):
+    """Caffe's ContrastiveLoss with its gradients (the dissimilar-pair gradient of the current
+    version divides by d + 1e-4)."""
+
+    @staticmethod
+    def forward(ctx, a: torch.Tensor, b: torch.Tensor, similar: torch.Tensor, margin: float,
+                legacy: bool) -> torch.Tensor:
+        diff = (a - b).reshape(a.shape[0], -1)
+        dist_sq = (diff * diff).sum(dim=1)
+        sim = similar.reshape(-1).to(torch.int64) != 0
+        if legacy:
+            dissimilar = torch.clamp(margin - dist_sq, min=0)
+        else:
+            dissimilar = torch.clamp(margin - dist_sq.sqrt(), min=0) ** 2
+        loss = torch.where(sim, dist_sq, dissimilar).sum() / a.shape[0] / 2
+        ctx.save_for_backward(diff, dist_sq, sim)
+        ctx.margin, ctx.legacy, ctx.shape = margin, legacy, a.shape
+        return loss
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        diff, dist_sq, sim = ctx.saved_tensors
+        alpha = grad / ctx.shape[0]
+        if ctx.legacy:
+            mdist = ctx.margin - dist_sq
+            beta = -alpha * torch.ones_like(dist_sq)
+        else:
+            dist = dist_sq.sqrt()
+            mdist = ctx.margin - dist
+            beta = -alpha * mdist / (dist + 1e-4)
+        coeff = torch.where(sim, alpha.expand_as(dist_sq),
+                            torch.where(mdist > 0, beta, torch.zeros_like(beta)))
+        da = (coeff[:, None] * diff).reshape(ctx.shape)
+        return da, -da, None, None, None
+
+
+def contrastive_loss(a: torch.Tensor, b: torch.Tensor, similar: torch.Tensor, margin: float,
+                     legacy: bool) -> torch.Tensor:
+    """Similar pairs add d^2, dissimilar ones max(margin - d, 0)^2 (legacy: max(margin - d^2, 0)),
+    divided by 2N; the similarity labels get no gradient."""
+    return _ContrastiveLoss.apply(a, b, similar.detach(), margin, legacy)

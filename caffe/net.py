@@ -259,6 +259,10 @@ class Net:
     def _allocate(self) -> None:
         for name, shape in self._shapes.items():
             self._data[name] = torch.zeros(shape, dtype=torch.float32)
+        for layer, tops in zip(self.modules, self.top_names.values()):
+            for t, data in zip(tops, layer.initial_top_data()):
+                if data is not None:
+                    self._data[t] = data
 
     # ------------------------------------------------------------------ pycaffe attributes
     @property
@@ -371,7 +375,7 @@ class Net:
                     self._forward_layer(i, record)
         loss = None
         for name, w in self.loss_tops:
-            term = self._data[name] * w
+            term = self._data[name].sum() * w
             loss = term if loss is None else loss + term
         if loss is None:
             return torch.zeros((), device=self.device)
@@ -389,7 +393,8 @@ class Net:
                     self._data[t] = data
                 self._first[t] = data
             return
-        outputs = layer.forward(*[self._data[b] for b in bottoms])
+        inputs = bottoms + tops if layer.reads_own_tops else bottoms
+        outputs = layer.forward(*[self._data[b] for b in inputs])
         for t, y in zip(tops, outputs):
             self._data[t] = y
             if t not in bottoms:

@@ -2,8 +2,8 @@
 
 As in pycaffe, ``caffe.layers`` also serves NetSpec: ``from caffe import layers as L`` then
 ``L.Convolution(bottom, ...)`` (capitalised names go to ``caffe.net_spec.layers``)."""
-from . import (conv, data, hdf5_data, inner_product, input, loss, neuron,  # noqa: F401
-               normalization, pooling, python, structure)
+from . import (conv, data, dummy_data, hdf5_data, inner_product, input, loss,  # noqa: F401
+               neuron, normalization, pooling, python, structure)
 from .base import TEST, TRAIN, Layer, create_layer, layer_type_list, register
 
 __all__ = ["Layer", "TRAIN", "TEST", "create_layer", "layer_type_list", "register"]

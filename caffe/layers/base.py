@@ -57,6 +57,9 @@ class Layer(nn.Module):
     is_loss: ClassVar[bool] = False
     default_lr_mult: ClassVar[float] = 1.0
     feeds_from_blobs: ClassVar[bool] = False
+    # True: forward also receives the current data of the layer's own tops, after the bottoms
+    # (a layer that leaves some tops as they are, as Caffe's DummyData with a constant filler).
+    reads_own_tops: ClassVar[bool] = False
     generator: torch.Generator | None = None
 
     def __init__(self, lp, phase: int) -> None:
@@ -95,6 +98,10 @@ class Layer(nn.Module):
     def reshape(self, bottom_shapes: list[Shape]) -> list[Shape]:
         """Top shapes for these bottom shapes. Default: one top shaped as bottom 0."""
         return [bottom_shapes[0]]
+
+    def initial_top_data(self) -> list[torch.Tensor | None]:
+        """Data of the tops when the net is built (None: zeros). Default: all zeros."""
+        return [None] * len(self.lp.top)
 
     def forward(self, *bottoms: torch.Tensor) -> list[torch.Tensor]:
         raise NotImplementedError

@@ -1,5 +1,5 @@
 """Element-wise layers: ReLU, PReLU, Sigmoid, TanH, Power, Exp, Log, AbsVal, ELU, BNLL, Threshold,
-Dropout. Each keeps its bottom's shape and may run in place (top == bottom)."""
+Dropout, Swish, Clip. Each keeps its bottom's shape and may run in place (top == bottom)."""
 from __future__ import annotations
 
 import math
@@ -7,6 +7,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+from ..functional import swish
 from .base import Layer, Shape, register
 
 
@@ -128,3 +129,27 @@ class Dropout(_Neuron):
         else:
             keep = torch.rand(x.shape, device=x.device) > ratio
         return [x * keep.to(x.dtype) * (1.0 / (1.0 - ratio))]
+
+
+@register("Swish")
+class Swish(_Neuron):
+    """x * sigmoid(beta * x)."""
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return [swish(x, self.lp.swish_param.beta)]
+
+
+@register("Clip")
+class Clip(_Neuron):
+    """max(min, min(x, max)); the gradient passes where min <= x <= max (limits included)."""
+
+    def setup(self, bottom_shapes: list[Shape]) -> None:
+        p = self.lp.clip_param
+        if not (p.HasField("min") and p.HasField("max")):
+            raise self.error("clip_param needs both min and max")
+        if p.min > p.max:
+            raise self.error(f"clip_param min {p.min:g} is greater than max {p.max:g}")
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        p = self.lp.clip_param
+        return [torch.clamp(x, p.min, p.max)]

@@ -56,7 +56,7 @@ class BatchSource:
 
     def _needs_rng(self) -> bool:
         spec = self.transformer.spec
-        return spec.mirror or (bool(spec.crop_size) and spec.phase == 0)
+        return spec.mirror or spec.jitters or (bool(spec.crop_size) and spec.phase == 0)
 
     def load(self, k: int, data: np.ndarray | None = None,
              labels: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:

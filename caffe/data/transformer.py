@@ -10,6 +10,9 @@ For each item, as Caffe's ``DataTransformer::Transform``:
   3. the mean: ``mean_file`` (a C x H x W BlobProto of the uncropped size, read at the same offset
      as the crop) or ``mean_value`` (one per channel, or one for all channels);
   4. times ``scale``.
+An extension of this toolkit (real Caffe rejects it): ``max_rotation`` / ``max_scale_jitter``
+rotate and scale the item about its centre by uniform random amounts in TRAIN, before the crop
+(two draws after Caffe's, so a net without them keeps Caffe's draw sequence).
 The arithmetic is float32: ``(pixel - mean) * scale`` as Caffe computes it in Dtype.
 
 Random numbers come from a numpy Generator passed per batch (see ``caffe.data.sources``), so a
@@ -20,6 +23,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 
 from ..errors import DataError
@@ -40,6 +44,13 @@ class TransformSpec:
     mean_values: tuple[float, ...] = ()
     force_color: bool = False
     force_gray: bool = False
+    max_rotation: float = 0.0
+    max_scale_jitter: float = 0.0
+
+    @property
+    def jitters(self) -> bool:
+        """Whether TRAIN items get the rotation / scale extension."""
+        return self.phase == TRAIN and (self.max_rotation > 0 or self.max_scale_jitter > 0)
 
     @classmethod
     def from_param(cls, tp, phase: int, where: str = "") -> "TransformSpec":
@@ -50,13 +61,17 @@ class TransformSpec:
             raise DataError(f"{prefix}cannot specify mean_file and mean_value at the same time")
         if tp.force_color and tp.force_gray:
             raise DataError(f"{prefix}cannot set both force_color and force_gray")
+        if tp.max_rotation < 0 or not 0 <= tp.max_scale_jitter < 1:
+            raise DataError(f"{prefix}max_rotation must be >= 0 and max_scale_jitter in [0, 1), got "
+                            f"{tp.max_rotation} and {tp.max_scale_jitter}")
         mean = None
         if tp.HasField("mean_file"):
             mean = load_mean_file(tp.mean_file)
         return cls(phase=phase, scale=float(tp.scale), mirror=bool(tp.mirror),
                    crop_size=int(tp.crop_size), mean=mean,
                    mean_values=tuple(float(v) for v in tp.mean_value),
-                   force_color=bool(tp.force_color), force_gray=bool(tp.force_gray))
+                   force_color=bool(tp.force_color), force_gray=bool(tp.force_gray),
+                   max_rotation=float(tp.max_rotation), max_scale_jitter=float(tp.max_scale_jitter))
 
 
 def load_mean_file(path: str | os.PathLike) -> np.ndarray:
@@ -114,6 +129,9 @@ class DataTransformer:
                 w_off = _rand(rng, w - ow + 1)
             else:
                 h_off, w_off = (h - oh) // 2, (w - ow) // 2
+        if spec.jitters:
+            pixels = rotate_scale(pixels, _uniform(rng, spec.max_rotation),
+                                  1.0 + _uniform(rng, spec.max_scale_jitter))
         window = (slice(None), slice(h_off, h_off + oh), slice(w_off, w_off + ow))
         np.copyto(out, pixels[window], casting="unsafe")
         if spec.mean is not None:
@@ -125,6 +143,25 @@ class DataTransformer:
             out *= self._scale
         if do_mirror:
             out[...] = out[:, :, ::-1]
+
+
+def rotate_scale(pixels: np.ndarray, degrees: float, scale: float) -> np.ndarray:
+    """``pixels`` (C x H x W) rotated by ``degrees`` and scaled by ``scale`` about the centre,
+    bilinear, edge pixels replicated; same shape and dtype."""
+    c, h, w = pixels.shape
+    matrix = cv2.getRotationMatrix2D(((w - 1) / 2.0, (h - 1) / 2.0), degrees, scale)
+    hwc = np.ascontiguousarray(pixels.transpose(1, 2, 0))
+    warped = cv2.warpAffine(hwc, matrix, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    return warped.reshape(h, w, c).transpose(2, 0, 1)
+
+
+def _uniform(rng: np.random.Generator | None, half_width: float) -> float:
+    """A uniform draw in [-half_width, half_width] (no draw when the width is 0)."""
+    if half_width <= 0:
+        return 0.0
+    if rng is None:
+        raise DataError("a random transformation (rotation or scale jitter) needs a random generator")
+    return float(rng.uniform(-half_width, half_width))
 
 
 def _rand(rng: np.random.Generator | None, n: int) -> int:

@@ -34,7 +34,10 @@ class DataConfig:
     """Input and data-source parameters of a generated net.
 
     ``mean_file`` and ``mean_value`` are exclusive (give neither for no mean subtraction);
-    ``channels`` is 1 (grayscale: ImageData gets ``is_color: false``) or 3 (BGR colour)."""
+    ``channels`` is 1 (grayscale: ImageData gets ``is_color: false``) or 3 (BGR colour).
+    ``crop_size`` (0: none) crops stored images larger than the net input to ``input_size``
+    (random in TRAIN, centred in TEST, as Caffe); ``max_rotation`` and ``max_scale_jitter`` are
+    the toolkit's TRAIN-only transform_param extension (real Caffe rejects them)."""
 
     input_size: int = 128
     channels: int = 1
@@ -42,6 +45,9 @@ class DataConfig:
     mean_value: tuple[float, ...] = ()
     scale: float | None = None
     mirror: bool = False
+    crop_size: int = 0
+    max_rotation: float = 0.0
+    max_scale_jitter: float = 0.0
     train_source: str = "train_lmdb"
     val_source: str = "val_lmdb"
     backend: str = "LMDB"
@@ -61,6 +67,9 @@ class DataConfig:
         if self.mean_value and len(self.mean_value) not in (1, self.channels):
             raise NetConfigError(f"mean_value needs 1 or {self.channels} values "
                                  f"(one per channel), got {len(self.mean_value)}")
+        if self.crop_size not in (0, self.input_size):
+            raise NetConfigError(f"crop_size must be 0 or the input size {self.input_size}, "
+                                 f"got {self.crop_size}")
         if self.input_size < 1 or self.num_classes < 2:
             raise NetConfigError(f"input_size must be >= 1 and num_classes >= 2 "
                                  f"(got {self.input_size}, {self.num_classes})")
@@ -184,6 +193,12 @@ def test_phase_data_layer(cfg: DataConfig) -> caffe_pb2.LayerParameter:
 
 def _transform(cfg: DataConfig, train: bool) -> dict:
     spec: dict = {"mirror": bool(cfg.mirror and train)}
+    if cfg.crop_size:
+        spec["crop_size"] = cfg.crop_size
+    if train and cfg.max_rotation:
+        spec["max_rotation"] = cfg.max_rotation
+    if train and cfg.max_scale_jitter:
+        spec["max_scale_jitter"] = cfg.max_scale_jitter
     if cfg.scale is not None:
         spec["scale"] = cfg.scale
     if cfg.mean_file:

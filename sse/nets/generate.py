@@ -69,7 +69,8 @@ def render(backbone: Backbone, variant: Variant, what: str, message) -> str:
 
 def write_variant(backbone: Backbone | str, variant: Variant | str, out: str | os.PathLike,
                   cfg: DataConfig | None = None, net_root: str | None = None,
-                  max_iter: int | None = None, solver_mode: str = "GPU") -> dict[str, Path]:
+                  max_iter: int | None = None, solver_mode: str = "GPU",
+                  head_width: int | None = None) -> dict[str, Path]:
     """Write the train/test/deploy prototxts and the solver of one form; returns their paths."""
     backbone = get_backbone(backbone) if isinstance(backbone, str) else backbone
     variant = get_variant(variant) if isinstance(variant, str) else variant
@@ -79,7 +80,7 @@ def write_variant(backbone: Backbone | str, variant: Variant | str, out: str | o
     paths: dict[str, Path] = {}
     for stage in STAGES:
         paths[stage] = folder / f"{stem}_{stage}.prototxt"
-        net = build_net(backbone, variant, cfg, stage)
+        net = build_net(backbone, variant, cfg, stage, head_width)
         _write_atomic(paths[stage], render(backbone, variant, f"{stage} net", net))
     root = str(out) if net_root is None else net_root
     net_path = f"{root.rstrip('/')}/{backbone.folder}/{paths['train'].name}"
@@ -102,7 +103,7 @@ def _config(backbone: Backbone, args: argparse.Namespace) -> DataConfig:
     changes: dict = {}
     for key in ("input_size", "channels", "scale", "train_source", "val_source", "backend",
                 "test_list", "test_root", "train_batch", "val_batch", "test_batch",
-                "deploy_batch", "num_classes"):
+                "deploy_batch", "num_classes", "crop_size", "max_rotation", "max_scale_jitter"):
         value = getattr(args, key)
         if value is not None:
             changes[key] = value
@@ -131,6 +132,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     mean.add_argument("--mean-value", help="comma-separated per-channel means, e.g. 104,117,124")
     p.add_argument("--scale", type=float, help="transform_param scale")
     p.add_argument("--mirror", choices=["true", "false"], help="random mirroring in TRAIN")
+    p.add_argument("--crop-size", type=int, help="crop stored images to the input size (random in "
+                   "TRAIN, centred in TEST); equal to --input-size")
+    p.add_argument("--max-rotation", type=float, help="TRAIN rotation jitter in degrees "
+                   "(toolkit extension of transform_param, rejected by real Caffe)")
+    p.add_argument("--max-scale-jitter", type=float, help="TRAIN scale jitter, e.g. 0.1 for "
+                   "[0.9, 1.1] (toolkit extension, rejected by real Caffe)")
     p.add_argument("--train-source", help="training LMDB/LevelDB")
     p.add_argument("--val-source", help="validation LMDB/LevelDB (TEST phase of the train net)")
     p.add_argument("--backend", choices=["LMDB", "LEVELDB"])
@@ -141,6 +148,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--test-batch", type=int)
     p.add_argument("--deploy-batch", type=int)
     p.add_argument("--num-classes", type=int, help="number of classes (default 7)")
+    p.add_argument("--head-width", type=int, help="width of the branch heads (released: 1024 "
+                   "HoloNet and DenseNet, 2048 ResNet)")
     p.add_argument("--max-iter", type=int, help="solver max_iter (default: as released)")
     p.add_argument("--solver-mode", default="GPU", choices=["GPU", "CPU"])
     p.add_argument("--traceback", action="store_true", help="show the traceback of errors")
@@ -156,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
             cfg = _config(backbone, args)
             for variant in variants:
                 paths = write_variant(backbone, variant, args.out, cfg, args.net_root,
-                                      args.max_iter, args.solver_mode)
+                                      args.max_iter, args.solver_mode, args.head_width)
                 for path in paths.values():
                     print(path)
     except NetConfigError as exc:

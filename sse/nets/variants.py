@@ -14,7 +14,7 @@ in its Concat forms.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from caffe.net_spec import NetSpec
 from caffe.proto import caffe_pb2
@@ -104,10 +104,19 @@ def _plan_heads(b: Builder, backbone: Backbone, variant: Variant, cfg: DataConfi
 
 
 def build_net(backbone: Backbone | str, variant: Variant | str, cfg: DataConfig | None = None,
-              stage: str = "train") -> caffe_pb2.NetParameter:
-    """The NetParameter of one form of a backbone in one stage (train, test or deploy)."""
+              stage: str = "train", head_width: int | None = None) -> caffe_pb2.NetParameter:
+    """The NetParameter of one form of a backbone in one stage (train, test or deploy).
+
+    ``head_width`` replaces the width of the branch heads (the -s head's full-map convolution and
+    the widest -c cascade convolution; 1024 for HoloNet and DenseNet, 2048 for ResNet as
+    released), to size the heads for small inputs."""
     backbone = get_backbone(backbone) if isinstance(backbone, str) else backbone
     variant = get_variant(variant) if isinstance(variant, str) else variant
+    if head_width is not None:
+        if head_width < 1:
+            raise NetConfigError(f"head_width must be >= 1, got {head_width}")
+        backbone = replace(backbone, style=replace(backbone.style, hidden=head_width,
+                                                   cascade_width=head_width))
     cfg = cfg or backbone.data
     cfg.check()
     if stage not in STAGES:

@@ -110,7 +110,7 @@ class Member:
     form: str
     head_width: int | None = None
     seed: int = 1701
-    iterations: int = 10000
+    iterations: int = 6000
     batch: int = 64
     base_lr: float = 0.02
     weight_decay: float = 5e-4

@@ -1,18 +1,42 @@
-"""Shared paths for the tests: the golden Caffe data and the real data sets beside the repo."""
+"""Where the tests find their data: the golden Caffe reference data lives in the repository
+(tests/golden); the real images, clips and data sets live beside it in ``../shared/data``, or where
+the environment variable ``SSE_SHARED_DIR`` points. Tests that need the real data skip, saying why,
+when it is absent, so that a bare clone passes."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
-GOLDEN = SHARED / "golden"
-DATA = SHARED / "data"
+GOLDEN = REPO / "tests" / "golden"
+SUBMISSION = REPO / "submitted_predictions_emotiw2017"
+
+
+def shared_dir() -> Path:
+    """``$SSE_SHARED_DIR`` if set, else ``../shared`` beside the repository."""
+    return Path(os.environ.get("SSE_SHARED_DIR") or REPO.parent / "shared")
+
+
+DATA = shared_dir() / "data"
+
+
+def shared_data(*parts: str) -> Path:
+    """``DATA/parts...``; skips the calling test (with the path as reason) when it is absent."""
+    path = DATA.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"real data not found at {path} (set SSE_SHARED_DIR to the folder holding data/)")
+    return path
+
+
+def needs_shared_data(*parts: str) -> pytest.MarkDecorator:
+    """A skip mark for tests or modules that read ``DATA/parts...``, with the path as reason."""
+    path = DATA.joinpath(*parts)
+    return pytest.mark.skipif(not path.exists(), reason=f"real data not found at {path} "
+                                                        "(set SSE_SHARED_DIR to the folder holding data/)")
 
 
 @pytest.fixture
 def golden() -> Path:
-    if not GOLDEN.is_dir():
-        pytest.skip(f"golden data not found at {GOLDEN}")
     return GOLDEN

@@ -2,20 +2,18 @@
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
 
 import numpy as np
-import pytest
 
 from caffe.data import Writer, image_to_datum
 from caffe.model_io import blobproto_to_array, read_blobproto
 from caffe.tools import compute_image_mean
 
-DATUM_DB = Path(__file__).resolve().parents[1].parent / "shared" / "golden" / "datum_db"
-needs_golden = pytest.mark.skipif(not DATUM_DB.exists(), reason=f"no golden data at {DATUM_DB}")
+from conftest import GOLDEN
+
+DATUM_DB = GOLDEN / "datum_db"
 
 
-@needs_golden
 def test_mean_binaryproto_is_identical_to_caffes(tmp_path, capsys):
     out = tmp_path / "mean.binaryproto"
     assert compute_image_mean.main(["--backend=lmdb", str(DATUM_DB / "color_lmdb"), str(out)]) == 0
@@ -27,7 +25,6 @@ def test_mean_binaryproto_is_identical_to_caffes(tmp_path, capsys):
     assert "mean_value channel [0]: 132.85" in err and "mean_value channel [2]: 127.888" in err
 
 
-@needs_golden
 def test_leveldb_input_gives_the_same_mean(tmp_path):
     shutil.copytree(DATUM_DB / "color_leveldb", tmp_path / "db")
     compute_image_mean.main(["--backend", "leveldb", str(tmp_path / "db"), str(tmp_path / "m")])

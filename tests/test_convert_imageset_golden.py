@@ -12,8 +12,9 @@ import pytest
 from caffe.data import iterate, parse_datum
 from caffe.tools import convert_imageset
 
-DATUM_DB = Path(__file__).resolve().parents[1].parent / "shared" / "golden" / "datum_db"
-needs_golden = pytest.mark.skipif(not DATUM_DB.exists(), reason=f"no golden data at {DATUM_DB}")
+from conftest import GOLDEN
+
+DATUM_DB = GOLDEN / "datum_db"
 
 
 def _records(path: Path, backend: str, tmp_path: Path) -> list[tuple[bytes, bytes]]:
@@ -24,7 +25,6 @@ def _records(path: Path, backend: str, tmp_path: Path) -> list[tuple[bytes, byte
     return list(iterate(path, backend))
 
 
-@needs_golden
 @pytest.mark.parametrize("name, backend, flags", [
     ("color_lmdb", "lmdb", []),
     ("color_leveldb", "leveldb", ["--backend=leveldb"]),

@@ -3,7 +3,6 @@ expected_lmdb_pycaffe.npz / expected_imagedata_pycaffe.npz), with and without wo
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,9 +10,9 @@ import pytest
 import caffe
 from caffe.data import set_num_workers
 
-DATUM_DB = Path(__file__).resolve().parents[1].parent / "shared" / "golden" / "datum_db"
+from conftest import GOLDEN
 
-pytestmark = pytest.mark.skipif(not DATUM_DB.exists(), reason=f"no golden data at {DATUM_DB}")
+DATUM_DB = GOLDEN / "datum_db"
 
 CASES = {  # net -> (number of batches, files the net reads relative to the working directory)
     "lmdb": (3, ["color_lmdb", "mean.binaryproto"]),

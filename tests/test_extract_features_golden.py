@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,9 +11,9 @@ import pytest
 from caffe.data import iterate, parse_datum
 from caffe.tools import extract_features
 
-DATUM_DB = Path(__file__).resolve().parents[1].parent / "shared" / "golden" / "datum_db"
+from conftest import GOLDEN
 
-pytestmark = pytest.mark.skipif(not DATUM_DB.exists(), reason=f"no golden data at {DATUM_DB}")
+DATUM_DB = GOLDEN / "datum_db"
 
 NETS = {  # net -> (blobs, batches, inputs it reads from the working directory)
     "lmdb": (["data", "label", "conv", "pool", "ip", "prob"], 3, ["color_lmdb", "mean.binaryproto"]),

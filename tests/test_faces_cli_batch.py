@@ -5,7 +5,6 @@ import json
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -16,9 +15,11 @@ from sse.faces.decode import MediaReader
 from sse.faces.errors import ModelNotFoundError, UnreadableMediaError
 from sse.faces.landmarks import find_model_file
 
-REPO = Path(__file__).resolve().parents[1]
-VIDEOS = REPO.parent / "shared" / "data" / "media" / "videos"
+from conftest import DATA, REPO, needs_shared_data, shared_data
+
+VIDEOS = DATA / "media" / "videos"
 GIF = VIDEOS / "elon-musk-smoke.gif"
+needs_videos = needs_shared_data("media", "videos")
 
 
 def write_faceless_video(path, frames=12):
@@ -32,6 +33,7 @@ def write_faceless_video(path, frames=12):
 @pytest.fixture(scope="module")
 def batch(tmp_path_factory):
     """An AFEW-like tree with a good clip, a faceless clip, a truncated and a garbage file."""
+    shared_data("media", "videos")
     root = tmp_path_factory.mktemp("afew")
     happy, sad, fear = root / "Train" / "Happy", root / "Train" / "sad", root / "Train" / "Fear"
     for folder in (happy, sad, fear):
@@ -96,6 +98,7 @@ def test_rerun_skips_finished_videos_and_redoes_half_written_ones(batch, capsys)
     assert not stale.exists()
 
 
+@needs_videos
 def test_label_csv_overrides_folder_names(tmp_path):
     labels = tmp_path / "labels.csv"
     labels.write_text("video,label\nelon-musk-smoke,Surprise\n")
@@ -104,6 +107,7 @@ def test_label_csv_overrides_folder_names(tmp_path):
     assert (out / "list.txt").read_text().splitlines()[0] == "elon-musk-smoke/000000.png 6"
 
 
+@needs_videos
 def test_frontalize_writes_colour_crops(tmp_path):
     out = tmp_path / "out"
     assert main([str(GIF), "--out", str(out), "--no-progress", "--frontalize", "--stride", "10"]) == 0
@@ -115,6 +119,7 @@ def test_missing_input_is_a_clear_error(tmp_path, capsys):
     assert "input not found" in capsys.readouterr().err
 
 
+@needs_videos
 def test_missing_landmarks_model_says_how_to_install(tmp_path, capsys):
     assert main([str(GIF), "--out", str(tmp_path / "o"), "--landmarks-model", str(tmp_path / "x.dat")]) == 1
     assert "model file not found" in capsys.readouterr().err
@@ -122,6 +127,7 @@ def test_missing_landmarks_model_says_how_to_install(tmp_path, capsys):
         find_model_file("no_such_model.dat")
 
 
+@needs_videos
 def test_complete_video_decodes_every_frame():
     reader = MediaReader(VIDEOS / "short_hamilton_clip.mp4", stride=2)
     assert [f.index for f in reader.frames()] == list(range(0, 275, 2))
@@ -145,6 +151,7 @@ def test_file_that_is_not_a_video_is_unreadable(tmp_path):
         list(MediaReader(tmp_path / "x.mp4").frames())
 
 
+@needs_videos
 def test_pyav_fallback_decodes_the_gif():
     pytest.importorskip("av")
     reader = MediaReader(GIF, stride=5)
@@ -153,6 +160,7 @@ def test_pyav_fallback_decodes_the_gif():
     assert frames[0].image.shape == (272, 480, 3)
 
 
+@needs_videos
 def test_python_dash_m_runs_the_cli(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "sse.faces", str(GIF), "--out", str(tmp_path / "o"), "--stride", "7", "--no-progress"],

@@ -2,8 +2,6 @@
 the head, independent of the pipeline's 3D face) comes out closer to the frontal template than the
 similarity alignment, by the distance of landmarks found again on the crops."""
 
-from pathlib import Path
-
 import cv2
 import numpy as np
 import pytest
@@ -15,7 +13,10 @@ from sse.faces.face_model import MODEL_3D, template_landmarks
 from sse.faces.frontalize import Frontalizer, camera_matrix, estimate_pose
 from sse.faces.landmarks import LandmarkPredictor
 
-PHOTOS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "media" / "photos"
+from conftest import DATA, needs_shared_data
+
+PHOTOS = DATA / "media" / "photos"
+needs_photos = needs_shared_data("media", "photos")
 
 
 @pytest.fixture(scope="module")
@@ -68,6 +69,7 @@ def test_pose_of_a_turned_model_gives_the_yaw_and_the_hidden_side():
 
 @pytest.mark.parametrize("name", ["face_recognition_two_people.jpg", "dlib_2008_002470.jpg"])
 @pytest.mark.parametrize("degrees", [-25, 25])
+@needs_photos
 def test_frontalized_turned_face_is_closer_to_the_template_than_aligned(models, name, degrees):
     detector, predictor, frontalizer = models
     gray = cv2.imread(str(PHOTOS / name), cv2.IMREAD_GRAYSCALE)
@@ -83,6 +85,7 @@ def test_frontalized_turned_face_is_closer_to_the_template_than_aligned(models, 
     assert frontal < 0.7 * aligned, (frontal, aligned)
 
 
+@needs_photos
 def test_turning_left_and_right_hides_opposite_sides(models):
     detector, predictor, _ = models
     gray = cv2.imread(str(PHOTOS / "face_recognition_two_people.jpg"), cv2.IMREAD_GRAYSCALE)
@@ -96,6 +99,7 @@ def test_turning_left_and_right_hides_opposite_sides(models):
     assert sides == {"left", "right"}
 
 
+@needs_photos
 def test_frontal_crop_keeps_channels_and_size(models):
     detector, predictor, frontalizer = models
     colour = cv2.imread(str(PHOTOS / "face_recognition_two_people.jpg"))

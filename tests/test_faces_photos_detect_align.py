@@ -1,7 +1,5 @@
 """Detection and similarity alignment on the real photos of shared/data/media/photos."""
 
-from pathlib import Path
-
 import cv2
 import numpy as np
 import pytest
@@ -12,7 +10,10 @@ from sse.faces.detect import FaceDetector
 from sse.faces.face_model import eye_centres, template_landmarks
 from sse.faces.landmarks import LandmarkPredictor
 
-PHOTOS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "media" / "photos"
+from conftest import DATA, needs_shared_data, shared_data
+
+PHOTOS = DATA / "media" / "photos"
+needs_photos = needs_shared_data("media", "photos")
 # Faces a person sees in each photo (PROVENANCE.md: HOG/Haar/MMOD all agree on these).
 FACE_COUNTS = {
     "face_recognition_two_people.jpg": 2,
@@ -34,7 +35,7 @@ def predictor():
 
 
 def gray_photo(name):
-    image = cv2.imread(str(PHOTOS / name), cv2.IMREAD_GRAYSCALE)
+    image = cv2.imread(str(shared_data("media", "photos", name)), cv2.IMREAD_GRAYSCALE)
     assert image is not None, name
     return image
 
@@ -116,6 +117,7 @@ def test_eyes_and_mouth_anchors_keep_eyes_near_the_template(detector, predictor)
         assert np.linalg.norm(np.stack(eye_centres(mapped)) - np.stack(eye_centres(template)), axis=1).max() < 6.0
 
 
+@needs_photos
 def test_crops_have_the_requested_size_and_channels(detector, predictor):
     colour = cv2.imread(str(PHOTOS / "face_recognition_two_people.jpg"))
     gray = cv2.cvtColor(colour, cv2.COLOR_BGR2GRAY)

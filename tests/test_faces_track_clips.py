@@ -1,14 +1,15 @@
 """Tracking on the real clips of shared/data/media/videos: the target track covers the frames where
 the target's face is visible and does not jump to another person."""
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 from sse.faces.pipeline import FaceModels, PipelineConfig, analyse
 
-VIDEOS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "media" / "videos"
+from conftest import DATA, needs_shared_data
+
+VIDEOS = DATA / "media" / "videos"
+needs_videos = needs_shared_data("media", "videos")
 
 
 @pytest.fixture(scope="module")
@@ -27,6 +28,7 @@ def centre_jumps(records):
     return max(jumps)
 
 
+@needs_videos
 def test_talking_head_gif_is_followed_in_every_frame(models):
     analysis = analyse(VIDEOS / "elon-musk-smoke.gif", PipelineConfig(), models)
     statuses = [r.status for r in analysis.records]
@@ -36,6 +38,7 @@ def test_talking_head_gif_is_followed_in_every_frame(models):
     assert all(r.pose is not None and r.landmarks.shape == (68, 2) for r in analysis.records)
 
 
+@needs_videos
 def test_hamilton_target_is_the_singer_over_his_frontal_shot(models):
     # Frames 82-210: Lin-Manuel Miranda facing the camera (new shot at 82, found by the detection at 85
     # and followed back); 211-274: audience shots (other people);
@@ -48,11 +51,13 @@ def test_hamilton_target_is_the_singer_over_his_frontal_shot(models):
     assert centre_jumps(analysis.records) < 0.5
 
 
+@needs_videos
 def test_stride_keeps_source_frame_indices(models):
     analysis = analyse(VIDEOS / "elon-musk-smoke.gif", PipelineConfig(stride=3, detect_every=2), models)
     assert [r.index for r in analysis.records] == list(range(0, 35, 3))
 
 
+@needs_videos
 def test_street_scene_follows_one_walker_without_identity_swaps(models):
     analysis = analyse(VIDEOS / "facenet_pytorch_video.mp4", PipelineConfig(), models)
     assert len(analysis.tracks) >= 2, "several people are tracked"

@@ -9,7 +9,8 @@ import scipy.io
 from sse.fusion.cli import fuse_main
 from sse.fusion.formats import read_predictions, write_predictions
 
-SUBMISSION = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "emotiw2017_submission"
+from conftest import SUBMISSION
+
 WEIGHTS = np.array([1, 1, 1, 4, 7]) / 14
 
 
@@ -38,7 +39,6 @@ def test_fusion_command_reproduces_the_ensemble_file_to_1e_5(tmp_path, capsys):
     assert np.abs(read_predictions(out) - expected).max() <= 1e-5 + 1e-12
 
 
-@pytest.mark.skipif(not SUBMISSION.is_dir(), reason="shared EmotiW submission absent")
 def test_real_emotiw2017_ensemble_is_rebuilt_from_its_five_models(tmp_path):
     models = sorted(str(p) for p in SUBMISSION.glob("[1-5]_*_predictions.txt"))
     out = tmp_path / "ensemble.txt"

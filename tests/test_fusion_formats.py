@@ -1,5 +1,4 @@
 """EmotiW prediction files, video/frame/label lists and matrix files are read and written exactly."""
-from pathlib import Path
 
 import h5py
 import numpy as np
@@ -11,11 +10,9 @@ from sse.fusion.featdb import save_mat
 from sse.fusion.formats import (format_predictions, read_frame_list, read_labels, read_matrix,
                                 read_predictions, read_video_list, video_key, write_predictions)
 
-SUBMISSION = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "emotiw2017_submission"
-needs_submission = pytest.mark.skipif(not SUBMISSION.is_dir(), reason="shared EmotiW submission absent")
+from conftest import SUBMISSION
 
 
-@needs_submission
 @pytest.mark.parametrize("name", ["1_sse_resnet_model_predictions.txt", "4_relationlet_model_predictions.txt",
                                   "5_audio_model_predictions.txt", "ensemble_model_predictions.txt"])
 def test_real_submission_file_rewrites_byte_for_byte(tmp_path, name):
@@ -25,7 +22,6 @@ def test_real_submission_file_rewrites_byte_for_byte(tmp_path, name):
     assert (tmp_path / name).read_bytes() == (SUBMISSION / name).read_bytes()
 
 
-@needs_submission
 def test_real_video_list_has_653_unique_avi_names():
     videos = read_video_list(SUBMISSION / "test_video_list_emotiw2017.txt")
     assert len(videos) == 653 and videos[0] == "000029320.avi"

@@ -1,6 +1,5 @@
 """Model fusion: weighted averages, bad input, weight fit (nnls) and the weight search's honesty."""
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,7 +9,7 @@ from sse.fusion.errors import FusionError, FusionWarning
 from sse.fusion.formats import read_predictions
 from sse.fusion.models import simplex_grid
 
-SUBMISSION = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "emotiw2017_submission"
+from conftest import SUBMISSION
 
 
 def _probs(rng, n, k=7, concentration=0.5):
@@ -72,7 +71,6 @@ def test_fit_recovers_exact_non_negative_weights():
     assert fit.max_abs < 1e-12 and "residual" in fit.report()
 
 
-@pytest.mark.skipif(not SUBMISSION.is_dir(), reason="shared EmotiW submission absent")
 def test_fit_on_real_emotiw2017_submission_finds_weights_1_1_1_4_7_over_14():
     models = [read_predictions(p) for p in sorted(SUBMISSION.glob("[1-5]_*_predictions.txt"))]
     fit = fit_weights(models, read_predictions(SUBMISSION / "ensemble_model_predictions.txt"))

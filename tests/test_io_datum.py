@@ -1,5 +1,5 @@
 """caffe.io Datum conversions against the LMDB/LevelDB databases real Caffe wrote
-(convert_imageset, extract_features) and their JSON dumps in ../shared/golden/datum_db."""
+(convert_imageset, extract_features) and their JSON dumps in tests/golden/datum_db."""
 from __future__ import annotations
 
 import json
@@ -16,9 +16,9 @@ from caffe import io as caffe_io
 from caffe.errors import DataError
 from caffe.proto import caffe_pb2
 
-DATUM_DB = Path(__file__).resolve().parents[1].parent / "shared" / "golden" / "datum_db"
+from conftest import GOLDEN
 
-pytestmark = pytest.mark.skipif(not DATUM_DB.exists(), reason=f"no golden data at {DATUM_DB}")
+DATUM_DB = GOLDEN / "datum_db"
 
 
 def _lmdb_records(path: Path) -> list[tuple[str, bytes]]:

@@ -17,7 +17,7 @@ from caffe.proto import caffe_pb2
 from sse.fusion.leveldb2mat import main
 
 ROOT = Path(__file__).resolve().parents[1]
-GOLDEN = ROOT.parent / "shared" / "golden" / "datum_db"
+GOLDEN = ROOT / "tests" / "golden" / "datum_db"
 OCTAVE = shutil.which("octave-cli")
 
 
@@ -48,7 +48,6 @@ def _features(rows=12, dim=7, seed=0):
     return np.random.default_rng(seed).dirichlet(np.ones(dim), size=rows).astype(np.float32)
 
 
-@pytest.mark.skipif(not GOLDEN.is_dir(), reason="shared golden data absent")
 @pytest.mark.parametrize("net", ["lmdb", "imagedata"])
 def test_real_caffe_extract_features_dbs_convert_to_recorded_values(tmp_path, net):
     recorded = json.loads((GOLDEN / f"feat_{net}.json").read_text())

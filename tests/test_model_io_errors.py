@@ -2,15 +2,13 @@
 text), never a bare protobuf exception."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 from caffe import model_io
 from caffe.errors import CaffeError, ParseError, WeightsError
 
-GOLDEN = Path(__file__).resolve().parents[1].parent / "shared" / "golden"
+from conftest import GOLDEN
 
 
 def test_malformed_prototxt_names_file_line_and_column(tmp_path):
@@ -76,8 +74,6 @@ def test_missing_caffemodel_is_weights_error(tmp_path):
 
 def _golden_caffemodel() -> bytes:
     path = GOLDEN / "layers_forward" / "weights.caffemodel"
-    if not path.exists():
-        pytest.skip("no golden caffemodel")
     return path.read_bytes()
 
 

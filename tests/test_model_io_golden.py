@@ -1,4 +1,4 @@
-"""model_io against files written by real Caffe (../shared/golden): caffemodels, solverstates,
+"""model_io against files written by real Caffe (tests/golden): caffemodels, solverstates,
 binaryproto means and prototxts read to the values Caffe's own caffe_pb2 decoded."""
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import pytest
 from caffe import model_io
 from caffe.proto import caffe_pb2
 
-GOLDEN = Path(__file__).resolve().parents[1].parent / "shared" / "golden"
+from conftest import GOLDEN
+
 
 # caffemodel -> the npz of its decoded blobs ("layer:index" keys) written beside it.
 def _caffemodels_with_params() -> list[tuple[Path, Path]]:
@@ -28,8 +29,6 @@ def _params_of(net: caffe_pb2.NetParameter) -> dict[str, np.ndarray]:
 @pytest.fixture(scope="module")
 def caffemodel_pairs():
     pairs = _caffemodels_with_params()
-    if not pairs:
-        pytest.skip(f"no golden caffemodels with params under {GOLDEN}")
     return pairs
 
 
@@ -46,8 +45,7 @@ def test_every_golden_caffemodel_reads_to_its_decoded_params(caffemodel_pairs):
 
 def test_every_golden_caffemodel_is_readable():
     models = sorted(GOLDEN.rglob("*.caffemodel"))
-    if not models:
-        pytest.skip("no golden caffemodels")
+    assert models
     for model in models:
         net = model_io.read_binary_net(model)
         assert net.layer and not net.layers, model
@@ -55,8 +53,7 @@ def test_every_golden_caffemodel_is_readable():
 
 def test_solverstates_hold_iteration_and_history():
     states = sorted(GOLDEN.rglob("*.solverstate"))
-    if not states:
-        pytest.skip("no golden solverstates")
+    assert states
     for path in states:
         state = model_io.read_solverstate(path)
         expected = np.load(path.with_name(path.stem + "_history.npz"))
@@ -69,8 +66,6 @@ def test_solverstates_hold_iteration_and_history():
 
 def test_mean_binaryproto_uses_legacy_4d_shape():
     path = GOLDEN / "datum_db" / "mean.binaryproto"
-    if not path.exists():
-        pytest.skip("no golden mean.binaryproto")
     blob = model_io.read_blobproto(path)
     assert not blob.HasField("shape")
     assert model_io.blob_shape(blob) == (1, 3, 10, 12)
@@ -87,7 +82,7 @@ def test_golden_solvers_read_with_nets_and_snapshot_prefix():
 
 def test_golden_nets_read_as_current_format():
     for path in sorted(GOLDEN.rglob("*.prototxt")):
-        if path.name.startswith("solver"):
+        if "solver" in path.stem:
             continue
         net = model_io.read_net(path)
         assert net.layer and not net.layers and not net.input, path

@@ -3,7 +3,6 @@ atomic, and arrays survive BlobProto conversion (float data, legacy and double b
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,13 +10,11 @@ import pytest
 from caffe import model_io
 from caffe.proto import caffe_pb2
 
-GOLDEN = Path(__file__).resolve().parents[1].parent / "shared" / "golden"
+from conftest import GOLDEN
 
 
 def test_write_text_round_trips_a_golden_net(tmp_path):
     source = GOLDEN / "layers_forward" / "net.prototxt"
-    if not source.exists():
-        pytest.skip("no golden net")
     net = model_io.read_net(source)
     out = tmp_path / "copy.prototxt"
     model_io.write_text(net, out)
@@ -27,8 +24,6 @@ def test_write_text_round_trips_a_golden_net(tmp_path):
 
 def test_write_binary_round_trips_a_caffemodel_byte_for_byte(tmp_path):
     source = GOLDEN / "sgd_training" / "init.caffemodel"
-    if not source.exists():
-        pytest.skip("no golden caffemodel")
     out = tmp_path / "copy.caffemodel"
     model_io.write_binary(caffe_pb2.NetParameter.FromString(source.read_bytes()), out)
     assert out.read_bytes() == source.read_bytes()

@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 
 import caffe
-from conftest import DATA, REPO
+from conftest import REPO, shared_data
 
 DEPLOY = """
 name: "tiny_classifier"
@@ -56,7 +56,7 @@ def test_classification_script_runs_verbatim_and_matches_numpy(tmp_path):
     net.save(str(weights))
     mean = np.random.default_rng(0).uniform(90, 130, size=(3, 32, 32)).astype(np.float32)
     np.save(tmp_path / "mean.npy", mean)
-    image = DATA / "media" / "photos" / "dlib_2008_002470.jpg"
+    image = shared_data("media", "photos", "dlib_2008_002470.jpg")
     out = tmp_path / "prob.npy"
     script = REPO / "tests" / "scripts" / "classify_pycaffe.py"
     result = subprocess.run([sys.executable, str(script), str(model_def), str(weights),

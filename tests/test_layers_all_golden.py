@@ -47,3 +47,90 @@ def test_dummy_data_constant_tops_are_filled_once_and_the_others_at_every_forwar
         if previous is not None:
             assert not np.array_equal(gauss, previous)
         previous = gauss
+
+
+def _net(case, keep: set[str] | None = None, phase=caffe.TRAIN) -> caffe.Net:
+    """The case's net (only the layers named in ``keep`` when given) with its recorded weights
+    and inputs."""
+    net_param = caffe.model_io.read_net(case / "net.prototxt")
+    if keep is not None:
+        kept = [lp for lp in net_param.layer if lp.name in keep]
+        del net_param.layer[:]
+        net_param.layer.extend(kept)
+    net = caffe.Net(net_param=net_param, phase=phase)
+    if (case / "weights.caffemodel").exists():
+        net.copy_from(str(case / "weights.caffemodel"))
+    for path in sorted(case.glob("input_*.npy")):
+        name = path.stem[len("input_"):]
+        if name in net.blobs and name in net.inputs:
+            net.blobs[name].data[...] = np.load(path)
+    return net
+
+
+def _check_forward_backward(case, net: caffe.Net) -> None:
+    net.forward()
+    expected = np.load(case / "expected_forward.npz")
+    compared = [n for n in expected.files if n in net.blobs]
+    assert compared
+    for name in compared:
+        assert rel_err(net.blobs[name].data, expected[name]) <= 1e-5, name
+    diffs = np.load(case / "output_diffs.npz")
+    for name in diffs.files:
+        if name in net.blobs:
+            net.blobs[name].diff[...] = diffs[name]
+    net.backward()
+    blob_diff = np.load(case / "expected_blob_diff.npz")
+    for name in (n for n in blob_diff.files if n in net.blobs):
+        np.testing.assert_allclose(net.blobs[name].diff, blob_diff[name], rtol=1e-4, atol=1e-5,
+                                   err_msg=name)
+    param_diff = np.load(case / "expected_param_diff.npz")
+    for key in param_diff.files:
+        layer, i = param_key(key)
+        if layer in net.params:
+            np.testing.assert_allclose(net.params[layer][i].diff, param_diff[key], rtol=1e-4,
+                                       atol=1e-5, err_msg=key)
+
+
+@pytest.mark.parametrize("name", ["neuron", "shape", "special", "bias_scale"])
+def test_layer_net_matches_caffe_forward_and_backward(golden, name, monkeypatch):
+    case = _case(golden, name)
+    monkeypatch.chdir(case)  # InfogainLoss reads its H file relative to the working directory
+    _check_forward_backward(case, _net(case))
+
+
+def test_normalization_layers_match_caffe_forward_and_backward(golden):
+    """LRN (both regions), MVN, SPP, Reduction, Softmax, Pooling, BatchNorm on one input."""
+    case = _case(golden, "norm")
+    _check_forward_backward(case, _net(case))
+
+
+def test_loss_layers_match_caffe_forward_and_backward(golden, monkeypatch):
+    """Every loss of the case but SigmoidCrossEntropyLoss (each loss reads its own input copy)."""
+    case = _case(golden, "loss")
+    monkeypatch.chdir(case)  # InfogainLoss reads its H file relative to the working directory
+    net_param = caffe.model_io.read_net(case / "net.prototxt")
+    sce_inputs = {b for lp in net_param.layer if lp.type == "SigmoidCrossEntropyLoss" for b in lp.bottom}
+    keep = {lp.name for lp in net_param.layer if lp.type != "SigmoidCrossEntropyLoss"
+            and not (lp.type == "Input" and set(lp.top) <= sce_inputs)}
+    _check_forward_backward(case, _net(case, keep))
+
+
+def test_im2col_matches_caffe_forward_and_its_backward_is_the_adjoint(golden):
+    """Forward against Caffe; the golden input gradient also holds the case's convolutions, so
+    the backward is checked as the adjoint of the forward: <im2col(x), g> == <x, dx(g)>."""
+    case = _case(golden, "conv")
+    net = _net(case, {"in_x", "im2col", "im2col_dil"})
+    net.forward()
+    expected = np.load(case / "expected_forward.npz")
+    rng = np.random.default_rng(5)
+    for name in ("im2col", "im2col_dil"):
+        assert rel_err(net.blobs[name].data, expected[name]) <= 1e-5, name
+    grads = {name: rng.normal(size=net.blobs[name].shape).astype(np.float32)
+             for name in ("im2col", "im2col_dil")}
+    for name, g in grads.items():
+        net.blobs[name].diff[...] = g
+    net.backward()
+    x = net.blobs["x"].data.astype(np.float64)
+    lhs = sum(float((net.blobs[n].data.astype(np.float64) * g).sum()) for n, g in grads.items())
+    rhs = float((x * net.blobs["x"].diff).sum())
+    assert abs(lhs - rhs) <= 1e-4 * max(abs(lhs), 1.0)

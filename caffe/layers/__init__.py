@@ -2,8 +2,9 @@
 
 As in pycaffe, ``caffe.layers`` also serves NetSpec: ``from caffe import layers as L`` then
 ``L.Convolution(bottom, ...)`` (capitalised names go to ``caffe.net_spec.layers``)."""
-from . import (conv, data, dummy_data, hdf5_data, inner_product, input, loss,  # noqa: F401
-               neuron, normalization, pooling, python, structure)
+from . import (conv, data, dummy_data, embed, hdf5_data, im2col, inner_product,  # noqa: F401
+               input, log_loss, loss, metric_loss, mvn, neuron, normalization, parameter,
+               pooling, python, reduction, selection, spp, structure)
 from .base import TEST, TRAIN, Layer, create_layer, layer_type_list, register
 
 __all__ = ["Layer", "TRAIN", "TEST", "create_layer", "layer_type_list", "register"]

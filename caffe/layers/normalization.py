@@ -178,18 +178,21 @@ class Bias(_AxisParam):
 
 @register("LRN")
 class LRN(Layer):
-    """Local response normalisation across channels: x / (k + alpha/n * sum x^2) ^ beta."""
+    """Local response normalisation. ACROSS_CHANNELS: x / (k + alpha/n * sum x^2) ^ beta over n
+    neighbouring channels. WITHIN_CHANNEL: x / (1 + alpha/n^2 * sum x^2) ^ beta over the n x n
+    window, zero-padded cells counting in n^2 and ``k`` ignored, as Caffe computes it."""
 
     min_bottoms, max_bottoms, min_tops, max_tops = 1, 1, 1, 1
 
     def __init__(self, lp, phase: int) -> None:
         super().__init__(lp, phase)
-        p = lp.lrn_param
-        if p.norm_region != 0:
-            raise self.error("only ACROSS_CHANNELS normalisation is supported")
-        if p.local_size % 2 == 0:
+        if lp.lrn_param.local_size % 2 == 0:
             raise self.error("local_size must be odd")
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         p = self.lp.lrn_param
-        return [F.local_response_norm(x, p.local_size, p.alpha, p.beta, p.k)]
+        if p.norm_region == 0:
+            return [F.local_response_norm(x, p.local_size, p.alpha, p.beta, p.k)]
+        mean_sq = F.avg_pool2d(x * x, p.local_size, 1, (p.local_size - 1) // 2,
+                               count_include_pad=True)
+        return [x * torch.pow(1 + p.alpha * mean_sq, -p.beta)]

@@ -91,7 +91,7 @@ def _check_forward_backward(case, net: caffe.Net) -> None:
                                        atol=1e-5, err_msg=key)
 
 
-@pytest.mark.parametrize("name", ["neuron", "shape", "special", "bias_scale"])
+@pytest.mark.parametrize("name", ["neuron", "shape", "special", "bias_scale", "recurrent"])
 def test_layer_net_matches_caffe_forward_and_backward(golden, name, monkeypatch):
     case = _case(golden, name)
     monkeypatch.chdir(case)  # InfogainLoss reads its H file relative to the working directory
@@ -134,3 +134,23 @@ def test_im2col_matches_caffe_forward_and_its_backward_is_the_adjoint(golden):
     lhs = sum(float((net.blobs[n].data.astype(np.float64) * g).sum()) for n, g in grads.items())
     rhs = float((x * net.blobs["x"].diff).sum())
     assert abs(lhs - rhs) <= 1e-4 * max(abs(lhs), 1.0)
+
+
+def test_recurrent_state_carries_over_between_forwards_unless_exposed(golden):
+    """A second forward starts from the last hidden (and cell) state of the first; a new net, and
+    the exposed layers, start from zeros or the given state."""
+    case = _case(golden, "recurrent")
+    net = _net(case)
+    net.forward()
+    net.blobs["cont"].data[...] = np.load(case / "input_cont2.npy")
+    net.forward()
+    fresh = _net(case)
+    fresh.blobs["cont"].data[...] = np.load(case / "input_cont2.npy")
+    fresh.forward()
+    carried = np.load(case / "expected_forward2.npz")
+    from_zero = np.load(case / "expected_forward2_fresh_net.npz")
+    for name in ("rnn", "rnn_static", "rnn_exposed", "lstm", "lstm_static", "lstm_exposed",
+                 "lstm_exposed_hT", "lstm_exposed_cT"):
+        assert rel_err(net.blobs[name].data, carried[name]) <= 1e-5, name
+        assert rel_err(fresh.blobs[name].data, from_zero[name]) <= 1e-5, name
+    assert not np.allclose(carried["rnn"], from_zero["rnn"])

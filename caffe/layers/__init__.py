@@ -4,7 +4,7 @@ As in pycaffe, ``caffe.layers`` also serves NetSpec: ``from caffe import layers 
 ``L.Convolution(bottom, ...)`` (capitalised names go to ``caffe.net_spec.layers``)."""
 from . import (conv, data, dummy_data, embed, hdf5_data, im2col, inner_product,  # noqa: F401
                input, log_loss, loss, metric_loss, mvn, neuron, normalization, parameter,
-               pooling, python, reduction, selection, spp, structure)
+               pooling, python, recurrent, reduction, selection, spp, structure)
 from .base import TEST, TRAIN, Layer, create_layer, layer_type_list, register
 
 __all__ = ["Layer", "TRAIN", "TEST", "create_layer", "layer_type_list", "register"]

@@ -12,7 +12,7 @@ from sse.faces.errors import FacesError, InputNotFoundError, LabelError
 from sse.faces.face_model import MEAN_SHAPE, MIRROR, MODEL_3D
 from sse.faces.inputs import discover, label_from_path, read_label_csv
 from sse.faces.pipeline import FrameRecord, interpolate_gaps
-from sse.faces.track import Track, link_fragments
+from sse.faces.people import Fragment, LinkConfig, link_people
 
 
 def test_box_iou_of_half_overlapping_squares():
@@ -36,15 +36,17 @@ def test_mean_shape_is_mirror_symmetric_and_model_faces_the_camera():
     assert (MODEL_3D[[0, 16], 2] > MODEL_3D[[36, 45], 2]).all()  # the jaw ends lie behind the eyes
 
 
-def _track(track_id, frames, x):
-    return Track(track_id, {i: Box(x, 0, x + 10, 10) for i in frames}, {i: "tracked" for i in frames})
+def _fragment(track_id, frames, x):
+    return Fragment(track_id, {i: Box(x, 0, x + 10, 10) for i in frames}, {i: "tracked" for i in frames})
 
 
-def test_fragments_of_one_face_are_linked_but_not_a_distant_face():
-    first, later, elsewhere = _track(0, range(0, 10), 0), _track(1, range(13, 20), 1), _track(2, range(12, 30), 50)
-    chains = link_fragments([first, later, elsewhere], max_gap=5, min_iou=0.3)
-    assert sorted(c.parts for c in chains) == [[0, 1], [2]]
-    assert len(next(c for c in chains if c.parts == [0, 1]).boxes) == 17
+def test_fragments_without_descriptors_link_only_in_place():
+    first, later, elsewhere = _fragment(0, range(0, 10), 0), _fragment(1, range(13, 20), 1), _fragment(2, range(12, 30), 50)
+    people = link_people([first, later, elsewhere], [], LinkConfig(link_gap=5))
+    assert sorted(p.track_ids for p in people) == [[0, 1], [2]]
+    assert len(next(p for p in people if p.track_ids == [0, 1]).boxes) == 17
+    across_cut = link_people([first, later], [12], LinkConfig(link_gap=5))
+    assert len(across_cut) == 2, "a cut between two fragments: position alone does not link them"
 
 
 def test_short_gaps_are_interpolated_and_long_ones_left_empty():

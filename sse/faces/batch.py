@@ -1,7 +1,8 @@
 """Many videos: worker processes, a progress bar, resume, the final summary.
 
 A video whose folder already holds a finished manifest made with the same output settings is
-skipped; any other folder is (re)done from scratch. Each worker process loads the models once.
+skipped; any other folder is (re)done from scratch. Each worker process loads the models once. The
+list files are rebuilt from every finished manifest under the output folder (lists.py).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import cv2
 from tqdm import tqdm
 
 from .inputs import VideoJob
-from .lists import write_lists
+from .lists import ListsWritten, write_lists
 from .pipeline import FaceModels, PipelineConfig
 from .video import is_done, process_video, read_manifest
 
@@ -32,8 +33,9 @@ class Summary:
     statuses: dict[str, int] = field(default_factory=dict)
     frames: int = 0
     faces: int = 0
-    listed: int = 0
+    lists: ListsWritten = field(default_factory=ListsWritten)
     failures: list[tuple[str, str, str]] = field(default_factory=list)  # (video, status, reason)
+    undecodable: list[tuple[str, int, str, str]] = field(default_factory=list)  # (video, frame, file, reason)
 
     def add(self, manifest: dict) -> None:
         self.videos += 1
@@ -43,6 +45,8 @@ class Summary:
         self.faces += manifest.get("crops", 0)
         if status not in ("ok",):
             self.failures.append((manifest["video"], status, manifest.get("reason", "")))
+        for bad in manifest.get("undecodable", []):
+            self.undecodable.append((manifest["video"], bad["index"], bad["file"], bad["reason"]))
 
     def text(self) -> str:
         statuses = ", ".join(f"{k} {v}" for k, v in sorted(self.statuses.items()))
@@ -50,9 +54,14 @@ class Summary:
             f"videos: {self.videos} ({statuses}; {self.skipped} already done)",
             f"frames: {self.frames} sampled, {self.faces} with a face crop"
             + (f" ({100.0 * self.faces / self.frames:.1f}%)" if self.frames else ""),
-            f"list.txt: {self.listed} crops",
+            f"list.txt: {self.lists.crops} crops of {len(self.lists.units)} videos/people"
+            f" ({self.lists.labelled} labelled in labels.txt)",
         ]
         lines += [f"  {status}: {video}: {reason}" for video, status, reason in self.failures]
+        lines += [
+            f"  undecodable frame: {video} frame {index}" + (f" ({name})" if name else "") + f": {reason}"
+            for video, index, name, reason in self.undecodable
+        ]
         return "\n".join(lines)
 
 
@@ -70,9 +79,16 @@ def _work(item: tuple[VideoJob, Path]) -> dict:
 
 
 def run_batch(
-    jobs: list[VideoJob], out_dir: Path, config: PipelineConfig, workers: int = 1, progress: bool | None = None
+    jobs: list[VideoJob],
+    out_dir: Path,
+    config: PipelineConfig,
+    workers: int = 1,
+    progress: bool | None = None,
+    lists: bool = True,
 ) -> Summary:
-    """Process every job not already done, then rebuild the list files from all manifests."""
+    """Process every job not already done, then rebuild the list files from all manifests in out_dir."""
+    With ``lists`` false (one share of inputs split between processes, possibly on several machines,
+    writing into one folder) the list files are left alone: they are built once, after every share.
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     summary = Summary()
@@ -92,7 +108,8 @@ def run_batch(
     manifests = [m for m in (read_manifest(out_dir / job.video_id) for job in jobs) if m is not None]
     for manifest in manifests:
         summary.add(manifest)
-    summary.listed = write_lists(out_dir, manifests)
+    if lists:
+        summary.lists = write_lists(out_dir)
     return summary
 
 

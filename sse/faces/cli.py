@@ -1,10 +1,15 @@
 """sse-preprocess: videos, image folders or an AFEW-style tree -> aligned 128x128 face crops.
 
-    sse-preprocess INPUT... --out DIR [--label-csv F] [--gray] [--frontalize] [--jobs N]
+    sse-preprocess INPUT... --out DIR [--faces target|all] [--label-csv F] [--gray] [--frontalize] [--jobs N]
 
-Writes DIR/<video id>/ (crops, manifest.json, contact_sheet.png), DIR/list.txt and DIR/frames.csv
-(see sse.faces.video and sse.faces.lists for the formats), prints a summary. Re-running with the
-same settings skips the finished videos.
+Writes DIR/<video id>/ (crops, manifest.json, contact_sheet.png), and, from every finished video in
+DIR, DIR/list.txt, DIR/frames.csv, DIR/videos.txt and DIR/labels.txt (see sse.faces.video and
+sse.faces.lists for the formats); prints a summary that names every input or frame it could not
+use. Re-running with the same settings skips the finished videos.
+
+--shard K/N (or torchrun's / srun's rank and world size) processes every N-th input from the K-th
+(counted from 0) and leaves the list files alone; once all shares are done, running the same
+command as one process skips every finished video and writes the lists over the whole folder.
 """
 
 from __future__ import annotations
@@ -14,21 +19,32 @@ import sys
 import traceback
 from pathlib import Path
 
+from caffe.errors import CaffeError
+from caffe.launch import add_shard_argument, resolve_shard
+
 from .align import ANCHOR_SETS
 from .batch import run_batch
 from .detect import SECOND_DETECTORS
 from .errors import FacesError
-from .inputs import discover
-from .pipeline import PipelineConfig
+from .inputs import IMAGE_FOLDER_MODES, discover
+from .pipeline import FACES_MODES, PipelineConfig
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sse-preprocess",
-        description="Detect, track, align (or frontalize) the target face of videos into 128x128 crops.",
+        description="Detect, track, align (or frontalize) the faces of videos and photos into 128x128 crops.",
     )
     parser.add_argument("inputs", nargs="+", type=Path, metavar="INPUT", help="video, image folder or tree of them")
     parser.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder")
+    parser.add_argument(
+        "--faces", choices=FACES_MODES, default="target",
+        help="target: the person with the most screen presence (default); all: every person, each in DIR/<video>/p<id>/",
+    )
+    parser.add_argument(
+        "--image-folders", choices=IMAGE_FOLDER_MODES, default="auto",
+        help="a folder of images is a clip's frames (sequence) or a set of photos; auto: numbered names of one size = sequence",
+    )
     parser.add_argument("--label-csv", type=Path, metavar="F", help="CSV of 'video,label' lines (overrides folder names)")
     parser.add_argument("--gray", action="store_true", help="grayscale crops (default: colour)")
     parser.add_argument("--frontalize", action="store_true", help="frontalize instead of similarity alignment")
@@ -47,6 +63,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="frontalize: mirror the turned-away half from |yaw| START (none) to FULL degrees (all); default 15 40",
     )
     parser.add_argument("--landmarks-model", type=Path, metavar="PATH", help="shape_predictor_68_face_landmarks.dat to use")
+    parser.add_argument("--identity-model", type=Path, metavar="PATH", help="dlib_face_recognition_resnet_model_v1.dat to use")
+    parser.add_argument(
+        "--identity-threshold", type=float, default=0.6, metavar="D",
+        help="face descriptor distance below which two track fragments are one person (default 0.6)",
+    )
+    add_shard_argument(parser, "videos")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--traceback", action="store_true", help="show the traceback of an error")
     return parser
@@ -69,16 +91,27 @@ def main(argv: list[str] | None = None) -> int:
             anchors=args.anchors,
             mirror_yaw_start=args.mirror_yaw[0],
             mirror_yaw_full=args.mirror_yaw[1],
+            faces=args.faces,
+            identity_threshold=args.identity_threshold,
             landmarks_model=str(args.landmarks_model) if args.landmarks_model else None,
+            identity_model=str(args.identity_model) if args.identity_model else None,
         )
-        jobs = discover(args.inputs, args.label_csv)
-        summary = run_batch(jobs, args.out, config, args.jobs, progress=False if args.no_progress else None)
-    except (FacesError, ValueError, OSError) as exc:
+        shard = resolve_shard(args.shard)
+        jobs = shard.select(discover(args.inputs, args.label_csv, args.image_folders))
+        summary = run_batch(
+            jobs, args.out, config, args.jobs, progress=False if args.no_progress else None, lists=shard.count == 1
+        )
+    except (FacesError, CaffeError, ValueError, OSError) as exc:
         if args.traceback:
             traceback.print_exc()
         print(f"sse-preprocess: error: {exc}", file=sys.stderr)
         return 1
     print(summary.text())
+    if shard.count > 1:
+        print(
+            f"shard {shard} ({shard.source}): {len(jobs)} inputs; list files not written: once every shard is done, "
+            "run the same command as one process (it skips the finished videos and writes the lists)"
+        )
     return 0
 
 

@@ -4,7 +4,8 @@ Every reader yields `Frame(index, image)` with `index` the frame's position in t
 with a stride of 3 the indices are 0, 3, 6, ...) and `image` a BGR uint8 array, already rotated
 upright from the container's rotation metadata (OpenCV's CAP_PROP_ORIENTATION_AUTO; PyAV's
 display matrix) or from the EXIF orientation of photos. An image that cannot be decoded inside a
-folder gives `image=None`, so the frame is recorded, not silently dropped.
+folder gives `image=None` with the file and the reason (`source`, `error`), so the frame is recorded
+and named, not silently dropped. `MediaReader.fps` is the stream's frame rate (None for images).
 
 A video that cannot be opened, yields no frame, or stops well before the frame count its container
 declares raises `UnreadableMediaError` (the last one only once the stream is exhausted, through
@@ -20,6 +21,7 @@ from typing import Iterator
 
 import cv2
 import numpy as np
+from PIL import Image
 
 from .errors import UnreadableMediaError
 
@@ -34,10 +36,13 @@ _TRUNCATION_TOLERANCE = 0.05
 
 @dataclass
 class Frame:
-    """One decoded frame: its index in the stream and its BGR pixels (None if undecodable)."""
+    """One decoded frame: its index in the stream and its BGR pixels (None if undecodable, then
+    `source` names the file and `error` says why)."""
 
     index: int
     image: np.ndarray | None
+    source: str = ""
+    error: str = ""
 
 
 def natural_key(name: str) -> list:
@@ -49,6 +54,35 @@ def list_images(folder: Path) -> list[Path]:
     """Image files directly inside `folder`, in natural order."""
     files = [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS]
     return sorted(files, key=lambda p: natural_key(p.name))
+
+
+_NUMBERED = re.compile(r"^(.*?)(\d+)(\D*)$")
+
+
+def is_frame_sequence(files: list[Path]) -> bool:
+    """Whether image files are the frames of one clip rather than a set of photos: all files named
+    `<prefix><number><suffix>` with one prefix and suffix (frame_0001.png, ...), and all of one size (read from the headers; unreadable files are not counted). Anything else
+    is a set of photos, each processed on its own."""
+    if not files:
+        return False
+    shapes = set()
+    for path in files:
+        match = _NUMBERED.match(path.stem)
+        if match is None:
+            return False
+        shapes.add((match.group(1).lower(), match.group(3).lower(), path.suffix.lower()))
+    if len(shapes) != 1:
+        return False
+    return len({size for size in map(_image_size, files) if size is not None}) <= 1
+
+
+def _image_size(path: Path) -> tuple[int, int] | None:
+    """(width, height) from the image header, None if the file cannot be read as an image."""
+    try:
+        with Image.open(path) as image:
+            return image.size
+    except (OSError, ValueError, Image.DecompressionBombError):
+        return None
 
 
 class MediaReader:
@@ -63,6 +97,8 @@ class MediaReader:
         self.declared_frames = 0
         self.decoded_frames = 0
         self.truncated_reason = ""
+        self.fps: float | None = None
+        self.first_error = ""
 
     def frames(self) -> Iterator[Frame]:
         """Yield the frames at the stride; raises UnreadableMediaError if nothing decodes."""
@@ -76,7 +112,8 @@ class MediaReader:
     def check_complete(self) -> None:
         """Raise UnreadableMediaError if the stream ended early (call after `frames()` is exhausted)."""
         if self.decoded_frames == 0:
-            raise UnreadableMediaError(f"{self.path}: no frame could be decoded")
+            why = f" ({self.first_error})" if self.first_error else ""
+            raise UnreadableMediaError(f"{self.path}: no frame could be decoded{why}")
         if self.truncated_reason:
             raise UnreadableMediaError(f"{self.path}: {self.truncated_reason}")
 
@@ -87,8 +124,16 @@ class MediaReader:
             raise UnreadableMediaError(f"{self.path}: folder holds no image")
         for index in range(0, len(files), self.stride):
             image = cv2.imread(str(files[index]), cv2.IMREAD_COLOR)
+            if image is None:
+                reason = _undecodable_reason(files[index])
+                if len(files) == 1:
+                    self.first_error = reason
+                else:
+                    self.first_error = self.first_error or f"{files[index].name}: {reason}"
+                yield Frame(index, None, files[index].name, reason)
+                continue
             self.decoded_frames += 1
-            yield Frame(index, image)
+            yield Frame(index, image, files[index].name)
 
     def _video(self) -> Iterator[Frame]:
         capture = cv2.VideoCapture(str(self.path))
@@ -98,6 +143,7 @@ class MediaReader:
             if ok:
                 self.backend = "opencv"
                 self.declared_frames = max(0, int(capture.get(cv2.CAP_PROP_FRAME_COUNT)))
+                self.fps = float(capture.get(cv2.CAP_PROP_FPS)) or None
                 yield from self._opencv_frames(capture, first)
                 capture.release()
                 return
@@ -140,6 +186,7 @@ class MediaReader:
             stream = container.streams.video[0]
             self.backend = "pyav"
             self.declared_frames = int(stream.frames or 0)
+            self.fps = float(stream.average_rate) if stream.average_rate else None
             index = -1
             try:
                 for decoded in container.decode(stream):
@@ -159,6 +206,15 @@ class MediaReader:
         declared = self.declared_frames
         if declared and frames_seen < declared * (1 - _TRUNCATION_TOLERANCE) - 1:
             self.truncated_reason = f"truncated: stream ended after {frames_seen} of {declared} declared frames"
+
+
+def _undecodable_reason(path: Path) -> str:
+    """Why OpenCV could not decode an image file."""
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror})"
+    return "empty file" if size == 0 else f"not a decodable image ({size} bytes; OpenCV imread failed)"
 
 
 def _rotate(image: np.ndarray, degrees: float) -> np.ndarray:

@@ -1,9 +1,12 @@
 """From command-line inputs to the list of videos to process, each with its output id and label.
 
 An input is a video file, a single image, an image folder or a tree (e.g. AFEW's Train/Angry/*.avi).
-In a tree every video file is one video and every folder that directly holds images is one image
-sequence. A video's id (its output folder under --out) is its path relative to the input's parent
-without the extension, e.g. `Train/Angry/000123`; a file given directly is just its stem.
+In a tree every video file is one video. A folder that directly holds images is one image sequence
+when its images are the frames of a clip (decode.is_frame_sequence: numbered names, one size), and
+otherwise a set of photos, each photo its own "video" of one frame (no tracking or interpolation
+across photos); `image_folders` ('sequence' or 'photos') overrides that guess. A video's id (its
+output folder under --out) is its path relative to the input's parent without the extension, e.g.
+`Train/Angry/000123` or `holiday/IMG_0042` for a photo; a file given directly is just its stem.
 
 Labels (index in sse.classes.CLASS_NAMES: Angry, Disgust, Fear, Happy, Neutral, Sad, Surprise) come
 from the nearest folder of the path named after a class (case-insensitive, 'Anger'/'happiness'-style
@@ -20,7 +23,7 @@ from pathlib import Path
 
 from sse.classes import CLASS_NAMES, class_index
 
-from .decode import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
+from .decode import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, is_frame_sequence, list_images
 from .errors import FacesError, InputNotFoundError, LabelError
 
 
@@ -74,8 +77,14 @@ def _parse_label(value: str) -> int:
         raise LabelError(str(exc)) from None
 
 
-def discover(inputs: list[Path], label_csv: Path | None = None) -> list[VideoJob]:
-    """All videos under the inputs, in a stable order; raises InputNotFoundError for a missing path."""
+IMAGE_FOLDER_MODES = ("auto", "sequence", "photos")
+
+
+def discover(inputs: list[Path], label_csv: Path | None = None, image_folders: str = "auto") -> list[VideoJob]:
+    """All videos under the inputs, in a stable order; raises InputNotFoundError for a missing path.
+    `image_folders`: how a folder of images is read ('auto', 'sequence' or 'photos', see above)."""
+    if image_folders not in IMAGE_FOLDER_MODES:
+        raise ValueError(f"image_folders must be one of {IMAGE_FOLDER_MODES}, got {image_folders!r}")
     csv_labels = read_label_csv(label_csv) if label_csv else {}
     found: list[tuple[str, Path]] = []
     for raw in inputs:
@@ -88,7 +97,7 @@ def discover(inputs: list[Path], label_csv: Path | None = None) -> list[VideoJob
             found.append((path.stem, path))
             continue
         before = len(found)
-        found.extend(_walk(path))
+        found.extend(_walk(path, image_folders))
         if len(found) == before:
             raise InputNotFoundError(f"{path}: no video or image found in this folder")
     jobs, seen = [], {}
@@ -105,7 +114,7 @@ def discover(inputs: list[Path], label_csv: Path | None = None) -> list[VideoJob
     return jobs
 
 
-def _walk(root: Path) -> list[tuple[str, Path]]:
+def _walk(root: Path, image_folders: str) -> list[tuple[str, Path]]:
     base = root.resolve().parent
     found = []
     for folder, dirs, files in os.walk(root):
@@ -115,6 +124,12 @@ def _walk(root: Path) -> list[tuple[str, Path]]:
         for name in videos:
             path = folder_path / name
             found.append((path.resolve().relative_to(base).with_suffix("").as_posix(), path))
-        if not videos and any(Path(f).suffix.lower() in IMAGE_EXTENSIONS for f in files):
-            found.append((folder_path.resolve().relative_to(base).as_posix(), folder_path))
+        if videos or not any(Path(f).suffix.lower() in IMAGE_EXTENSIONS for f in files):
+            continue
+        folder_id = folder_path.resolve().relative_to(base).as_posix()
+        images = list_images(folder_path)
+        if image_folders == "sequence" or (image_folders == "auto" and is_frame_sequence(images)):
+            found.append((folder_id, folder_path))
+        else:
+            found.extend((f"{folder_id}/{image.stem}", image) for image in images)
     return found

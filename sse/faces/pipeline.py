@@ -1,12 +1,16 @@
 """One video through the face pipeline, in two passes over its frames.
 
-Pass 1 (analysis) decodes the frames at the stride, detects faces every `detect_every` frames (and
-after a tracker loss), follows every face with its correlation tracker, computes 68 landmarks for
-every followed face, and at the end picks the target (the best chain of linked track fragments, see
-track.py). Frames the target misses inside its span, for at most `max_gap` sampled frames, get
-landmarks and box interpolated linearly between the neighbouring frames; the rest are 'none'. Head pose is fitted on every frame with landmarks.
+Pass 1 (analysis) decodes the frames at the stride, finds shot cuts (shots.py), detects faces every
+`detect_every` frames (and after a tracker loss or a cut), follows every face with its correlation
+tracker, computes 68 landmarks for every followed face and keeps a few face chips per track. At the
+end the tracks are described and joined into people by identity and position (people.py); person 1,
+the one with the most screen presence, is the target. With `faces='target'` only the target is kept,
+with `faces='all'` every person with at least `min_person_frames` frames. Frames a kept person misses
+inside its span, for at most `max_gap` sampled frames, get landmarks and box interpolated linearly
+between the neighbouring frames, unless the gap holds a cut or an undecodable frame; the rest are
+'none' (or 'undecodable'). Head pose is fitted on every frame with landmarks.
 Pass 2 (rendering) decodes again and cuts the aligned or frontalized crop of every frame with
-landmarks. Two passes keep memory flat for long videos: only the landmarks are held, not frames.
+landmarks. Two passes keep memory flat for long videos: only landmarks and chips are held, not frames.
 """
 
 from __future__ import annotations
@@ -23,8 +27,13 @@ from .boxes import Box
 from .decode import MediaReader
 from .detect import FaceDetector
 from .frontalize import Frontalizer, Pose, estimate_pose
+from .identity import SAME_PERSON_DISTANCE, ChipSampler, FaceDescriptor, face_chip
 from .landmarks import LandmarkPredictor
+from .people import LinkConfig, Person, describe_tracks, link_people
+from .shots import ShotCutDetector
 from .track import MultiFaceTracker, TrackerConfig
+
+FACES_MODES = ("target", "all")
 
 
 @dataclass
@@ -44,51 +53,75 @@ class PipelineConfig:
     anchors: str = "eyes"
     mirror_yaw_start: float = 15.0
     mirror_yaw_full: float = 40.0
+    faces: str = "target"
+    identity_threshold: float = SAME_PERSON_DISTANCE
+    identity_samples: int = 3
+    chips_per_track: int = 32
+    min_person_frames: int = 3
+    cut_threshold: float = 0.08
     landmarks_model: str | None = None
+    identity_model: str | None = None
 
     def __post_init__(self) -> None:
         if self.stride < 1 or self.detect_every < 1 or self.size < 16 or self.max_gap < 0:
             raise ValueError("stride and detect_every must be >= 1, size >= 16, max_gap >= 0")
         if self.anchors not in ANCHOR_SETS:
             raise ValueError(f"anchors must be one of {ANCHOR_SETS}")
+        if self.faces not in FACES_MODES:
+            raise ValueError(f"faces must be one of {FACES_MODES}, got {self.faces!r}")
+        if self.identity_samples < 2 or self.chips_per_track < 2 or self.min_person_frames < 1:
+            raise ValueError("identity_samples and chips_per_track must be >= 2, min_person_frames >= 1")
 
     def output_settings(self) -> dict:
         settings = asdict(self)
         settings.pop("landmarks_model")
+        settings.pop("identity_model")
         return settings
+
+    def link_config(self) -> LinkConfig:
+        return LinkConfig(
+            threshold=self.identity_threshold,
+            samples=self.identity_samples,
+            link_gap=(self.max_gap + 1) * self.stride,
+        )
 
 
 @dataclass
 class FaceModels:
-    """The detector, landmark predictor and frontalizer, loaded once per worker process."""
+    """The detector, landmark predictor, face descriptor and frontalizer, loaded once per worker."""
 
     detector: FaceDetector
     predictor: LandmarkPredictor
     frontalizer: Frontalizer
+    descriptor: FaceDescriptor
 
     @classmethod
     def load(cls, config: PipelineConfig) -> "FaceModels":
-        model = Path(config.landmarks_model) if config.landmarks_model else None
+        landmarks = Path(config.landmarks_model) if config.landmarks_model else None
+        identity = Path(config.identity_model) if config.identity_model else None
         return cls(
             FaceDetector(config.upsample, config.detect_width, config.second_detector),
-            LandmarkPredictor(model),
+            LandmarkPredictor(landmarks),
             Frontalizer(config.size, config.mirror_yaw_start, config.mirror_yaw_full),
+            FaceDescriptor(identity),
         )
 
 
 @dataclass
 class FrameRecord:
-    """What the pipeline knows about one sampled frame of the target face."""
+    """What the pipeline knows about one sampled frame of one person (None: no person)."""
 
     index: int
-    status: str = "none"  # detected | tracked | interpolated | none
+    status: str = "none"  # detected | tracked | interpolated | none | undecodable
     box: Box | None = None
     landmarks: np.ndarray | None = None
     pose: Pose | None = None
+    person: int | None = None
 
     def as_dict(self) -> dict:
         return {
             "index": self.index,
+            "person": self.person,
             "status": self.status,
             "box": self.box.as_list() if self.box else None,
             "landmarks": np.round(self.landmarks, 1).tolist() if self.landmarks is not None else None,
@@ -97,14 +130,45 @@ class FrameRecord:
 
 
 @dataclass
+class PersonRecords:
+    """One kept person: its id (1 = the target), the tracker tracks it joins, its screen presence
+    score, and one record per sampled frame of the clip."""
+
+    person_id: int
+    track_ids: list[int]
+    score: float
+    records: list[FrameRecord]
+
+    def span(self) -> list[FrameRecord]:
+        """The records from the person's first to its last frame with a face."""
+        seen = [k for k, r in enumerate(self.records) if r.landmarks is not None]
+        return self.records[seen[0]:seen[-1] + 1] if seen else []
+
+    def as_dict(self) -> dict:
+        present = [r.index for r in self.records if r.landmarks is not None]
+        return {
+            "id": self.person_id,
+            "tracks": self.track_ids,
+            "score": round(self.score, 1),
+            "frames": len(present),
+            "first": min(present, default=None),
+            "last": max(present, default=None),
+        }
+
+
+@dataclass
 class Analysis:
-    """Result of pass 1."""
+    """Result of pass 1. `records` are the target's (person 1's); `people` the kept people."""
 
     records: list[FrameRecord]
+    people: list[PersonRecords] = field(default_factory=list)
     tracks: list[dict] = field(default_factory=list)
     target_tracks: list[int] = field(default_factory=list)
     frame_size: tuple[int, int] = (0, 0)  # width, height
     backend: str = ""
+    fps: float | None = None
+    cuts: list[int] = field(default_factory=list)
+    undecodable: list[dict] = field(default_factory=list)  # {"index", "file", "reason"}
 
 
 def to_gray(image: np.ndarray) -> np.ndarray:
@@ -112,53 +176,98 @@ def to_gray(image: np.ndarray) -> np.ndarray:
 
 
 def analyse(path: Path, config: PipelineConfig, models: FaceModels) -> Analysis:
-    """Pass 1: detection, tracking, landmarks, target choice, interpolation, pose."""
+    """Pass 1: cuts, detection, tracking, landmarks, chips; people; interpolation, pose."""
     reader = MediaReader(path, config.stride)
-    tracker = MultiFaceTracker(
-        TrackerConfig(
-            detect_every=config.detect_every,
-            psr_threshold=config.psr_threshold,
-            link_gap=(config.max_gap + 1) * config.stride,
-        )
-    )
+    tracker = MultiFaceTracker(TrackerConfig(detect_every=config.detect_every, psr_threshold=config.psr_threshold))
+    shots = ShotCutDetector(config.cut_threshold)
     landmarks: dict[tuple[int, int], np.ndarray] = {}
+    samplers: dict[int, ChipSampler] = {}
     indices: list[int] = []
+    cuts: list[int] = []
+    undecodable: list[dict] = []
     width = height = 0
     for frame in reader.frames():
         indices.append(frame.index)
         if frame.image is None:
+            undecodable.append({"index": frame.index, "file": frame.source, "reason": frame.error})
             continue
         height, width = frame.image.shape[:2]
         gray = to_gray(frame.image)
+        if shots.is_cut(gray):
+            cuts.append(frame.index)
+            tracker.cut()
         detections = models.detector.detect(gray) if tracker.needs_detection() else None
+        rgb: list[np.ndarray] = []
         for track, index, image in tracker.step(frame.index, gray, detections):
-            landmarks[track.track_id, index] = models.predictor(image, track.boxes[index])
+            box = track.boxes[index]
+            points = landmarks[track.track_id, index] = models.predictor(image, box)
+            if index == frame.index and track.status[index] == "detected":
+                sampler = samplers.setdefault(track.track_id, ChipSampler(config.chips_per_track))
+                sampler.add(index, lambda: face_chip(_rgb(frame.image, rgb), box, points))
     reader.check_complete()
-    target = tracker.target()
-    records = [FrameRecord(i) for i in indices]
-    if target is not None:
-        for record in records:
-            if record.index in target.boxes:
-                record.status = target.status[record.index]
-                record.box = target.boxes[record.index]
-                record.landmarks = next(landmarks[p, record.index] for p in target.parts if (p, record.index) in landmarks)
-        interpolate_gaps(records, config.max_gap)
-        for record in records:
-            if record.landmarks is not None:
-                record.pose = estimate_pose(record.landmarks, width, height)
+    link = config.link_config()
+    fragments = describe_tracks(tracker.tracks, samplers, models.descriptor, link)
+    people = link_people(fragments, cuts, link, min(config.min_person_frames, reader.decoded_frames))
+    kept = people if config.faces == "all" else people[:1]
+    broken = {u["index"] for u in undecodable}
+    results = [
+        PersonRecords(p.person_id, p.track_ids, p.score,
+                      person_records(p, indices, landmarks, set(cuts), broken, config, (width, height)))
+        for p in kept
+    ]
+    person_of = {t: p.person_id for p in people for t in p.track_ids}
     tracks = [
-        {"id": t.track_id, "first": min(t.boxes), "last": max(t.boxes), "frames": len(t.boxes), "score": round(t.score, 1)}
+        {"id": t.track_id, "first": min(t.boxes), "last": max(t.boxes), "frames": len(t.boxes),
+         "score": round(t.score, 1), "person": person_of.get(t.track_id)}
         for t in tracker.tracks
     ]
-    return Analysis(records, tracks, target.parts if target else [], (width, height), reader.backend)
+    target = results[0].records if results else _empty_records(indices, broken)
+    return Analysis(
+        target, results, tracks, results[0].track_ids if results else [], (width, height), reader.backend,
+        reader.fps, cuts, undecodable,
+    )
 
 
-def interpolate_gaps(records: list[FrameRecord], max_gap: int) -> None:
-    """Fill runs of at most `max_gap` 'none' records between two records with landmarks."""
+def _rgb(image: np.ndarray, cache: list[np.ndarray]) -> np.ndarray:
+    """The RGB version of a BGR frame, converted once per frame (`cache` holds it)."""
+    if not cache:
+        cache.append(cv2.cvtColor(image, cv2.COLOR_BGR2RGB) if image.ndim == 3 else cv2.cvtColor(image, cv2.COLOR_GRAY2RGB))
+    return cache[0]
+
+
+def _empty_records(indices: list[int], undecodable: set[int]) -> list[FrameRecord]:
+    return [FrameRecord(i, "undecodable" if i in undecodable else "none") for i in indices]
+
+
+def person_records(person: Person, indices: list[int], landmarks: dict[tuple[int, int], np.ndarray],
+                   cuts: set[int], undecodable: set[int], config: PipelineConfig,
+                   frame_size: tuple[int, int]) -> list[FrameRecord]:
+    """One record per sampled frame for `person`: its boxes and landmarks, interpolated gaps
+    (never across a cut or an undecodable frame), head pose."""
+    boxes, status, track_of = person.boxes, person.status, person.track_of
+    records = []
+    for index in indices:
+        record = FrameRecord(index, "undecodable" if index in undecodable else "none", person=person.person_id)
+        if index in boxes:
+            record.status = status[index]
+            record.box = boxes[index]
+            record.landmarks = landmarks[track_of[index], index]
+        records.append(record)
+    interpolate_gaps(records, config.max_gap, cuts | undecodable)
+    for record in records:
+        if record.landmarks is not None:
+            record.pose = estimate_pose(record.landmarks, *frame_size)
+    return records
+
+
+def interpolate_gaps(records: list[FrameRecord], max_gap: int, barriers: set[int] = frozenset()) -> None:
+    """Fill runs of at most `max_gap` 'none' records between two records with landmarks, unless a
+    barrier (a cut: the frame that starts a new shot, or an undecodable frame) lies in the run or
+    at its end."""
     known = [i for i, r in enumerate(records) if r.landmarks is not None]
     for a, b in zip(known, known[1:]):
         gap = b - a - 1
-        if gap == 0 or gap > max_gap:
+        if gap == 0 or gap > max_gap or any(records[k].index in barriers for k in range(a + 1, b + 1)):
             continue
         first, last = records[a], records[b]
         for k in range(a + 1, b):
@@ -171,16 +280,19 @@ def interpolate_gaps(records: list[FrameRecord], max_gap: int) -> None:
 def render(
     path: Path, records: list[FrameRecord], config: PipelineConfig, models: FaceModels
 ) -> Iterator[tuple[FrameRecord, np.ndarray]]:
-    """Pass 2: yield (record, crop) for every record with landmarks, in frame order."""
-    wanted = {r.index: r for r in records if r.landmarks is not None}
+    """Pass 2: yield (record, crop) for every record with landmarks (of any person), in frame order."""
+    wanted: dict[int, list[FrameRecord]] = {}
+    for record in records:
+        if record.landmarks is not None:
+            wanted.setdefault(record.index, []).append(record)
     if not wanted:
         return
     last = max(wanted)
     for frame in MediaReader(path, config.stride).frames():
-        record = wanted.get(frame.index)
-        if record is not None and frame.image is not None:
+        if frame.image is not None:
             image = to_gray(frame.image) if config.gray else frame.image
-            yield record, crop_face(image, record, config, models)
+            for record in wanted.get(frame.index, []):
+                yield record, crop_face(image, record, config, models)
         if frame.index >= last:
             break
 

@@ -1,15 +1,16 @@
 """Multi-face tracking: detections every N frames, dlib correlation trackers in between.
 
-Every face gets its own track and its own correlation tracker, so several faces are followed at once
-and the target is chosen at the end (the largest and most persistent track: the greatest sum of box
-sizes over its frames). On a detection frame the trackers are advanced first, then detections are
+Every face gets its own track and its own correlation tracker, so several faces are followed at once.
+On a detection frame the trackers are advanced first, then detections are
 matched to them by box overlap (Hungarian assignment on IoU, IoU >= iou_threshold); a matched
 tracker restarts on the detection box, an unmatched detection opens a new track, a track missed by
 `max_misses` detection rounds in a row ends. Between detections a tracker whose peak-to-sidelobe
 ratio drops below `psr_threshold` (or whose box leaves the frame) ends its track and asks for a
 detection on the next frame. A new track is also followed backwards over the frames since the
 previous detection (kept in a short buffer), so a face that appears between two detection frames
-(a shot change) is covered from its first frame, not from the next scheduled detection.
+is covered from its first frame, not from the next scheduled detection. At a shot cut (`cut`) every
+track ends and the next frame is a detection frame: a track never spans two shots. Which tracks are
+one person is decided afterwards, by identity (people.py).
 """
 
 from __future__ import annotations
@@ -34,7 +35,6 @@ class Track:
     status: dict[int, str] = field(default_factory=dict)  # 'detected' | 'tracked'
     active: bool = True
     misses: int = 0
-    parts: list[int] = field(default_factory=list)  # ids of the tracks linked into this one
     tracker: dlib.correlation_tracker | None = field(default=None, repr=False)
 
     @property
@@ -58,7 +58,6 @@ class TrackerConfig:
     psr_threshold: float = 7.0
     max_misses: int = 2
     min_visible: float = 0.5
-    link_gap: int = 10  # frame indices; see link_fragments
 
 
 class MultiFaceTracker:
@@ -70,6 +69,14 @@ class MultiFaceTracker:
         self._since_detection = 0
         self._force_detection = True
         self._recent: deque[tuple[int, np.ndarray]] = deque(maxlen=self.config.detect_every)
+
+    def cut(self) -> None:
+        """A new shot starts with the next frame: end every track, detect on the next frame, and do
+        not follow new faces back into the previous shot."""
+        for track in self.active_tracks():
+            track.active = False
+        self._force_detection = True
+        self._recent.clear()
 
     def needs_detection(self) -> bool:
         """Whether the next frame is a detection frame (schedule or a lost tracker)."""
@@ -156,10 +163,6 @@ class MultiFaceTracker:
     def active_tracks(self) -> list[Track]:
         return [t for t in self.tracks if t.active]
 
-    def target(self) -> Track | None:
-        """The linked track with the highest size x persistence score, or None if no face was seen."""
-        return max(link_fragments(self.tracks, self.config.link_gap, self.config.iou_threshold), key=lambda t: t.score, default=None)
-
     def _associate(self, boxes: list[Box], detections: list[Detection]) -> tuple[list[int], list[int]]:
         """Hungarian matching on IoU; pairs below the threshold are dropped."""
         if not boxes or not detections:
@@ -169,23 +172,3 @@ class MultiFaceTracker:
         keep = iou[rows, cols] >= self.config.iou_threshold
         return list(rows[keep]), list(cols[keep])
 
-
-def link_fragments(tracks: list[Track], max_gap: int, min_iou: float) -> list[Track]:
-    """Join tracks that continue one another: B starts at most `max_gap` frame indices after A ends
-    (no overlap) and B's first box overlaps A's last box by at least `min_iou`. A tracker lost for a
-    moment thus does not split one person into two candidates for the target."""
-    chains: list[Track] = []
-    for track in sorted(tracks, key=lambda t: min(t.boxes)):
-        start = min(track.boxes)
-        follows = [
-            c for c in chains
-            if 0 < start - max(c.boxes) <= max_gap and c.last_box.iou(track.boxes[start]) >= min_iou
-        ]
-        if follows:
-            chain = max(follows, key=lambda c: c.last_box.iou(track.boxes[start]))
-            chain.boxes.update(track.boxes)
-            chain.status.update(track.status)
-            chain.parts.append(track.track_id)
-        else:
-            chains.append(Track(track.track_id, dict(track.boxes), dict(track.status), parts=[track.track_id]))
-    return chains

@@ -1,18 +1,30 @@
 """Processing one video into its output folder: crops, manifest.json, contact sheet.
 
-Layout of DIR/<video id>/: `<frame index, 6 digits>.png` crops (size x size, gray or BGR),
-`contact_sheet.png`, and `manifest.json`:
+Layout of DIR/<video id>/: the crops (size x size, gray or BGR) named `<source frame index, 6
+digits>.png`, directly in the folder for the target (`faces='target'`, the default) or in one folder
+per person `p<person id>/` (`faces='all'`); `contact_sheet.png` (person 1's frames); `manifest.json`:
 
-    {"format": "sse.faces.manifest/1", "video": id, "source": path, "label": int | null,
+    {"format": "sse.faces.manifest/2", "video": id, "source": path, "label": int | null,
      "status": "ok" | "no_face" | "unreadable" | "error", "reason": str,
      "settings": {...PipelineConfig.output_settings()...}, "backend": "opencv" | "pyav" | "images",
-     "frame_size": [w, h], "frames_sampled": n, "counts": {status: n}, "crops": n,
-     "tracks": [{"id", "first", "last", "frames", "score"}], "target_tracks": [ids linked into the target],
-     "frames": [{"index", "status": "detected" | "tracked" | "interpolated" | "none",
+     "fps": float | null, "frame_size": [w, h], "frames_sampled": n, "counts": {status: n}, "crops": n,
+     "cuts": [source frame indices that start a new shot],
+     "undecodable": [{"index", "file", "reason"}],
+     "tracks": [{"id", "first", "last", "frames", "score", "person": person id | null}],
+     "people": [{"id", "tracks", "score", "frames", "first", "last"}],  # kept people, id 1 = target
+     "target_person": 1 | null, "target_tracks": [track ids of the target],
+     "frames": [{"index", "person": id | null,
+                 "status": "detected" | "tracked" | "interpolated" | "none" | "undecodable",
                  "box": [l, t, r, b] | null, "landmarks": [[x, y] * 68] | null,
                  "pose": {"yaw", "pitch", "roll", "occluded_side", "reprojection_error"} | null,
-                 "crop": "000012.png" | null}],
+                 "crop": "000012.png" | "p2/000012.png" | null}],
      "complete": true}
+
+`frames` holds, with faces='target', one entry per sampled frame (person null where the target is
+absent or no face was found); with faces='all', for each kept person in id order one entry per sampled
+frame from its first to its last frame. Indices are source frame numbers (with a stride, 0, s, 2s, ...);
+the time of frame i is i / fps. People are numbered by screen presence (people.py). Tracks left out
+of every kept person (too few frames) have person null.
 
 The manifest is written last and atomically, so its presence marks a finished video; a folder
 without one is a half-done video that a resumed run redoes (after removing its stale crops).
@@ -32,13 +44,14 @@ from .inputs import VideoJob
 from .pipeline import FaceModels, PipelineConfig, analyse, render
 
 MANIFEST = "manifest.json"
-MANIFEST_FORMAT = "sse.faces.manifest/1"
+MANIFEST_FORMAT = "sse.faces.manifest/2"
 CONTACT_SHEET = "contact_sheet.png"
 SHEET_TILES = 48
 
 
-def crop_name(index: int) -> str:
-    return f"{index:06d}.png"
+def crop_name(index: int, person: int | None = None) -> str:
+    """A crop's path inside its video folder: `000012.png`, or `p2/000012.png` for person 2."""
+    return f"{index:06d}.png" if person is None else f"p{person}/{index:06d}.png"
 
 
 def read_manifest(video_dir: Path) -> dict | None:
@@ -90,36 +103,47 @@ def process_video(job: VideoJob, out_dir: Path, config: PipelineConfig, models: 
 
 def _run(job: VideoJob, video_dir: Path, config: PipelineConfig, models: FaceModels) -> dict:
     analysis = analyse(job.path, config, models)
-    records = analysis.records
-    counts = {s: 0 for s in ("detected", "tracked", "interpolated", "none")}
+    if config.faces == "all":
+        records = [r for person in analysis.people for r in person.span()]
+    else:
+        records = analysis.records
+    counts = {s: 0 for s in ("detected", "tracked", "interpolated", "none", "undecodable")}
     for record in records:
         counts[record.status] += 1
-    crops: dict[int, str] = {}
-    with_face = [r.index for r in records if r.landmarks is not None]
+    crops: dict[tuple[int | None, int], str] = {}
+    with_face = [r.index for r in analysis.records if r.landmarks is not None]
     sheet_indices = {with_face[k] for k in pick_evenly(len(with_face), SHEET_TILES)}
+    target = analysis.people[0].person_id if analysis.people else None
     tiles = []
     for record, crop in render(job.path, records, config, models):
-        name = crop_name(record.index)
+        name = crop_name(record.index, record.person if config.faces == "all" else None)
         atomic.write_png(video_dir / name, crop)
-        crops[record.index] = name
-        if record.index in sheet_indices:
+        crops[record.person, record.index] = name
+        if record.person == target and record.index in sheet_indices:
             tiles.append((crop, record.index, record.status))
     if tiles:
         atomic.write_png(video_dir / CONTACT_SHEET, contact_sheet(tiles))
     frames = []
     for record in records:
         entry = record.as_dict()
-        entry["crop"] = crops.get(record.index)
+        if record.landmarks is None and config.faces == "target":
+            entry["person"] = None
+        entry["crop"] = crops.get((record.person, record.index))
         frames.append(entry)
     return {
         "status": "ok" if crops else "no_face",
         "reason": "" if crops else "no face found in any frame",
         "backend": analysis.backend,
+        "fps": analysis.fps,
         "frame_size": list(analysis.frame_size),
-        "frames_sampled": len(records),
+        "frames_sampled": len(analysis.records),
         "counts": counts,
         "crops": len(crops),
+        "cuts": analysis.cuts,
+        "undecodable": analysis.undecodable,
         "tracks": analysis.tracks,
+        "people": [p.as_dict() for p in analysis.people],
+        "target_person": target,
         "target_tracks": analysis.target_tracks,
         "frames": frames,
     }

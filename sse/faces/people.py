@@ -1,0 +1,222 @@
+"""People, not fragments: track fragments joined by face identity and position.
+
+The tracker (track.py) cuts a face's presence into fragments: a shot cut ends every track, a lost
+correlation tracker ends one. This module decides which fragments are one person:
+
+1. Each track is described: dlib's descriptor (identity.py) on `samples` of its face chips, spread
+   over the track. If two of them are farther apart than `split_check`, every kept chip of the track
+   is described and the track is split where the identity changes (a tracker that slid from one face
+   onto another); the frames between the last chip of one identity and the first of the next are
+   dropped, since they cannot be attributed. (On the clips, one person's chips within a shot lie up
+   to 0.72 apart, a turned or blurred face against a frontal one; two people's means 0.64-0.73.)
+2. Fragments are joined greedily, closest pair first (average of their descriptors): two groups
+   are one person when the distance between their mean descriptors is below `threshold` (dlib's
+   0.6), or below `continuation_threshold` when one continues the other in place (it starts at most
+   `link_gap` frame indices after the other ends, in the same shot, with box IoU >= `min_iou`).
+   Groups that share a frame are never joined (one person is in one place at a time); a fragment
+   without any descriptor joins only a group it continues in place.
+3. People are ordered by screen presence (the sum of their box sizes over their frames: size x
+   persistence) and numbered from 1, so person 1 is the clip's target.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from .boxes import Box
+from .contact import pick_evenly
+from .identity import SAME_PERSON_DISTANCE, ChipSampler, descriptor_distance
+from .track import Track
+
+
+@dataclass
+class LinkConfig:
+    """Settings of the identity split and the linking (defaults tuned on shared/data/media)."""
+
+    threshold: float = SAME_PERSON_DISTANCE
+    continuation_threshold: float = 0.65
+    split_check: float = 0.75
+    samples: int = 3
+    link_gap: int = 10
+    min_iou: float = 0.3
+
+
+@dataclass
+class Fragment:
+    """A piece of one track that holds one face: boxes, statuses and descriptors by frame index."""
+
+    track_id: int
+    boxes: dict[int, Box]
+    status: dict[int, str]
+    descriptors: dict[int, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def first(self) -> int:
+        return min(self.boxes)
+
+    @property
+    def last(self) -> int:
+        return max(self.boxes)
+
+
+@dataclass
+class Person:
+    """One person of a clip: the union of its fragments."""
+
+    person_id: int
+    fragments: list[Fragment]
+
+    @property
+    def boxes(self) -> dict[int, Box]:
+        return {i: b for f in self.fragments for i, b in f.boxes.items()}
+
+    @property
+    def status(self) -> dict[int, str]:
+        return {i: s for f in self.fragments for i, s in f.status.items()}
+
+    @property
+    def track_of(self) -> dict[int, int]:
+        """Frame index -> id of the tracker track that holds this person's box there."""
+        return {i: f.track_id for f in self.fragments for i in f.boxes}
+
+    @property
+    def track_ids(self) -> list[int]:
+        return sorted({f.track_id for f in self.fragments})
+
+    @property
+    def score(self) -> float:
+        """Screen presence: the sum of box sizes over the person's frames."""
+        return float(sum(box.size for f in self.fragments for box in f.boxes.values()))
+
+    def descriptors(self) -> np.ndarray:
+        """Every descriptor of the person's fragments, (n, 128)."""
+        found = [d for f in self.fragments for d in f.descriptors.values()]
+        return np.array(found, dtype=np.float32).reshape(len(found), -1)
+
+
+Describe = Callable[[list[np.ndarray]], np.ndarray]
+
+
+def describe_tracks(tracks: list[Track], samplers: dict[int, ChipSampler], describe: Describe,
+                    config: LinkConfig) -> list[Fragment]:
+    """Describe each track on a few chips and split those whose identity changes (step 1)."""
+    fragments = []
+    for track in tracks:
+        sampler = samplers.get(track.track_id)
+        chips = sampler.chips if sampler is not None else {}
+        indices = sorted(chips)
+        picked = [indices[k] for k in pick_evenly(len(indices), config.samples)]
+        descriptors = dict(zip(picked, describe([chips[i] for i in picked])))
+        if _spread(descriptors) > config.split_check:
+            rest = [i for i in indices if i not in descriptors]
+            descriptors.update(zip(rest, describe([chips[i] for i in rest])))
+        fragments += _split(track, descriptors, config.threshold)
+    return fragments
+
+
+def _spread(descriptors: dict[int, np.ndarray]) -> float:
+    values = list(descriptors.values())
+    return max((descriptor_distance(a, b) for k, a in enumerate(values) for b in values[k + 1:]), default=0.0)
+
+
+def _split(track: Track, descriptors: dict[int, np.ndarray], threshold: float) -> list[Fragment]:
+    """The track cut into one fragment per identity run of its described frames."""
+    indices = sorted(descriptors)
+    runs = _identity_runs(np.array([descriptors[i] for i in indices]), threshold) if indices else []
+    if len(runs) <= 1:
+        return [Fragment(track.track_id, dict(track.boxes), dict(track.status), descriptors)]
+    fragments = []
+    for k, (start, stop) in enumerate(runs):
+        low = indices[start] if k > 0 else min(track.boxes)
+        high = indices[stop - 1] if k < len(runs) - 1 else max(track.boxes)
+        frames = [i for i in track.boxes if low <= i <= high]
+        fragments.append(Fragment(
+            track.track_id,
+            {i: track.boxes[i] for i in frames},
+            {i: track.status[i] for i in frames},
+            {i: descriptors[i] for i in indices[start:stop]},
+        ))
+    return fragments
+
+
+def _identity_runs(values: np.ndarray, threshold: float) -> list[tuple[int, int]]:
+    """Split a time-ordered (n, 128) sequence into runs [start, stop) of one identity, recursively at
+    the cut that leaves the least spread inside the two sides, while their means are farther apart
+    than `threshold`. A run of a single descriptor is accepted only if it is that far from both
+    neighbours' means by a clear margin (one blurred or turned face is not a new person)."""
+    n = len(values)
+    best, best_cost = None, np.inf
+    for cut in range(1, n):
+        left, right = values[:cut], values[cut:]
+        cost = ((left - left.mean(0)) ** 2).sum() + ((right - right.mean(0)) ** 2).sum()
+        if cost < best_cost:
+            best, best_cost = cut, cost
+    if best is None:
+        return [(0, n)]
+    left, right = values[:best], values[best:]
+    margin = threshold if min(len(left), len(right)) > 1 else threshold + 0.15
+    if descriptor_distance(left.mean(0), right.mean(0)) <= margin:
+        return [(0, n)]
+    return _identity_runs(left, threshold) + [(best + a, best + b) for a, b in _identity_runs(right, threshold)]
+
+
+def link_people(fragments: list[Fragment], cuts: list[int], config: LinkConfig,
+                min_frames: int = 1) -> list[Person]:
+    """Join fragments into people (step 2) and number them by screen presence (step 3); people with
+    fewer than `min_frames` frames are left out."""
+    groups = [[f] for f in sorted(fragments, key=lambda f: (f.first, f.track_id))]
+    cut_list = sorted(cuts)
+    while True:
+        best: tuple[float, int, int] | None = None
+        for a in range(len(groups)):
+            for b in range(a + 1, len(groups)):
+                distance = _link_distance(groups[a], groups[b], cut_list, config)
+                if distance is not None and (best is None or distance < best[0]):
+                    best = (distance, a, b)
+        if best is None:
+            break
+        _, a, b = best
+        groups[a] = sorted(groups[a] + groups.pop(b), key=lambda f: f.first)
+    people = [Person(0, g) for g in groups]
+    people = [p for p in people if len(p.boxes) >= min_frames]
+    people.sort(key=lambda p: -p.score)
+    for number, person in enumerate(people, start=1):
+        person.person_id = number
+    return people
+
+
+def _link_distance(a: list[Fragment], b: list[Fragment], cuts: list[int], config: LinkConfig) -> float | None:
+    """The distance at which groups a and b may be joined, or None if they must not be."""
+    frames_a = {i for f in a for i in f.boxes}
+    if any(i in frames_a for f in b for i in f.boxes):
+        return None
+    in_place = _continues(a, b, cuts, config) or _continues(b, a, cuts, config)
+    mean_a, mean_b = _mean(a), _mean(b)
+    if mean_a is None or mean_b is None:
+        return 0.0 if in_place else None
+    distance = descriptor_distance(mean_a, mean_b)
+    limit = config.continuation_threshold if in_place else config.threshold
+    return distance if distance < limit else None
+
+
+def _mean(group: list[Fragment]) -> np.ndarray | None:
+    found = [d for f in group for d in f.descriptors.values()]
+    return np.mean(found, axis=0) if found else None
+
+
+def _continues(a: list[Fragment], b: list[Fragment], cuts: list[int], config: LinkConfig) -> bool:
+    """Whether b starts where a last left off: soon after, in the same shot, at the same place."""
+    start = min(f.first for f in b)
+    before = [f for f in a if f.last < start]
+    if not before:
+        return False
+    end = max(f.last for f in before)
+    if not 0 < start - end <= config.link_gap or bisect_right(cuts, end) != bisect_right(cuts, start):
+        return False
+    last_box = next(f.boxes[end] for f in before if end in f.boxes)
+    first_box = next(f.boxes[start] for f in b if start in f.boxes)
+    return last_box.iou(first_box) >= config.min_iou

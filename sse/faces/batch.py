@@ -79,16 +79,9 @@ def _work(item: tuple[VideoJob, Path]) -> dict:
 
 
 def run_batch(
-    jobs: list[VideoJob],
-    out_dir: Path,
-    config: PipelineConfig,
-    workers: int = 1,
-    progress: bool | None = None,
-    lists: bool = True,
+    jobs: list[VideoJob], out_dir: Path, config: PipelineConfig, workers: int = 1, progress: bool | None = None
 ) -> Summary:
     """Process every job not already done, then rebuild the list files from all manifests in out_dir."""
-    With ``lists`` false (one share of inputs split between processes, possibly on several machines,
-    writing into one folder) the list files are left alone: they are built once, after every share.
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     summary = Summary()
@@ -108,8 +101,7 @@ def run_batch(
     manifests = [m for m in (read_manifest(out_dir / job.video_id) for job in jobs) if m is not None]
     for manifest in manifests:
         summary.add(manifest)
-    if lists:
-        summary.lists = write_lists(out_dir)
+    summary.lists = write_lists(out_dir)
     return summary
 
 

@@ -154,3 +154,35 @@ def test_recurrent_state_carries_over_between_forwards_unless_exposed(golden):
         assert rel_err(net.blobs[name].data, carried[name]) <= 1e-5, name
         assert rel_err(fresh.blobs[name].data, from_zero[name]) <= 1e-5, name
     assert not np.allclose(carried["rnn"], from_zero["rnn"])
+
+
+def test_hdf5_output_writes_its_bottoms_in_legacy_4d_shapes_once(golden, tmp_path, monkeypatch):
+    import h5py
+
+    case = _case(golden, "hdf5_output")
+    monkeypatch.chdir(tmp_path)
+    net = caffe.Net(str(case / "net.prototxt"), caffe.TEST)
+    with h5py.File(tmp_path / "hdf5_output.h5", "r") as f:
+        assert list(f) == []
+    net.blobs["x"].data[...] = np.load(case / "input_x.npy")
+    net.blobs["lab"].data[...] = np.load(case / "input_lab.npy")
+    net.forward()
+    expected = np.load(case / "hdf5_output_content.npz")
+    with h5py.File(tmp_path / "hdf5_output.h5", "r") as f:
+        assert sorted(f) == sorted(expected.files)
+        for name in expected.files:
+            assert f[name].dtype == np.float32
+            np.testing.assert_array_equal(f[name][()], expected[name], err_msg=name)
+    with pytest.raises(caffe.errors.NetError, match="already holds"):
+        net.forward()
+
+
+def test_window_data_reads_background_then_foreground_windows_like_caffe(golden, monkeypatch):
+    case = _case(golden, "window_data")
+    monkeypatch.chdir(case)
+    net = caffe.Net(str(case / "net.prototxt"), caffe.TEST)
+    expected = np.load(case / "expected_forward.npz")
+    for _ in range(2):
+        net.forward()
+        np.testing.assert_array_equal(net.blobs["label"].data, expected["label"])
+        np.testing.assert_allclose(net.blobs["data"].data, expected["data"], rtol=1e-6, atol=1e-5)

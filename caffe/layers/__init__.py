@@ -2,9 +2,10 @@
 
 As in pycaffe, ``caffe.layers`` also serves NetSpec: ``from caffe import layers as L`` then
 ``L.Convolution(bottom, ...)`` (capitalised names go to ``caffe.net_spec.layers``)."""
-from . import (conv, data, dummy_data, embed, hdf5_data, im2col, inner_product,  # noqa: F401
-               input, log_loss, loss, metric_loss, mvn, neuron, normalization, parameter,
-               pooling, python, recurrent, reduction, selection, spp, structure)
+from . import (conv, data, dummy_data, embed, hdf5_data, hdf5_output, im2col,  # noqa: F401
+               inner_product, input, log_loss, loss, metric_loss, mvn, neuron, normalization,
+               parameter, pooling, python, recurrent, reduction, selection, spp, structure,
+               window_data)
 from .base import TEST, TRAIN, Layer, create_layer, layer_type_list, register
 
 __all__ = ["Layer", "TRAIN", "TEST", "create_layer", "layer_type_list", "register"]

@@ -1,0 +1,62 @@
+"""``python -m sse.fer2013 prepare | nets | select | ship | ensemble``: the FER2013 recipe's steps."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from . import MEMBERS, Fer2013Error, get_member, make_nets, prepare
+from .ship import build_ensemble, select, ship
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m sse.fer2013", description=__doc__)
+    p.add_argument("--data", default="../shared/data/fer2013", help="folder of the FER2013 .npz splits")
+    p.add_argument("--work", default="work/fer2013", help="LMDBs, nets and snapshots")
+    p.add_argument("--models", default="models", help="where shipped model folders go")
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("prepare", help="LMDBs of the three splits and data.json")
+    for name, what in (("nets", "prototxts and solver of one model"),
+                       ("select", "score every snapshot on PublicTest, the best once on PrivateTest"),
+                       ("ship", "write models/fer2013_<model>/ with its card")):
+        cmd = sub.add_parser(name, help=what)
+        cmd.add_argument("member", choices=sorted(MEMBERS))
+        if name == "ship":
+            cmd.add_argument("--log", required=True, help="the caffe train log of the model")
+            cmd.add_argument("--machine", default="", help="the machine it trained on, for the card")
+    ens = sub.add_parser("ensemble", help="fusion weights of shipped models, searched on PublicTest")
+    ens.add_argument("members", nargs="+", choices=sorted(MEMBERS))
+    args = p.parse_args(argv)
+    try:
+        if args.command == "prepare":
+            print(json.dumps(prepare(args.data, args.work)))
+        elif args.command == "nets":
+            for path in make_nets(get_member(args.member), args.work).values():
+                print(path)
+        elif args.command == "select":
+            sel = select(get_member(args.member), args.work, args.data,
+                         log=lambda m: print(m, file=sys.stderr, flush=True))
+            print(json.dumps(sel.to_json()))
+        elif args.command == "ship":
+            print(ship(get_member(args.member), args.work, args.models, args.data, Path(args.log),
+                       args.machine or _machine()))
+        else:
+            print(json.dumps(build_ensemble([get_member(m) for m in args.members], args.work,
+                                            args.models, args.data), indent=1))
+    except Fer2013Error as exc:
+        print(f"sse.fer2013: error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _machine() -> str:
+    import os
+    import platform
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
+                if line.startswith("model name")), platform.processor())
+    return f"{cpu}, {os.cpu_count()} cores, CPU only"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,77 @@
+"""The shipped FER2013 models: each one's SSE form, head width and schedule, and its nets."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from caffe import model_io
+
+from ..nets.common import DataConfig
+from ..nets.generate import write_variant
+from .data import SIZE, Fer2013Error
+
+@dataclass(frozen=True)
+class Member:
+    """One shipped FER2013 model: the SSE form, its head width and its training schedule."""
+
+    name: str
+    form: str
+    head_width: int | None = None
+    seed: int = 1701
+    iterations: int = 6000
+    batch: int = 64
+    base_lr: float = 0.02
+    weight_decay: float = 5e-4
+    snapshot: int = 1000
+    max_rotation: float = 10.0
+    max_scale_jitter: float = 0.1
+
+
+MEMBERS = {m.name: m for m in (
+    Member("holonet48_3conv-s_concat", "3conv-s+concat", seed=1701),
+    Member("holonet48_4conv-c_concat", "4conv-c+concat", head_width=128, seed=1702),
+    Member("holonet48_3conv-s_eltwise", "3conv-s+eltwise", seed=1703),
+    Member("holonet48_original", "original", seed=1704),
+)}
+
+
+def get_member(name: str) -> Member:
+    if name not in MEMBERS:
+        raise Fer2013Error(f"unknown FER2013 model '{name}' (one of {', '.join(MEMBERS)})")
+    return MEMBERS[name]
+
+
+def make_nets(member: Member, work: str | Path) -> dict[str, Path]:
+    """The member's train/test/deploy prototxts and solver under ``work/<name>/``.
+
+    SGD with momentum 0.9 and a linear decay of the rate to zero (``poly``, power 1) over the
+    schedule; Caffe's own test runs are off (``select`` scores every snapshot on PublicTest)."""
+    work = Path(work)
+    info = json.loads((work / "data.json").read_text())
+    cfg = DataConfig(input_size=SIZE, channels=1, mean_value=(info["mean_value"],), mirror=True,
+                     crop_size=SIZE, max_rotation=member.max_rotation,
+                     max_scale_jitter=member.max_scale_jitter,
+                     train_source=str(work / "training_lmdb"), val_source=str(work / "publictest_lmdb"),
+                     test_list="test_file_list.txt", train_batch=member.batch, val_batch=97, test_batch=97)
+    folder = work / member.name
+    paths = write_variant("holonet", member.form, folder, cfg, max_iter=member.iterations,
+                          solver_mode="CPU", head_width=member.head_width)
+    solver = model_io.read_solver(paths["solver"])
+    solver.base_lr = member.base_lr
+    solver.lr_policy = "poly"
+    solver.power = 1.0
+    solver.ClearField("stepsize")
+    solver.ClearField("gamma")
+    solver.weight_decay = member.weight_decay
+    solver.display = 100
+    solver.average_loss = 100
+    solver.test_interval = member.iterations + 1
+    solver.test_initialization = False
+    del solver.test_iter[:]
+    solver.test_iter.append(1)
+    solver.snapshot = member.snapshot
+    solver.snapshot_prefix = str(folder / "snap")
+    solver.random_seed = member.seed
+    model_io.write_text(solver, paths["solver"])
+    return paths

@@ -1,0 +1,251 @@
+"""From snapshots to shipped models: selection on PublicTest, one scoring of PrivateTest, the
+model folder with its card, and the ensemble of the shipped members.
+
+Nothing here looks at PrivateTest to choose: the snapshot, the test-time augmentation shown as
+a model's default and the ensemble weights are all chosen on PublicTest; PrivateTest is scored
+once for what was chosen (and once per test-time augmentation mode, reported separately).
+"""
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from caffe import atomic, model_io
+from caffe.io import array_to_blobproto
+from caffe.tools.plot_log import plot_curves, read_log
+
+from ..classes import CLASS_NAMES
+from ..fusion import evaluate, save_confusion_png, search_weights
+from ..shipped import TTA_MODES, EmotionModel, Preprocessing, fuse
+from .data import PAD, SIZE, Fer2013Error, load_split
+from .recipe import Member
+
+SUBSET = 500  # the first faces of PublicTest that a shipped model's test re-scores
+PREFIX = "fer2013_"
+
+
+def preprocessing(work: Path) -> Preprocessing:
+    info = json.loads((work / "data.json").read_text())
+    return Preprocessing(input_size=SIZE, channels=1, mean_value=(info["mean_value"],),
+                         classes=CLASS_NAMES, tencrop_pad=PAD)
+
+
+def deploy_path(member: Member, work: Path) -> Path:
+    return next((work / member.name).glob("SSE-*/*_deploy.prototxt"))
+
+
+def snapshots(member: Member, work: Path) -> list[tuple[int, Path]]:
+    """(iteration, caffemodel) of every snapshot of the member, in iteration order."""
+    found = [(int(m.group(1)), p) for p in (work / member.name).glob("snap_iter_*.caffemodel")
+             if (m := re.fullmatch(r"snap_iter_(\d+)\.caffemodel", p.name))]
+    return sorted(found)
+
+
+@dataclass
+class Selection:
+    """What ``select`` chose and measured for one member (saved as result.json)."""
+
+    name: str
+    form: str
+    curve: list[tuple[int, float]]
+    best_iter: int
+    public: dict[str, float]
+    private: dict[str, float]
+    private_macro_f1: float
+    private_recall: list[float]
+    params: int
+
+    def to_json(self) -> dict:
+        return dict(self.__dict__)
+
+
+def select(member: Member, work: str | Path, data: str | Path, log=print) -> Selection:
+    """Score every snapshot on PublicTest (single crop), keep the best, score it on PublicTest
+    and PrivateTest with each test-time augmentation; probabilities saved as ``.npy``."""
+    work = Path(work)
+    snaps = snapshots(member, work)
+    if not snaps:
+        raise Fer2013Error(f"{work / member.name}: no snapshots (snap_iter_*.caffemodel) to select from")
+    prep, deploy = preprocessing(work), deploy_path(member, work)
+    public_faces, public_labels = load_split(data, "PublicTest")
+    curve = []
+    for it, path in snaps:
+        probs = EmotionModel(deploy, path, prep).probs(public_faces)
+        curve.append((it, float((probs.argmax(1) == public_labels).mean())))
+        log(f"{member.name} iteration {it}: PublicTest {curve[-1][1]:.4f}")
+    best_iter = max(curve, key=lambda c: (c[1], c[0]))[0]
+    model = EmotionModel(deploy, dict(snaps)[best_iter], prep)
+    private_faces, private_labels = load_split(data, "PrivateTest")
+    public, private = {}, {}
+    out = work / member.name
+    for tta in TTA_MODES:
+        for split, faces, labels, acc in (("public", public_faces, public_labels, public),
+                                          ("private", private_faces, private_labels, private)):
+            probs = model.probs(faces, tta)
+            np.save(out / f"{split}_{tta}.npy", probs)
+            acc[tta] = float((probs.argmax(1) == labels).mean())
+        log(f"{member.name} iteration {best_iter}, {tta}: PublicTest {public[tta]:.4f}, "
+            f"PrivateTest {private[tta]:.4f}")
+    result = evaluate(np.load(out / "private_none.npy"), private_labels)
+    sel = Selection(name=member.name, form=member.form, curve=curve, best_iter=best_iter, public=public,
+                    private=private, private_macro_f1=float(result.macro_f1),
+                    private_recall=[float(r) for r in result.recall],
+                    params=int(sum(p.numel() for p in model.net.learnable_params)))
+    atomic.write_text(out / "result.json", json.dumps(sel.to_json(), indent=1) + "\n")
+    return sel
+
+
+def load_selection(member: Member, work: str | Path) -> Selection:
+    path = Path(work) / member.name / "result.json"
+    if not path.is_file():
+        raise Fer2013Error(f"{path}: not selected yet (run `python -m sse.fer2013 --work {work} select {member.name}`)")
+    return Selection(**json.loads(path.read_text()))
+
+
+def training_stats(log_path: Path, batch: int) -> dict:
+    """Wall time and images/s of a ``caffe train`` log (from its glog time stamps)."""
+    stamps, iters = [], []
+    pattern = re.compile(r"^I\d{4} (\d\d):(\d\d):(\d\d)\.\d+ .*Iteration (\d+) \(")
+    day = 0
+    last = None
+    for line in log_path.read_text(errors="replace").splitlines():
+        m = pattern.match(line)
+        if not m:
+            continue
+        t = int(m.group(1)) * 3600 + int(m.group(2)) * 60 + int(m.group(3))
+        if last is not None and t + day < last:
+            day += 86400
+        last = t + day
+        stamps.append(last)
+        iters.append(int(m.group(4)))
+    if len(stamps) < 2:
+        return {"seconds": 0.0, "images_per_s": 0.0}
+    seconds = stamps[-1] - stamps[0]
+    return {"seconds": float(seconds), "images_per_s": (iters[-1] - iters[0]) * batch / max(seconds, 1)}
+
+
+def ship(member: Member, work: str | Path, models: str | Path, data: str | Path, log_path: Path,
+         machine: str) -> Path:
+    """Write ``models/fer2013_<name>/``: deploy, weights, mean, model.json, PNGs and the card."""
+    work, models = Path(work), Path(models)
+    sel = load_selection(member, work)
+    prep = preprocessing(work)
+    folder = models / f"{PREFIX}{member.name}"
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(deploy_path(member, work), folder / "deploy.prototxt")
+    shutil.copyfile(dict(snapshots(member, work))[sel.best_iter], folder / "model.caffemodel")
+    mean = np.full((1, 1, SIZE, SIZE), prep.mean_value[0], np.float32)
+    model_io.write_blobproto(array_to_blobproto(mean), folder / "mean.binaryproto")
+    meta = {"name": folder.name, "input_size": SIZE, "channels": 1, "mean_value": list(prep.mean_value),
+            "scale": 1.0, "classes": list(CLASS_NAMES), "output": "prob", "tencrop_pad": PAD,
+            "tta": max(TTA_MODES, key=lambda t: (sel.public[t], -TTA_MODES.index(t)))}
+    public_faces, public_labels = load_split(data, "PublicTest")
+    atomic.write_text(folder / "model.json", json.dumps(meta, indent=1) + "\n")
+    model = EmotionModel.from_dir(folder)
+    subset = model.probs(public_faces[:SUBSET])
+    meta["publictest_subset"] = {"faces": SUBSET, "accuracy": float((subset.argmax(1) == public_labels[:SUBSET]).mean())}
+    atomic.write_text(folder / "model.json", json.dumps(meta, indent=1) + "\n")
+    curves = read_log(log_path)
+    for it, acc in sel.curve:
+        curves.add_test(it, 0, "PublicTest accuracy", acc)
+    plot_curves(curves, folder / "training_curves.png", title=f"{folder.name} on FER2013 Training")
+    _, private_labels = load_split(data, "PrivateTest")
+    result = evaluate(np.load(work / member.name / "private_none.npy"), private_labels)
+    save_confusion_png(result, folder / "confusion_privatetest.png",
+                       title=f"{folder.name}, FER2013 PrivateTest: {result.accuracy:.1%}")
+    stats = training_stats(log_path, member.batch)
+    atomic.write_text(folder / "README.md", card(member, sel, meta, stats, machine))
+    return folder
+
+
+def card(member: Member, sel: Selection, meta: dict, stats: dict, machine: str) -> str:
+    """The model card (README.md of the model folder)."""
+    recall = ", ".join(f"{c} {r:.2f}" for c, r in zip(CLASS_NAMES, sel.private_recall))
+    head = f"--head-width {member.head_width} " if member.head_width else ""
+    lines = [
+        f"# {meta['name']}: SSE-HoloNet {member.form} trained on FER2013", "",
+        "Facial expression classifier for 48x48 grayscale face crops, seven classes in the toolkit's order "
+        f"({', '.join(CLASS_NAMES)}). Trained by this toolkit's `caffe train`; loads in this engine "
+        "(`caffe.Net`, `sse.shipped.load`) and in OpenCV dnn 4.x (`cv2.dnn.readNetFromCaffe`).", "",
+        "## Files", "",
+        "* `deploy.prototxt`: Input `data` 1x1x48x48, output `prob` (Softmax).",
+        f"* `model.caffemodel`: the snapshot of iteration {sel.best_iter}, chosen on PublicTest.",
+        f"* `mean.binaryproto` / `model.json` `mean_value`: the Training pixel mean {meta['mean_value'][0]:.4f} "
+        "(subtracted, no scaling); `model.json` also holds the class order and the ten-crop padding.",
+        "* `training_curves.png`: training loss and rate, and PublicTest accuracy of each snapshot; "
+        "`confusion_privatetest.png`.", "",
+        "## Data and protocol", "",
+        "FER2013 (Goodfellow et al. 2013), official splits: Training (28,709 faces) to train, PublicTest "
+        "(3,589) to choose the snapshot, the test-time augmentation default and the ensemble weights, "
+        "PrivateTest (3,589) scored once for what was chosen. Training augmentation: random 48x48 crops "
+        f"of the face padded by {PAD} px (reflected edges), random mirror, rotation up to "
+        f"±{member.max_rotation:g}° and scale ±{member.max_scale_jitter:.0%} (the toolkit's "
+        "`transform_param` extension `max_rotation` / `max_scale_jitter`, which real Caffe rejects).", "",
+        "## How it was made", "",
+        "```bash",
+        f"models/train_fer2013.sh {member.name} work/fer2013        # LMDBs, nets, caffe train (resumes)",
+        f"python -m sse.fer2013 --work work/fer2013 select {member.name}",
+        f"python -m sse.fer2013 --work work/fer2013 ship {member.name} --log work/fer2013/{member.name}/train.log",
+        "```", "",
+        f"Net: `sse-gen-nets --backbone holonet --variant {member.form} --input-size 48 --crop-size 48 "
+        f"{head}--channels 1 --mirror true --max-rotation {member.max_rotation:g} --max-scale-jitter "
+        f"{member.max_scale_jitter:g}` ({sel.params / 1e6:.2f} M parameters). Solver: SGD, momentum 0.9, "
+        f"base_lr {member.base_lr:g} decaying linearly to 0 (`poly`, power 1), weight decay "
+        f"{member.weight_decay:g}, batch {member.batch}, {member.iterations} iterations "
+        f"({member.iterations * member.batch / 28709:.1f} epochs), random_seed {member.seed}, a snapshot "
+        f"every {member.snapshot}.", "",
+        f"Machine: {machine}. Wall time {stats['seconds'] / 60:.0f} min, "
+        f"{stats['images_per_s']:.0f} training images/s (one torch thread; four models trained side by "
+        "side on the two cores, so each had about half a core).", "",
+        "## Results", "",
+        "| test-time augmentation | PublicTest | **PrivateTest** |", "| --- | ---: | ---: |",
+    ]
+    for tta in TTA_MODES:
+        lines.append(f"| {tta} | {sel.public[tta]:.2%} | **{sel.private[tta]:.2%}** |")
+    lines += [
+        "", f"Default test-time augmentation (best on PublicTest): `{meta['tta']}`. PrivateTest macro-F1 "
+        f"(single crop): {sel.private_macro_f1:.3f}. PrivateTest recall per class (single crop): {recall}.",
+        "", "PublicTest accuracy of each snapshot (single crop): "
+        + ", ".join(f"{it}: {acc:.3f}" for it, acc in sel.curve) + ".", "",
+        f"The first {meta['publictest_subset']['faces']} PublicTest faces score "
+        f"{meta['publictest_subset']['accuracy']:.2%} (single crop); `tests/test_models_shipped.py` checks it.",
+        "", "## Limits", "",
+        "FER2013 faces are small, frontal-ish web images with noisy labels (human accuracy is about 65 %); "
+        "Disgust has 436 training faces. Crops from `sse-preprocess` are aligned differently from "
+        "FER2013's, so expect lower accuracy on video frames than on this test set.", ""]
+    return "\n".join(lines)
+
+
+def build_ensemble(members: list[Member], work: str | Path, models: str | Path, data: str | Path,
+                   step: float = 0.05) -> dict:
+    """Weights searched on PublicTest (single crop) over the shipped members, applied once to
+    PrivateTest; written as ``models/fer2013_ensemble.json``."""
+    work, models = Path(work), Path(models)
+    _, public_labels = load_split(data, "PublicTest")
+    _, private_labels = load_split(data, "PrivateTest")
+    names = [f"{PREFIX}{m.name}" for m in members]
+    public = {t: [np.load(work / m.name / f"public_{t}.npy") for m in members] for t in TTA_MODES}
+    private = {t: [np.load(work / m.name / f"private_{t}.npy") for m in members] for t in TTA_MODES}
+    search = search_weights(public["none"], public_labels, step=step, names=names)
+    weights = [round(float(w), 6) for w in search.weights]
+    spec = {"members": [{"model": n, "weight": w} for n, w in zip(names, weights)],
+            "fusion": "weighted mean of the members' probabilities (sse.fusion.fuse_models)",
+            "weights_chosen_on": f"FER2013 PublicTest, single crop, simplex grid step {step}",
+            "public_loo_accuracy": float(search.loo_accuracy), "public": {}, "private": {}}
+    for tta in TTA_MODES:
+        spec["public"][tta] = _fused_accuracy(public[tta], weights, names, public_labels)
+        spec["private"][tta] = _fused_accuracy(private[tta], weights, names, private_labels)
+    spec["private"]["equal_weights_none"] = _fused_accuracy(private["none"], [1.0] * len(names), names,
+                                                            private_labels)
+    spec["tta"] = max(TTA_MODES, key=lambda t: (spec["public"][t], -TTA_MODES.index(t)))
+    atomic.write_text(models / f"{PREFIX}ensemble.json", json.dumps(spec, indent=1) + "\n")
+    return spec
+
+
+def _fused_accuracy(probs: list[np.ndarray], weights: list[float], names: list[str], labels: np.ndarray) -> float:
+    return float((fuse(probs, weights, names).argmax(1) == labels).mean())

@@ -1,0 +1,201 @@
+"""Trained emotion models as shipped in ``models/<name>/``, and ensembles of them.
+
+A model folder holds ``deploy.prototxt`` (an Input layer ``data``, a ``prob`` output), the
+weights ``model.caffemodel``, the mean as ``mean.binaryproto`` and ``model.json``:
+
+    {"name": ..., "input_size": 48, "channels": 1, "mean_value": [129.47], "scale": 1.0,
+     "classes": ["Angry", ...], "output": "prob", "tencrop_pad": 4}
+
+``classes`` is the order of the net's outputs; probabilities are returned in the toolkit's order
+(``sse.classes``). Faces go in as uint8 crops (N x H x W gray, or N x H x W x 3 BGR) and are
+resized to the input size when they differ.
+
+Test-time augmentation (``tta``): ``none``; ``mirror`` (the face and its mirror image);
+``tencrop`` (the face padded by ``tencrop_pad`` pixels with reflected edges, as the training
+crops were cut, then its four corner crops and centre crop, each also mirrored). The
+probabilities of the views are averaged.
+
+An ensemble file (JSON) names member folders and weights:
+
+    {"members": [{"model": "fer2013_holonet48_3conv-s_concat", "weight": 0.4}, ...],
+     "fusion": "weighted mean of probabilities", ...}
+
+Member folders are resolved next to the file. ``load(path)`` takes either.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import cv2
+import numpy as np
+
+import caffe
+from caffe.inference import optimize
+
+from .classes import CLASS_NAMES, reorder_columns
+from .fusion import fuse_models
+
+TTA_MODES = ("none", "mirror", "tencrop")
+MODEL_FILES = ("deploy.prototxt", "model.caffemodel", "model.json")
+
+
+class ModelError(ValueError):
+    """A model folder or ensemble file that is missing or malformed (names the file)."""
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How faces become the net's input: size, channels, mean, scale, the ten-crop padding."""
+
+    input_size: int
+    channels: int = 1
+    mean_value: tuple[float, ...] = ()
+    scale: float = 1.0
+    classes: tuple[str, ...] = CLASS_NAMES
+    output: str = "prob"
+    tencrop_pad: int = 4
+
+    @classmethod
+    def from_json(cls, path: Path) -> "Preprocessing":
+        try:
+            meta = json.loads(path.read_text())
+            return cls(input_size=int(meta["input_size"]), channels=int(meta.get("channels", 1)),
+                       mean_value=tuple(float(v) for v in meta.get("mean_value", ())),
+                       scale=float(meta.get("scale", 1.0)),
+                       classes=tuple(meta.get("classes", CLASS_NAMES)), output=meta.get("output", "prob"),
+                       tencrop_pad=int(meta.get("tencrop_pad", 4)))
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ModelError(f"{path}: not a model description with input_size, channels, mean_value "
+                             f"({exc})") from exc
+
+
+class EmotionModel:
+    """A deploy net with its weights and preprocessing; ``probs`` scores face crops."""
+
+    def __init__(self, deploy: str | Path, weights: str | Path, prep: Preprocessing,
+                 name: str = "", batch: int = 128) -> None:
+        self.name = name or Path(weights).stem
+        self.prep = prep
+        self.batch = batch
+        self.net = caffe.Net(str(deploy), caffe.TEST, weights=str(weights))
+        if prep.output not in self.net.blobs:
+            raise ModelError(f"{deploy}: no output blob '{prep.output}'")
+        self._fast = optimize(self.net)
+
+    @classmethod
+    def from_dir(cls, folder: str | Path, batch: int = 128) -> "EmotionModel":
+        """The model shipped in ``folder`` (see the module docstring for its files)."""
+        folder = Path(folder)
+        for name in MODEL_FILES:
+            if not (folder / name).is_file():
+                raise ModelError(f"{folder}: model folder without {name}")
+        return cls(folder / "deploy.prototxt", folder / "model.caffemodel",
+                   Preprocessing.from_json(folder / "model.json"), name=folder.name, batch=batch)
+
+    def _to_input(self, faces: np.ndarray) -> np.ndarray:
+        """uint8 faces (N x H x W or N x H x W x 3) -> float32 N x C x H x W, mean and scale applied."""
+        faces = np.asarray(faces)
+        if faces.ndim == 3:
+            faces = faces[..., None]
+        if faces.shape[-1] != self.prep.channels:
+            code = cv2.COLOR_BGR2GRAY if self.prep.channels == 1 else cv2.COLOR_GRAY2BGR
+            faces = np.stack([cv2.cvtColor(np.ascontiguousarray(f), code) for f in faces])
+            faces = faces.reshape(*faces.shape[:3], self.prep.channels)
+        x = faces.astype(np.float32).transpose(0, 3, 1, 2)
+        if self.prep.mean_value:
+            mean = np.asarray(self.prep.mean_value, np.float32)
+            x -= mean.reshape(1, -1, 1, 1) if mean.size == x.shape[1] else mean[0]
+        if self.prep.scale != 1.0:
+            x *= np.float32(self.prep.scale)
+        return x
+
+    def _resize(self, faces: np.ndarray, size: int) -> np.ndarray:
+        if faces.shape[1:3] == (size, size):
+            return faces
+        return np.stack([cv2.resize(f, (size, size), interpolation=cv2.INTER_AREA) for f in faces]) \
+            .reshape(len(faces), size, size, *faces.shape[3:])
+
+    def _forward(self, x: np.ndarray) -> np.ndarray:
+        out = []
+        for i in range(0, len(x), self.batch):
+            chunk = np.ascontiguousarray(x[i:i + self.batch])
+            out.append(self._fast.forward(data=chunk)[self.prep.output].reshape(len(chunk), -1))
+        return np.concatenate(out)
+
+    def views(self, faces: np.ndarray, tta: str) -> list[np.ndarray]:
+        """The augmented copies of ``faces`` (uint8, at the input size) that ``tta`` averages."""
+        if tta not in TTA_MODES:
+            raise ModelError(f"unknown test-time augmentation '{tta}' (one of {', '.join(TTA_MODES)})")
+        faces = np.asarray(faces)
+        if faces.ndim not in (3, 4) or (faces.ndim == 4 and faces.shape[-1] not in (1, 3)):
+            raise ModelError(f"{self.name}: faces must be N x H x W (gray) or N x H x W x 3 (BGR), "
+                             f"got shape {faces.shape}")
+        size = self.prep.input_size
+        faces = self._resize(faces, size)
+        if tta == "none":
+            return [faces]
+        if tta == "mirror":
+            return [faces, faces[:, :, ::-1]]
+        p = self.prep.tencrop_pad
+        padded = np.stack([cv2.copyMakeBorder(f, p, p, p, p, cv2.BORDER_REFLECT_101) for f in faces]) \
+            .reshape(len(faces), size + 2 * p, size + 2 * p, *faces.shape[3:])
+        crops = [padded[:, y:y + size, x:x + size] for y, x in
+                 ((p, p), (0, 0), (0, 2 * p), (2 * p, 0), (2 * p, 2 * p))]
+        return crops + [c[:, :, ::-1] for c in crops]
+
+    def probs(self, faces: np.ndarray, tta: str = "none") -> np.ndarray:
+        """N x 7 class probabilities of uint8 face crops, in the toolkit's class order."""
+        if len(faces) == 0:
+            return np.zeros((0, len(CLASS_NAMES)), np.float32)
+        views = self.views(faces, tta)
+        total = sum(self._forward(self._to_input(v)) for v in views) / len(views)
+        return reorder_columns(total, self.prep.classes).astype(np.float32)
+
+
+class Ensemble:
+    """Shipped models fused by a weighted mean of their probabilities (``sse.fusion.fuse_models``)."""
+
+    def __init__(self, members: Sequence[EmotionModel], weights: Sequence[float], name: str = "ensemble") -> None:
+        if len(members) != len(weights) or not members:
+            raise ModelError(f"{name}: {len(members)} members but {len(weights)} weights")
+        self.members, self.weights, self.name = list(members), list(weights), name
+
+    @classmethod
+    def from_file(cls, path: str | Path, batch: int = 128) -> "Ensemble":
+        path = Path(path)
+        try:
+            spec = json.loads(path.read_text())
+            entries = [(m["model"], float(m["weight"])) for m in spec["members"]]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ModelError(f"{path}: not an ensemble file with members [{{model, weight}}] ({exc})") from exc
+        members = [EmotionModel.from_dir(path.parent / model, batch) for model, _ in entries]
+        return cls(members, [w for _, w in entries], name=path.stem)
+
+    def member_probs(self, faces: np.ndarray, tta: str = "none") -> list[np.ndarray]:
+        return [m.probs(faces, tta) for m in self.members]
+
+    def combine(self, member_probs: Sequence[np.ndarray]) -> np.ndarray:
+        """The fused probabilities of the members' outputs (one array per member, same rows)."""
+        return fuse(member_probs, self.weights, [m.name for m in self.members])
+
+    def probs(self, faces: np.ndarray, tta: str = "none") -> np.ndarray:
+        return self.combine(self.member_probs(faces, tta))
+
+
+def fuse(member_probs: Sequence[np.ndarray], weights: Sequence[float],
+         names: Sequence[str] | None = None) -> np.ndarray:
+    """An ensemble's rule: the weighted mean of its members' probabilities."""
+    return fuse_models(member_probs, weights, names=names).astype(np.float32)
+
+
+def load(path: str | Path, batch: int = 128) -> EmotionModel | Ensemble:
+    """A model folder or an ensemble ``.json`` file."""
+    path = Path(path)
+    if path.is_dir():
+        return EmotionModel.from_dir(path, batch)
+    if path.suffix == ".json" and path.is_file():
+        return Ensemble.from_file(path, batch)
+    raise ModelError(f"{path}: neither a model folder nor an ensemble .json file")

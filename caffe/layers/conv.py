@@ -24,6 +24,24 @@ def spatial_pair(repeated, h: int, w: int, has_hw: bool, default: int, what: str
     raise layer.error(f"{what} has {len(values)} values; only 2-D convolution is supported")
 
 
+def conv_geometry(p, layer: Layer) -> tuple[tuple[int, int], ...]:
+    """Kernel, stride, pad and dilation (each an (h, w) pair) of a ConvolutionParameter, as used
+    by Convolution, Deconvolution and Im2col; only axis 1 (NCHW) is supported."""
+    if p.HasField("kernel_h") != p.HasField("kernel_w"):
+        raise layer.error("kernel_h and kernel_w must be given together")
+    if not p.HasField("kernel_h") and not len(p.kernel_size):
+        raise layer.error("kernel_size (or kernel_h and kernel_w) is required")
+    if p.axis != 1:
+        raise layer.error("only axis 1 (NCHW) is supported")
+    kernel = spatial_pair(p.kernel_size, p.kernel_h, p.kernel_w, p.HasField("kernel_h"), 1,
+                          "kernel_size", layer)
+    stride = spatial_pair(p.stride, p.stride_h, p.stride_w, p.HasField("stride_h"), 1, "stride",
+                          layer)
+    pad = spatial_pair(p.pad, p.pad_h, p.pad_w, p.HasField("pad_h"), 0, "pad", layer)
+    dilation = spatial_pair(p.dilation, 0, 0, False, 1, "dilation", layer)
+    return kernel, stride, pad, dilation
+
+
 def conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
            stride: tuple[int, int], pad: tuple[int, int], dilation: tuple[int, int], group: int
            ) -> torch.Tensor:
@@ -55,23 +73,12 @@ class _ConvBase(Layer):
         if len(lp.bottom) != len(lp.top):
             raise self.error("needs as many tops as bottoms")
         p = lp.convolution_param
-        if p.HasField("kernel_h") != p.HasField("kernel_w"):
-            raise self.error("kernel_h and kernel_w must be given together")
-        if not p.HasField("kernel_h") and not len(p.kernel_size):
-            raise self.error("kernel_size (or kernel_h and kernel_w) is required")
-        self.kernel = spatial_pair(p.kernel_size, p.kernel_h, p.kernel_w, p.HasField("kernel_h"), 1,
-                                   "kernel_size", self)
-        self.stride = spatial_pair(p.stride, p.stride_h, p.stride_w, p.HasField("stride_h"), 1,
-                                   "stride", self)
-        self.pad = spatial_pair(p.pad, p.pad_h, p.pad_w, p.HasField("pad_h"), 0, "pad", self)
-        self.dilation = spatial_pair(p.dilation, 0, 0, False, 1, "dilation", self)
+        self.kernel, self.stride, self.pad, self.dilation = conv_geometry(p, self)
         self.num_output = p.num_output
         self.group = p.group
         self.bias_term = p.bias_term
         if self.num_output <= 0:
             raise self.error("num_output must be positive")
-        if p.axis != 1:
-            raise self.error("only axis 1 (NCHW) is supported")
 
     def setup(self, bottom_shapes: list[Shape]) -> None:
         shape = bottom_shapes[0]

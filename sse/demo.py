@@ -28,6 +28,7 @@ import scipy.io
 
 from caffe import model_io
 from caffe.tools import compute_image_mean, convert_imageset, extract_features, plot_log
+from caffe.tools.cli_util import guarded
 from sse.classes import CLASS_NAMES
 from sse.fusion import (aggregate_frames, evaluate, read_frame_list, read_labels, save_confusion_png,
                         save_timeline_png, write_predictions)
@@ -193,11 +194,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--input-size", type=int, default=64,
                    help="net input size (64: the 128x128 clips are resized, so that the demo fits "
                         "in minutes on 2 CPU cores; 128 is the released size)")
+    p.add_argument("--traceback", action="store_true", help="show the traceback of an error")
     args = p.parse_args(argv)
     os.environ.setdefault("CAFFE_DATA_WORKERS", "1")
-    run(Path(args.out), tuple(args.train_clips), tuple(args.val_clips), args.iterations, args.batch,
-        args.seed, args.input_size)
-    return 0
+
+    def body() -> None:
+        run(Path(args.out), tuple(args.train_clips), tuple(args.val_clips), args.iterations,
+            args.batch, args.seed, args.input_size)
+
+    return guarded("sse-demo", body, args.traceback)
 
 
 if __name__ == "__main__":

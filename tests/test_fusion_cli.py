@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import scipy.io
 
-from sse.fusion.cli import fuse_main
-from sse.fusion.formats import read_predictions, write_predictions
+from sse.fusion.cli import evaluate_main, fuse_main
+from sse.fusion.evaluate import _timeline_axis
+from sse.fusion.formats import read_frame_list, read_predictions, write_predictions
 
 from conftest import SUBMISSION
 
@@ -88,6 +89,26 @@ def test_frames_are_aggregated_from_a_mat_file_and_frame_list(tmp_path):
     np.testing.assert_allclose(read_predictions(out), [frames[1], (frames[0] + frames[2]) / 2])
 
 
+def test_frames_csv_alone_orders_videos_by_first_appearance_and_timelines_use_source_frames(tmp_path):
+    frames = np.array([[0.7, 0.1, 0.1, 0.1, 0.0, 0.0, 0.0],
+                       [0.1, 0.1, 0.1, 0.1, 0.6, 0.0, 0.0],
+                       [0.5, 0.3, 0.1, 0.1, 0.0, 0.0, 0.0]])
+    scipy.io.savemat(tmp_path / "features.mat", {"feats": frames})
+    (tmp_path / "frames.csv").write_text("crop,video,frame,label,status\nb/000040.png,b,40,-1,detected\n"
+                                         "a/000007.png,a,7,-1,tracked\nb/000052.png,b,52,-1,detected\n")
+    out = tmp_path / "p.txt"
+    assert fuse_main([str(tmp_path / "features.mat"), "--frame-list", str(tmp_path / "frames.csv"), "-o", str(out)]) == 0
+    np.testing.assert_allclose(read_predictions(out), [(frames[0] + frames[2]) / 2, frames[1]])
+    assert read_frame_list(tmp_path / "frames.csv").indices == (40, 7, 52)
+    x, lines = _timeline_axis(frames[[0, 2]], [40, 52], None)
+    assert x[0] == 40 and x[-1] == 52 and len(x) == 13
+    np.testing.assert_array_equal(lines[[0, 12]], frames[[0, 2]])
+    assert np.isnan(lines[1:12]).all()
+    assert evaluate_main([str(tmp_path / "features.mat"), "--frame-list", str(tmp_path / "frames.csv"),
+                          "--timelines", str(tmp_path / "t")]) == 0
+    assert sorted(p.name for p in (tmp_path / "t").iterdir()) == ["a.png", "b.png"]
+
+
 def test_bad_input_prints_one_line_error_and_exits_1(tmp_path, capsys):
     paths = _make_submission(tmp_path, videos=10)
     lines = paths[0].read_text().splitlines()
@@ -108,10 +129,16 @@ def test_non_distribution_warns_and_strict_fails(tmp_path, capsys):
     assert "not probability distributions" in capsys.readouterr().err
 
 
-def test_traceback_flag_shows_the_exception(tmp_path):
-    from sse.fusion.errors import FusionError
-    with pytest.raises(FusionError):
-        fuse_main([str(tmp_path / "absent.txt"), "-o", str(tmp_path / "x.txt"), "--traceback"])
+def test_traceback_flag_shows_the_exception(tmp_path, capsys):
+    assert fuse_main([str(tmp_path / "absent.txt"), "-o", str(tmp_path / "x.txt"), "--traceback"]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback (most recent call last)" in err and "FusionError" in err
+
+
+def test_traceback_environment_variable_shows_the_exception(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("SSE_TRACEBACK", "1")
+    assert fuse_main([str(tmp_path / "absent.txt"), "-o", str(tmp_path / "x.txt")]) == 1
+    assert "Traceback (most recent call last)" in capsys.readouterr().err
 
 
 def test_help_shows_examples(capsys):

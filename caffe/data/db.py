@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import os
 import shutil
+import struct
+import warnings
 from pathlib import Path
 from typing import Iterator, Protocol
 
 import lmdb
 import plyvel
 
+from ..atomic import sweep_once
 from ..errors import DataError
 
 PathLike = str | os.PathLike
@@ -42,11 +45,93 @@ class Cursor(Protocol):
     def close(self) -> None: ...
 
 
+_LMDB_MAGIC = 0xBEEFC0DE
+_LMDB_META = struct.Struct("<II")  # magic, version: after the 16-byte page header
+_LMDB_PSIZE = struct.Struct("<I")  # the free DB's md_pad holds the page size (offset 40)
+_LMDB_LAST = struct.Struct("<QQ")  # mm_last_pg, mm_txnid (offset 136)
+
+
+def check_lmdb_file(path: PathLike) -> None:
+    """DataError unless ``path``/data.mdb holds LMDB's two meta pages and every page the newest
+    of them uses: a file cut short would otherwise be mapped and kill the reader with SIGBUS when
+    it touches a page past the end."""
+    data = Path(path) / "data.mdb"
+    try:
+        size = data.stat().st_size
+        with open(data, "rb") as f:
+            head = f.read(8192)
+            metas = [head[:4096]]
+            if len(head) >= 48:
+                psize = _LMDB_PSIZE.unpack_from(head, 40)[0]
+                if 512 <= psize <= 65536:
+                    f.seek(psize)
+                    metas.append(f.read(160))
+    except OSError as exc:
+        raise DataError(f"cannot read LMDB {data}: {exc.strerror or exc}") from exc
+    newest = None
+    for meta in metas:
+        if len(meta) < 152 or _LMDB_META.unpack_from(meta, 16)[0] != _LMDB_MAGIC:
+            continue
+        last_pg, txnid = _LMDB_LAST.unpack_from(meta, 136)
+        if newest is None or txnid > newest[1]:
+            newest = (last_pg, txnid)
+    if len(metas) < 2 or newest is None:
+        raise DataError(f"{data} is not an LMDB data file (no LMDB meta pages in its first "
+                        f"{min(size, 8192)} bytes)")
+    needed = (newest[0] + 1) * psize
+    if size < needed:
+        raise DataError(f"LMDB {data} is truncated: {size} bytes, its last commit needs {needed} "
+                        f"(pages 0..{newest[0]} of {psize} bytes); the copy or the writer was cut short")
+
+
+_lmdb_envs: dict[tuple[str, int], list] = {}
+
+
+def open_lmdb(path: PathLike) -> lmdb.Environment:
+    """A read-only LMDB environment with LMDB's reader locking, so that a read transaction sees one
+    consistent commit while another process writes. The file is checked before it is mapped
+    (``check_lmdb_file``). One environment per database and process is shared by all its readers
+    (LMDB forbids opening one twice in a process); give it back with ``close_lmdb``. A database in
+    a folder this user cannot write (no lock file possible) is read without locking, with a warning."""
+    path = Path(path)
+    key = (os.path.realpath(path), os.getpid())
+    entry = _lmdb_envs.get(key)
+    if entry is not None:
+        entry[1] += 1
+        return entry[0]
+    check_lmdb_file(path)
+    lock_file = path / "lock.mdb"
+    lock = os.access(lock_file, os.W_OK) if lock_file.exists() else os.access(path, os.W_OK)
+    if not lock:
+        warnings.warn(f"{path}: cannot write LMDB's lock file here; reading without reader locks "
+                      "(a process writing this database at the same time would go unnoticed)",
+                      stacklevel=2)
+    env = lmdb.open(str(path), readonly=True, lock=lock, readahead=False, max_readers=512,
+                    subdir=True)
+    _lmdb_envs[key] = [env, 1]
+    return env
+
+
+def close_lmdb(env: lmdb.Environment) -> None:
+    """Give back an environment of ``open_lmdb``; the last reader closes it."""
+    for key, entry in list(_lmdb_envs.items()):
+        if entry[0] is env:
+            entry[1] -= 1
+            if entry[1] == 0:
+                del _lmdb_envs[key]
+                env.close()
+            return
+    env.close()
+
+
 class _LMDBCursor:
     def __init__(self, path: Path) -> None:
-        self._env = lmdb.open(str(path), readonly=True, lock=False, readahead=False,
-                              max_readers=512, subdir=True)
-        self._txn = self._env.begin(buffers=False)
+        self._env = open_lmdb(path)
+        try:
+            self._txn = self._env.begin(buffers=False)
+        except lmdb.Error:
+            close_lmdb(self._env)
+            raise
         self._cur = self._txn.cursor()
         self._valid = self._cur.first()
 
@@ -70,7 +155,7 @@ class _LMDBCursor:
 
     def close(self) -> None:
         self._txn.abort()
-        self._env.close()
+        close_lmdb(self._env)
 
 
 class _LevelDBCursor:
@@ -113,7 +198,7 @@ def open_cursor(path: PathLike, backend: object) -> Cursor:
         raise DataError(f"{name} database not found: {path}")
     try:
         cursor: Cursor = _LMDBCursor(path) if name == LMDB else _LevelDBCursor(path)
-    except (lmdb.Error, plyvel.Error) as exc:
+    except (lmdb.Error, plyvel.Error, DataError) as exc:
         hint = ""
         if name == LEVELDB and (path / "data.mdb").is_file():
             hint = " (it holds an LMDB: set backend: LMDB / --backend=lmdb)"
@@ -122,6 +207,8 @@ def open_cursor(path: PathLike, backend: object) -> Cursor:
         elif name == LEVELDB and "lock" in str(exc).lower():
             hint = (" (LevelDB lets one process at a time open a database: another reader holds "
                     "it; use LMDB to read one database from several processes or GPUs)")
+        if isinstance(exc, DataError) and not hint:
+            raise
         raise DataError(f"cannot open {name} database {path}: {exc}{hint}") from exc
     if not cursor.valid():
         cursor.close()
@@ -157,6 +244,7 @@ class Writer:
         self.path = Path(path)
         self.overwrite = overwrite
         self._check_target()
+        sweep_once(self.path.parent)
         self._tmp = self.path.with_name(f".{self.path.name}.partial-{os.getpid()}")
         shutil.rmtree(self._tmp, ignore_errors=True)
         self._pending: list[tuple[bytes, bytes]] = []
@@ -189,14 +277,21 @@ class Writer:
         self.count += 1
 
     def commit(self) -> None:
+        """Write the pending records in one transaction; DataError (naming the database and the
+        records) if the disk is full or the database cannot take them."""
         if not self._pending:
             return
-        if self.backend == LEVELDB:
-            with self._db.write_batch() as batch:
-                for k, v in self._pending:
-                    batch.put(k, v)
-        else:
-            self._commit_lmdb()
+        try:
+            if self.backend == LEVELDB:
+                with self._db.write_batch() as batch:
+                    for k, v in self._pending:
+                        batch.put(k, v)
+            else:
+                self._commit_lmdb()
+        except (OSError, lmdb.Error, plyvel.Error) as exc:
+            raise DataError(f"cannot write {self.backend} database {self.path} (records "
+                            f"{self.count - len(self._pending)}..{self.count - 1}): "
+                            f"{getattr(exc, 'strerror', None) or exc}") from exc
         self._pending.clear()
 
     def _commit_lmdb(self) -> None:
@@ -220,8 +315,10 @@ class Writer:
         """Commit what is pending and move the finished database to its final name."""
         try:
             self.commit()
-        finally:
-            self._close_handles()
+        except BaseException:
+            self.abort()
+            raise
+        self._close_handles()
         self._check_target()
         if self.path.exists():
             shutil.rmtree(self.path)

@@ -1,7 +1,9 @@
-"""What every command-line tool shares: errors printed without a traceback (``--traceback``
-shows it), and Caffe's habit of writing ``--flag = value`` with spaces."""
+"""What every command-line tool shares: errors printed on one line without a traceback
+(``--traceback`` or the environment variable ``SSE_TRACEBACK=1`` shows it), Ctrl-C ending with exit
+code 130 and no traceback, and Caffe's habit of writing ``--flag = value`` with spaces."""
 from __future__ import annotations
 
+import os
 import sys
 import traceback
 from typing import Callable, Sequence
@@ -35,18 +37,51 @@ def normalize_argv(argv: Sequence[str]) -> list[str]:
     return out
 
 
+TRACEBACK_ENV = "SSE_TRACEBACK"
+
+
+def traceback_wanted(flag: bool = False) -> bool:
+    """``--traceback`` given, or ``SSE_TRACEBACK`` set to anything but '', '0'."""
+    return flag or os.environ.get(TRACEBACK_ENV, "") not in ("", "0")
+
+
+def describe_error(exc: BaseException) -> str:
+    """One line for an expected error: an OSError as 'file: reason' (a full disk names the file
+    being written), anything else as its message."""
+    if isinstance(exc, OSError) and exc.strerror:
+        name = exc.filename if exc.filename is not None else ""
+        if exc.filename2 is not None:
+            name = f"{name} -> {exc.filename2}"
+        return f"{name}: {exc.strerror}" if name else exc.strerror
+    return " ".join(str(exc).split("\n")) if str(exc) else type(exc).__name__
+
+
+def report_error(prog: str, exc: BaseException, show_traceback: bool = False) -> int:
+    """Print an expected error as 'prog: error: ...' (Ctrl-C as 'prog: interrupted') on stderr,
+    or its traceback if wanted; the exit code: 130 after Ctrl-C, else 1."""
+    show = traceback_wanted(show_traceback)
+    if show:
+        traceback.print_exception(exc)
+    if isinstance(exc, KeyboardInterrupt):
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
+    if not show:
+        print(f"{prog}: error: {describe_error(exc)}", file=sys.stderr)
+    return 1
+
+
+def guarded(prog: str, body: Callable[[], int | None], show_traceback: bool = False) -> int:
+    """Run ``body()``; a CaffeError, an OSError or Ctrl-C ends in ``report_error``."""
+    try:
+        return int(body() or 0)
+    except (KeyboardInterrupt, CaffeError, OSError) as exc:
+        return report_error(prog, exc, show_traceback)
+
+
 def run_main(main: Callable[[list[str]], int | None], argv: Sequence[str] | None = None) -> int:
-    """Run ``main(argv)``; a CaffeError (or a missing file) is printed as one line on stderr with
-    exit code 1, unless ``--traceback`` is among the arguments."""
+    """Run ``main(argv)`` under ``guarded``, with ``--traceback`` taken out of the arguments."""
     args = normalize_argv(sys.argv[1:] if argv is None else argv)
     show_tb = "--traceback" in args
     args = [a for a in args if a != "--traceback"]
-    try:
-        return int(main(args) or 0)
-    except (CaffeError, FileNotFoundError) as exc:
-        if show_tb:
-            traceback.print_exc()
-        else:
-            prog = sys.argv[0].rsplit("/", 1)[-1] if sys.argv and sys.argv[0] else "caffe"
-            print(f"{prog}: error: {exc}", file=sys.stderr)
-        return 1
+    prog = sys.argv[0].rsplit("/", 1)[-1] if sys.argv and sys.argv[0] else "caffe"
+    return guarded(prog, lambda: main(args), show_tb)

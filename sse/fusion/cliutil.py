@@ -26,16 +26,15 @@ def add_common_flags(parser: argparse.ArgumentParser) -> None:
 
 def run(parser: argparse.ArgumentParser, body: Callable[[argparse.Namespace], int | None],
         argv: list[str] | None = None) -> int:
-    """Parse ``argv``, run ``body``; bad input prints 'prog: error: message' and returns 1."""
+    """Parse ``argv``, run ``body``; bad input prints 'prog: error: message' and returns 1, Ctrl-C
+    returns 130 (``--traceback`` or SSE_TRACEBACK=1 shows the trace)."""
     args = parser.parse_args(argv)
     warnings.showwarning = _show_warning
     try:
         return body(args) or 0
-    except expected_errors() as e:
-        if args.traceback:
-            raise
-        print(f"{parser.prog}: error: {e}", file=sys.stderr)
-        return 1
+    except (KeyboardInterrupt,) + expected_errors() as e:
+        from caffe.tools.cli_util import report_error  # loads the engine: on the error path only
+        return report_error(parser.prog, e, args.traceback)
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:

@@ -73,16 +73,17 @@ def iter_records(path: str | os.PathLike, backend: str | None = None) -> Iterato
             db.close()
     elif backend == "lmdb":
         import lmdb
+
+        from caffe.data.db import close_lmdb, open_lmdb  # checked, locked, one consistent commit
         try:
-            env = lmdb.open(str(path), readonly=True, lock=False, readahead=True,
-                            subdir=Path(path).is_dir())
+            env = open_lmdb(Path(path).parent if Path(path).is_file() else path)
         except lmdb.Error as e:
             raise _data_error(f"{path}: cannot open LMDB: {e}") from None
         try:
             with env.begin(buffers=False) as txn:
                 yield from txn.cursor().iternext()
         finally:
-            env.close()
+            close_lmdb(env)
     else:
         raise _data_error(f"unknown backend {backend!r}: expected 'leveldb' or 'lmdb'")
 

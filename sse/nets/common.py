@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from caffe.errors import CaffeError
 from caffe.net_spec import NetSpec, Top
 from caffe.net_spec import layers as L
 from caffe.proto import caffe_pb2
@@ -25,7 +26,7 @@ MSRA = {"type": "msra"}
 BIAS_01 = {"type": "constant", "value": 0.1}
 
 
-class NetConfigError(ValueError):
+class NetConfigError(CaffeError, ValueError):
     """A generator parameter that cannot give a valid net (names the parameter and the rule)."""
 
 

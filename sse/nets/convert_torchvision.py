@@ -26,8 +26,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from caffe.errors import CaffeError
 from caffe.model_io import array_to_blobproto, write_binary
 from caffe.proto import caffe_pb2
+from caffe.tools.cli_util import guarded
 
 from .densenet import BLOCKS
 from .resnet import STAGES
@@ -38,7 +40,7 @@ _OLD_DENSENET_KEY = re.compile(
     r"^(.*denselayer\d+\.(?:norm|relu|conv))\.([12]\.(?:weight|bias|running_mean|running_var))$")
 
 
-class ConversionError(ValueError):
+class ConversionError(CaffeError, ValueError):
     """A state_dict that does not hold the expected torchvision architecture (names the key)."""
 
 
@@ -166,20 +168,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--arch", choices=ARCHS, help="default: detected from the keys")
     p.add_argument("--traceback", action="store_true", help="show the traceback of errors")
     args = p.parse_args(argv)
-    try:
-        net = convert(load_state_dict(args.pth), args.arch, origin=args.pth)
-        write_binary(net, args.caffemodel)
-    except (ConversionError, OSError) as exc:
-        if args.traceback:
-            raise
-        print(f"convert_torchvision: error: {exc}", file=sys.stderr)
-        return 1
+    return guarded("sse-convert-torchvision", lambda: _convert(args), args.traceback)
+
+
+def _convert(args: argparse.Namespace) -> None:
+    net = convert(load_state_dict(args.pth), args.arch, origin=args.pth)
+    write_binary(net, args.caffemodel)
     layers = OrderedDict((l.type, 0) for l in net.layer)
     for layer in net.layer:
         layers[layer.type] += 1
     summary = ", ".join(f"{count} {kind}" for kind, count in layers.items())
     print(f"{args.caffemodel}: {net.name}, {len(net.layer)} layers ({summary})")
-    return 0
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """train_SSE_HoloNet.sh and test_SSE_HoloNet.sh run end to end on demo data: a snapshot, a log
-in Caffe's format, features.mat with one probability row per test frame; CAFFE_TOOLS is honoured."""
+in Caffe's format, features.mat with exactly one probability row per test frame (also from unlabelled
+crops of another size, which INPUT_SIZE resizes); CAFFE_TOOLS is honoured."""
 from __future__ import annotations
 
 import os
@@ -55,10 +56,16 @@ def _run(script: str, root: Path, env: dict[str, str]) -> subprocess.CompletedPr
     return result
 
 
-def test_train_then_test_scripts_produce_snapshot_log_and_features(workspace):
+@pytest.fixture(scope="module")
+def trained(workspace) -> Path:
+    """The snapshot train_SSE_HoloNet.sh writes (3 iterations of the released form)."""
     _run("train_SSE_HoloNet.sh", workspace, _env(workspace))
+    return workspace / "work" / "holonet" / "snapshots" / "holonet_3conv-s_concat_iter_3.caffemodel"
+
+
+def test_train_then_test_scripts_produce_snapshot_log_and_features(workspace, trained):
     work = workspace / "work" / "holonet"
-    assert (work / "snapshots" / "holonet_3conv-s_concat_iter_3.caffemodel").exists()
+    assert trained.exists()
     log = (work / "train.log").read_text()
     assert "Iteration 0, lr = 0.01" in log and "Optimization Done." in log
     assert (work / "training_curves.png").exists()
@@ -66,8 +73,30 @@ def test_train_then_test_scripts_produce_snapshot_log_and_features(workspace):
     feats = scipy.io.loadmat(str(work / "features.mat"))
     matrix = next(v for k, v in feats.items() if not k.startswith("__"))
     frames = len((workspace / "test_list.txt").read_text().splitlines())
-    assert matrix.shape == (-(-frames // 4) * 4, 7)
+    assert matrix.shape == (frames, 7)
     np.testing.assert_allclose(matrix.sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_test_script_extracts_unlabelled_crops_of_another_size(workspace, trained):
+    """Label -1 everywhere, 2x larger crops than the net input: one row per frame, and the rows
+    equal the labelled, pre-resized run's (the resize is ImageData's new_height/new_width)."""
+    env = _env(workspace, WORK="work/unlabelled", MODEL=str(trained))
+    lines = (workspace / "data" / "val.txt").read_text().splitlines()
+    (workspace / "unlabelled.txt").write_text("".join(f"{line.rsplit(' ', 1)[0]} -1\n" for line in lines))
+    for line in lines:
+        path = line.rsplit(" ", 1)[0]
+        img = cv2.imread(str(workspace / "test" / path), cv2.IMREAD_GRAYSCALE)
+        big = workspace / "big" / path
+        big.parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(big), cv2.resize(img, (2 * SIZE, 2 * SIZE), interpolation=cv2.INTER_NEAREST))
+    _run("test_SSE_HoloNet.sh", workspace, dict(env, TEST_LIST="unlabelled.txt", TEST_ROOT="big/", TEST_BATCH="3"))
+    work = workspace / "work" / "unlabelled"
+    big = scipy.io.loadmat(str(work / "features.mat"))["feats"]
+    assert big.shape == (len(lines), 7)
+    _run("test_SSE_HoloNet.sh", workspace, dict(env, TEST_BATCH="3"))
+    small = scipy.io.loadmat(str(work / "features.mat"))["feats"]
+    assert small.shape == (len(lines), 7)
+    np.testing.assert_allclose(big, small, atol=2e-2)
 
 
 def test_caffe_tools_variable_routes_to_another_caffe_build(workspace, tmp_path):

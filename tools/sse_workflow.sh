@@ -6,9 +6,10 @@
 #   WORK          where generated nets, logs, snapshots and features go [work/<backbone>]
 #   TRAIN_SOURCE  training LMDB [train_lmdb]        VAL_SOURCE  validation LMDB [val_lmdb]
 #   MEAN_FILE     mean .binaryproto [as released]   MEAN_VALUE  comma-separated means instead
-#   TEST_LIST     ImageData list of the test frames ("path label") [test_file_list.txt]
+#   TEST_LIST     ImageData list of the test frames ("path label", label -1 if unknown) [test_file_list.txt]
 #   TEST_ROOT     folder the TEST_LIST paths are relative to [none]
-#   INPUT_SIZE    input size [as released]          CHANNELS  1 gray / 3 colour [as released]
+#   INPUT_SIZE    input size; test images are resized to it [as released]
+#   CHANNELS      1 gray / 3 colour [as released]
 #   TRAIN_BATCH, VAL_BATCH, TEST_BATCH               batch sizes [as released]
 #   ITERATIONS    max_iter of the solver [as released]
 #   TEST_ITER, TEST_INTERVAL   validation batches per test and iterations between tests [as released]
@@ -80,15 +81,22 @@ sse_test() {
     fi
     [ -n "$model" ] || { echo "no MODEL given and no snapshot under $WORK/snapshots" >&2; exit 1; }
     local list="${TEST_LIST:-test_file_list.txt}"
+    # Extraction form of the test net: no layer reads the label (crops of unlabelled videos carry -1),
+    # and ImageData resizes every image to the net's input size (INPUT_SIZE, or the released one).
+    local size="${INPUT_SIZE:-$(sed -n 's/^ *dim: *\([0-9]*\).*/\1/p' "$(ls "$NET_DIR"/*_deploy.prototxt)" | tail -n 1)}"
+    local net="$WORK/nets/extract.prototxt"
+    sse-extract-net "$TEST_NET" "$net" --size "$size"
     local frames batch batches
     frames="$(grep -c . "$list")"
-    batch="$(sed -n 's/^ *batch_size: *\([0-9]*\).*/\1/p' "$TEST_NET" | head -n 1)"
+    batch="$(sed -n 's/^ *batch_size: *\([0-9]*\).*/\1/p' "$net" | head -n 1)"
     batches=$(( (frames + batch - 1) / batch ))
     local db="$WORK/features_prob"
     rm -rf "$db"
     local device=(CPU)
     [ -n "${GPU:-}" ] && device=(GPU "${GPU%%,*}")
-    sse_extract_features "$model" "$TEST_NET" prob "$db" "$batches" leveldb "${device[@]}"
-    leveldb2mat "$db" "$batches" "$batch" 7 "$WORK/features.mat"
-    echo "$frames frames -> $WORK/features.mat (rows beyond $frames repeat the first frames)" >&2
+    sse_extract_features "$model" "$net" prob "$db" "$batches" leveldb "${device[@]}"
+    # The last batch wraps around to the first frames; reading exactly `frames` rows drops them, so
+    # row i of features.mat is line i of the list (and of frames.csv).
+    leveldb2mat "$db" 1 "$frames" 7 "$WORK/features.mat"
+    echo "$frames frames -> $WORK/features.mat (one row per line of $list)" >&2
 }

@@ -33,6 +33,8 @@ examples:
   sse-fuse val_m1.txt val_m2.txt --video-list val_videos.txt --labels val_labels.txt --search --step 0.05
   # frame probabilities -> video predictions (mean over each video's frames)
   sse-fuse features.mat --frame-list frames.txt --video-list videos.txt -o predictions.txt
+  # the face pipeline's frames.csv: one output row per video in the order of frames.csv
+  sse-fuse features.mat --frame-list faces/val/frames.csv -o predictions.txt
 
 File formats: video list = one name per line; frame list = '<frame> <video>' per row of the matrix;
 labels = '<video> <class name or index>' per line. Videos match by name without folder and extension."""
@@ -77,7 +79,8 @@ def _fuse_parser() -> argparse.ArgumentParser:
 
 def _add_input_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("inputs")
-    g.add_argument("--video-list", help="video names in output order (required with --frame-list)")
+    g.add_argument("--video-list", help="video names in output order (default with --frame-list: the "
+                                        "videos in their order of first appearance in it)")
     g.add_argument("--frame-list", help="'<frame> <video>' per row of frame-level matrices")
     g.add_argument("--aggregate", choices=METHODS, default="mean",
                    help="frame -> video: mean (default), median, max, logmean (mean of log-probabilities), "
@@ -102,7 +105,7 @@ class _Inputs:
         self.videos = read_video_list(args.video_list) if args.video_list else None
         frames = read_frame_list(args.frame_list) if args.frame_list else None
         if frames is not None and self.videos is None:
-            raise FusionError("--frame-list needs --video-list (the order of the output rows)")
+            self.videos = list(dict.fromkeys(frames.videos))
         self.names = [Path(p).name for p in paths]
         self.frame_level: list[np.ndarray | None] = []
         self.models: list[np.ndarray] = []
@@ -232,7 +235,9 @@ def _timelines(args: argparse.Namespace, inputs: _Inputs) -> None:
         if len(rows) == 0:
             print(f"warning: {video}: no frames, no timeline", file=sys.stderr)
             continue
-        save_timeline_png(inputs.frame_level[0][rows], folder / f"{video_key(video)}.png", title=video)
+        indices = None if inputs.frames.indices is None else [inputs.frames.indices[r] for r in rows]
+        save_timeline_png(inputs.frame_level[0][rows], folder / f"{video_key(video)}.png", title=video,
+                          frame_indices=indices)
     print(f"{folder}: {len(wanted)} timelines", file=sys.stderr)
 
 

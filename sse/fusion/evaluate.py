@@ -140,9 +140,12 @@ def save_confusion_png(evaluation: Evaluation, path: str | os.PathLike, title: s
 
 def save_timeline_png(frame_probs: np.ndarray, path: str | os.PathLike, title: str = "",
                       class_names: Sequence[str] = CLASS_NAMES,
-                      frame_labels: Sequence[str] | None = None) -> None:
+                      frame_labels: Sequence[str] | None = None,
+                      frame_indices: Sequence[int] | None = None, fps: float | None = None) -> None:
     """One video's class probabilities over its frames, one line per class, the per-frame argmax
-    as a colour strip underneath."""
+    as a colour strip underneath. With ``frame_indices`` (the rows' frame numbers in the source
+    video) the x axis is the source frame, or with ``fps`` too the time in seconds, and frames the
+    pipeline did not see leave gaps in the lines."""
     plt = _pyplot()
     probs = np.asarray(frame_probs, dtype=np.float64)
     if probs.ndim != 2 or probs.shape[1] != len(class_names) or len(probs) == 0:
@@ -150,9 +153,9 @@ def save_timeline_png(frame_probs: np.ndarray, path: str | os.PathLike, title: s
     colours = plt.get_cmap("tab10").colors
     fig, (ax, strip) = plt.subplots(2, 1, figsize=(9, 4.6), dpi=110, sharex=True,
                                     gridspec_kw={"height_ratios": [6, 0.5]})
-    x = np.arange(len(probs))
+    x, lines = _timeline_axis(probs, frame_indices, fps)
     for c, name in enumerate(class_names):
-        ax.plot(x, probs[:, c], color=colours[c], lw=1.6, marker="o" if len(x) < 40 else None,
+        ax.plot(x, lines[:, c], color=colours[c], lw=1.6, marker="o" if len(x) < 40 else None,
                 ms=3, label=name)
     ax.set_ylim(-0.02, 1.02)
     ax.set_ylabel("probability")
@@ -161,16 +164,36 @@ def save_timeline_png(frame_probs: np.ndarray, path: str | os.PathLike, title: s
     mean = probs.mean(axis=0)
     ax.set_title(title + (" - " if title else "") + f"{len(probs)} frames, mean: "
                  f"{class_names[int(mean.argmax())]} {mean.max():.2f}")
-    winners = probs.argmax(axis=1)
-    strip.imshow(np.array(colours)[winners][None], aspect="auto", extent=(-0.5, len(x) - 0.5, 0, 1),
+    valid = np.isfinite(lines[:, 0])
+    rgb = np.ones((len(lines), 3))
+    rgb[valid] = np.array(colours)[lines[valid].argmax(axis=1)]
+    step = (x[1] - x[0]) if len(x) > 1 else 1.0
+    strip.imshow(rgb[None], aspect="auto", extent=(x[0] - step / 2, x[-1] + step / 2, 0, 1),
                  interpolation="nearest")
     strip.set_yticks([])
     strip.set_ylabel("argmax", rotation=0, ha="right", va="center")
-    strip.set_xlabel("frame")
-    if frame_labels is not None and len(frame_labels) <= 20:
+    strip.set_xlabel("time (s)" if frame_indices is not None and fps else
+                     "source frame" if frame_indices is not None else "frame")
+    if frame_labels is not None and len(frame_labels) <= 20 and frame_indices is None:
         strip.set_xticks(x, list(frame_labels), rotation=45, ha="right", fontsize=7)
     fig.tight_layout()
     _save(fig, path)
+
+
+def _timeline_axis(probs: np.ndarray, frame_indices: Sequence[int] | None,
+                   fps: float | None) -> tuple[np.ndarray, np.ndarray]:
+    """x values and the rows to draw: one per frame, or with ``frame_indices`` one per source frame
+    from the first to the last, NaN where no row was given (a gap in the line)."""
+    if frame_indices is None:
+        return np.arange(len(probs), dtype=np.float64), probs
+    index = np.asarray(frame_indices, dtype=np.int64)
+    if index.shape != (len(probs),):
+        raise FusionError(f"timeline: {len(index)} frame indices for {len(probs)} rows")
+    first = int(index.min())
+    lines = np.full((int(index.max()) - first + 1, probs.shape[1]), np.nan)
+    lines[index - first] = probs
+    x = np.arange(first, first + len(lines), dtype=np.float64)
+    return (x / fps if fps else x), lines
 
 
 def _pyplot():

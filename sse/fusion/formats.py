@@ -110,36 +110,58 @@ def video_key(name: str) -> str:
 
 @dataclass(frozen=True)
 class FrameList:
-    """Which video each row of a frame-level matrix belongs to."""
+    """Which video each row of a frame-level matrix belongs to, and (from a frames.csv) the row's
+    frame index in its source video."""
     frames: tuple[str, ...]
     videos: tuple[str, ...]
     source: str = "<memory>"
     line_numbers: tuple[int, ...] = ()
+    indices: tuple[int, ...] | None = None
 
 
 def read_frame_list(path: str | os.PathLike) -> FrameList:
     """Read ``<frame> <video>`` lines (row i of the features = i-th such line), or the face
-    pipeline's ``frames.csv`` (header ``crop,video,...``), whose rows follow its list.txt."""
+    pipeline's ``frames.csv`` (header ``crop,video,...`` with a ``frame`` column of source frame
+    indices), whose rows follow its list.txt."""
     path = Path(path)
     lines = list(_content_lines(path))
     if lines and lines[0][1].replace(" ", "").startswith("crop,video"):
-        import csv
-        body = lines[1:]
-        rows = zip((n for n, _ in body), csv.reader(line for _, line in body))
-        expected, sep = "'crop,video,...'", ","
-    else:
-        rows = ((n, line.rsplit(None, 1)) for n, line in lines)
-        expected, sep = "'<frame> <video>'", " "
+        return _read_frames_csv(path, lines)
     frames, videos, numbers = [], [], []
-    for number, parts in rows:
-        if len(parts) < 2 or (sep == " " and len(parts) != 2):
-            raise FusionError(f"{path}:{number}: expected {expected}, got {sep.join(parts)!r}")
+    for number, line in lines:
+        parts = line.rsplit(None, 1)
+        if len(parts) != 2:
+            raise FusionError(f"{path}:{number}: expected '<frame> <video>', got {line!r}")
         frames.append(parts[0])
         videos.append(parts[1])
         numbers.append(number)
     if not frames:
         raise FusionError(f"{path}: no frames")
     return FrameList(tuple(frames), tuple(videos), str(path), tuple(numbers))
+
+
+def _read_frames_csv(path: Path, lines: list[tuple[int, str]]) -> FrameList:
+    import csv
+    header = [h.strip() for h in next(csv.reader([lines[0][1]]))]
+    column = {name: i for i, name in enumerate(header)}
+    frames, videos, numbers, indices = [], [], [], []
+    for number, parts in zip((n for n, _ in lines[1:]), csv.reader(line for _, line in lines[1:])):
+        if len(parts) != len(header):
+            raise FusionError(f"{path}:{number}: expected {len(header)} fields ({','.join(header)}), "
+                              f"got {','.join(parts)!r}")
+        frames.append(parts[column["crop"]])
+        videos.append(parts[column["video"]])
+        numbers.append(number)
+        if "frame" in column:
+            try:
+                indices.append(int(parts[column["frame"]]))
+            except ValueError:
+                raise FusionError(f"{path}:{number}: frame index {parts[column['frame']]!r} is not an "
+                                  f"integer") from None
+    if not frames:
+        raise FusionError(f"{path}: no frames")
+    return FrameList(tuple(frames), tuple(videos), str(path), tuple(numbers),
+                     tuple(indices) if "frame" in column else None)
 
 
 def read_labels(path: str | os.PathLike, videos: Sequence[str] | None = None,

@@ -1,9 +1,16 @@
-"""Training on several devices, as ``caffe train --gpu 0,1``: one process per device (torch
-multiprocessing spawn), each with the prototxt's batch_size and its share of the data
+"""Training in several processes: ``caffe train --gpu 0,1`` spawns one process per device on this
+machine (torch multiprocessing), and a launcher (torchrun, SLURM's srun; ``caffe.launch``) starts
+one ``caffe train`` per rank on any number of machines. Either way each rank runs ``train_rank``:
+the prototxt's batch_size and its share of the data
 (``caffe.mode.set_data_shard``), the parameters broadcast from rank 0 at the start and the
 gradients averaged with an all-reduce before every update (NCCL on CUDA, gloo on CPU), as Caffe's
 NCCL solver does. Rank 0 logs, tests and snapshots. A signal's action (stop / snapshot) on any
-rank is agreed by all ranks at the same iteration."""
+rank is agreed by all ranks at the same iteration.
+
+A snapshot does not depend on the number of ranks (weights, history, iteration), so it resumes
+with any number of them; the data stream goes on at item iteration x iter_size x (batch_size x
+ranks of the resumed job), exactly where the interrupted job stopped when the global batch
+(batch_size x ranks) is kept."""
 from __future__ import annotations
 
 import os
@@ -16,6 +23,7 @@ import torch.distributed as dist
 
 from . import mode
 from .errors import SolverError
+from .launch import ProcessGroupEnv
 from .proto import caffe_pb2
 
 _ACTION_CODES = {"none": 0, "snapshot": 1, "stop": 2}
@@ -119,30 +127,44 @@ class SignalFlags:
         return "none"
 
 
-def _worker(rank: int, world: int, param_bytes: bytes, devices: Sequence[int] | None, port: int,
-            resume: str | None, effects: tuple[str, str], cwd: str) -> None:
+def train_rank(param, job: ProcessGroupEnv, device: int | None = None, resume: str | None = None,
+               effects: tuple[str, str] = ("stop", "snapshot"),
+               setup: Callable[[object], None] | None = None) -> None:
+    """Run one rank of a training job: join the process group at the job's ``env://``
+    rendezvous (NCCL on CUDA ``device``, gloo on the CPU when it is None), read this rank's shard
+    of the data, and train with averaged gradients. Rank 0 logs, tests and snapshots; ``setup``
+    may add observers to the solver before training. Both ``caffe train --gpu 0,1`` (spawned
+    processes) and a launcher's processes (torchrun, srun) run this."""
     from .solver import get_solver
-    os.chdir(cwd)
-    os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"] = "127.0.0.1", str(port)
-    backend = "nccl" if devices else "gloo"
-    if devices:
-        mode.set_device(devices[rank])
+    job.export()
+    if device is not None:
+        mode.set_device(device)
         mode.set_mode_gpu()
-    dist.init_process_group(backend, rank=rank, world_size=world)
+    dist.init_process_group("nccl" if device is not None else "gloo", init_method="env://",
+                            rank=job.rank, world_size=job.world_size)
     try:
         flags = SignalFlags(*effects)
         flags.install()
-        mode.set_data_shard(rank, world)
-        param = caffe_pb2.SolverParameter()
-        param.ParseFromString(param_bytes)
-        solver = get_solver(param, is_root=rank == 0)
+        mode.set_data_shard(job.rank, job.world_size)
+        solver = get_solver(param, is_root=job.rank == 0)
         broadcast_parameters(solver.net)
         solver.add_callback(on_gradients_ready=GradientAllReduce(solver))
         solver.set_action_function(agreed_action(flags, mode.current_device()),
                                    test_fn=flags.snapshot_only)
+        if setup is not None:
+            setup(solver)
         solver.solve(resume)
     finally:
         dist.destroy_process_group()
+
+
+def _worker(rank: int, world: int, param_bytes: bytes, devices: Sequence[int] | None, port: int,
+            resume: str | None, effects: tuple[str, str], cwd: str) -> None:
+    os.chdir(cwd)
+    param = caffe_pb2.SolverParameter()
+    param.ParseFromString(param_bytes)
+    job = ProcessGroupEnv(rank, world, rank, "127.0.0.1", port, "spawn")
+    train_rank(param, job, devices[rank] if devices else None, resume, effects)
 
 
 def train_parallel(param, world_size: int, devices: Sequence[int] | None = None,

@@ -8,7 +8,11 @@
     caffe device_query [--gpu=0]
 
 Flags take one or two dashes and the ``--flag = value`` spacing of the original scripts. Logs are
-Caffe's glog lines on stderr; errors print as one line (``--traceback`` for the traceback)."""
+Caffe's glog lines on stderr; errors print as one line (``--traceback`` for the traceback).
+
+Started by torchrun or srun (``caffe.launch``), ``caffe train`` is one rank of a job over several
+machines: gloo on the CPU, or NCCL on its local device with ``--gpu`` (the one device it sees, or
+``--gpu``'s entry at its local rank); rank 0 logs, tests and snapshots."""
 from __future__ import annotations
 
 import argparse
@@ -88,9 +92,36 @@ def _use_devices(gpus: list[int]) -> None:
     mode.set_mode_gpu()
 
 
+def _launcher_device(gpus: list[int], job) -> int | None:
+    """The CUDA device of a launched rank: the one device it sees, or ``--gpu``'s entry at its
+    local rank; None (gloo on the CPU) without ``--gpu``."""
+    if not gpus:
+        return None
+    if len(gpus) == 1:
+        return gpus[0]
+    if job.local_rank >= len(gpus):
+        raise CaffeError(f"local rank {job.local_rank} has no device in --gpu "
+                         f"{','.join(map(str, gpus))} ({len(gpus)} devices for this machine's ranks)")
+    return gpus[job.local_rank]
+
+
+def _train_setup(args):
+    """What ``caffe train`` adds to a solver: the progress bar switch and the live plot (root)."""
+    def setup(solver) -> None:
+        solver.show_progress = solver.show_progress and not args.no_progress
+        if args.plot and solver.is_root:
+            from .plot_log import LivePlot
+            solver.add_observer(LivePlot(args.plot, title=os.path.basename(args.solver)))
+    return setup
+
+
 def train(args) -> int:
-    from ..distributed import SignalFlags, parse_gpus, train_parallel
+    from ..distributed import SignalFlags, parse_gpus, train_parallel, train_rank
+    from ..launch import launch_environment
     from ..solver import get_solver
+    job = launch_environment()
+    if job is not None:
+        glog.set_enabled(job.rank == 0)
     if not args.solver:
         raise SolverError("Need a solver definition to train (--solver)")
     if args.snapshot and args.weights:
@@ -114,6 +145,16 @@ def train(args) -> int:
     elif args.weights:
         del param.weights[:]
         param.weights.append(args.weights)
+    setup = _train_setup(args)
+    if job is not None:
+        device = _launcher_device(gpus, job)
+        glog.log("caffe.cpp:239", f"Starting Optimization: rank {job.rank} of {job.world_size} "
+                 f"({job.launcher}, rendezvous {job.master_addr}:{job.master_port}, "
+                 f"{'NCCL' if device is not None else 'gloo'})")
+        train_rank(param, job, device, args.snapshot or None,
+                   (args.sigint_effect, args.sighup_effect), setup)
+        glog.log("caffe.cpp:250", "Optimization Done.")
+        return 0
     if len(gpus) > 1:
         glog.log("caffe.cpp:239", "Starting Optimization")
         train_parallel(param, len(gpus), gpus, args.snapshot or None, args.sigint_effect,
@@ -123,11 +164,8 @@ def train(args) -> int:
     flags = SignalFlags(args.sigint_effect, args.sighup_effect)
     flags.install()
     solver = get_solver(param)
-    solver.show_progress = solver.show_progress and not args.no_progress
     solver.set_action_function(flags)
-    if args.plot:
-        from .plot_log import LivePlot
-        solver.add_observer(LivePlot(args.plot, title=os.path.basename(args.solver)))
+    setup(solver)
     if args.snapshot:
         glog.log("caffe.cpp:229", f"Resuming from {args.snapshot}")
         solver.restore(args.snapshot)

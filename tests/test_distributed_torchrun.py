@@ -1,0 +1,137 @@
+"""``caffe train`` as one rank of a multi-machine job: two torchrun "nodes" (``--nnodes 2``, one
+process each, static rendezvous on 127.0.0.1, gloo pinned to the loopback interface) train to the
+weights one process with twice the batch gets, and one plain process resumes their snapshot to the
+same end; the launcher variables (torchrun's and SLURM's) map to a rank and a share of inputs."""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import caffe
+from caffe import launch, model_io
+from caffe.errors import CaffeError
+from test_distributed_equivalence import NET, SOLVER, _params
+
+LOOPBACK = "127.0.0.1"
+TIMEOUT_S = 240
+
+
+def _free_loopback_port() -> int:
+    with socket.socket() as s:
+        s.bind((LOOPBACK, 0))
+        return s.getsockname()[1]
+
+
+def _clean_env() -> dict[str, str]:
+    """This environment without launcher variables, gloo on the loopback interface."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+           and not k.startswith("SLURM_")}
+    env.update(GLOO_SOCKET_IFNAME="lo", OMP_NUM_THREADS="1")
+    return env
+
+
+def _check(proc: subprocess.Popen, what: str) -> None:
+    try:
+        _, err = proc.communicate(timeout=TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        _, err = proc.communicate()
+        pytest.fail(f"{what} did not finish in {TIMEOUT_S} s:\n{err[-3000:]}")
+    assert proc.returncode == 0, f"{what} failed:\n{err[-3000:]}"
+
+
+@pytest.fixture
+def job(tmp_path, monkeypatch):
+    import h5py
+    rng = np.random.default_rng(2)
+    with h5py.File(tmp_path / "d.h5", "w") as f:
+        f["data"] = rng.normal(size=(20, 6)).astype(np.float32)
+        f["label"] = rng.integers(0, 3, size=20).astype(np.float32)
+    (tmp_path / "list.txt").write_text("d.h5\n")
+    for batch in (3, 6):
+        (tmp_path / f"net{batch}.prototxt").write_text(NET % batch)
+        (tmp_path / f"out{batch}").mkdir()
+        (tmp_path / f"solver{batch}.prototxt").write_text(SOLVER % (batch, batch) + "snapshot: 4\n")
+    (tmp_path / "resumed").mkdir()
+    (tmp_path / "resume.prototxt").write_text(
+        (SOLVER % (6, 6)).replace('"out6/run"', '"resumed/run"'))
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def _history(path):
+    return [model_io.blobproto_to_array(b) for b in model_io.read_solverstate(path).history]
+
+
+def test_two_torchrun_nodes_equal_one_process_of_twice_the_batch_and_resume_on_one(job):
+    caffe.get_solver("solver6.prototxt").solve()
+    port = _free_loopback_port()
+    nodes = [subprocess.Popen(
+        [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--node-rank", str(rank),
+         "--nproc-per-node", "1", "--master-addr", LOOPBACK, "--master-port", str(port),
+         "-m", "caffe.tools.caffe_cli", "train", "--solver=solver3.prototxt", "--no_progress"],
+        cwd=job, env=_clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for rank in (0, 1)]
+    for rank, node in enumerate(nodes):
+        _check(node, f"torchrun node {rank}")
+    one, two = _params(job / "out6" / "run_iter_8.caffemodel"), \
+        _params(job / "out3" / "run_iter_8.caffemodel")
+    for key in one:
+        np.testing.assert_allclose(two[key], one[key], rtol=1e-5, atol=1e-6, err_msg=key)
+    for a, b in zip(_history(job / "out6" / "run_iter_8.solverstate"),
+                    _history(job / "out3" / "run_iter_8.solverstate")):
+        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6)
+
+    resume = subprocess.Popen(
+        [sys.executable, "-m", "caffe.tools.caffe_cli", "train", "--solver=resume.prototxt",
+         "--snapshot=out3/run_iter_4.solverstate", "--no_progress"],
+        cwd=job, env=_clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _check(resume, "resume on one process")
+    resumed = _params(job / "resumed" / "run_iter_8.caffemodel")
+    for key in one:
+        np.testing.assert_allclose(resumed[key], one[key], rtol=1e-5, atol=1e-6, err_msg=key)
+
+
+def test_torchrun_variables_give_the_rank_and_rendezvous():
+    env = {"RANK": "3", "WORLD_SIZE": "4", "LOCAL_RANK": "1", "MASTER_ADDR": LOOPBACK,
+           "MASTER_PORT": "29400"}
+    assert launch.launch_environment(env) == launch.ProcessGroupEnv(3, 4, 1, LOOPBACK, 29400,
+                                                                    "torchrun")
+    assert launch.launch_environment({"RANK": "0", "WORLD_SIZE": "1"}) is None
+    assert launch.launch_environment({}) is None
+    with pytest.raises(CaffeError, match="RANK"):
+        launch.launch_environment({"RANK": "4", "WORLD_SIZE": "4"})
+
+
+def test_slurm_task_variables_map_to_rank_world_and_first_host():
+    env = {"SLURM_PROCID": "5", "SLURM_STEP_NUM_TASKS": "8", "SLURM_LOCALID": "1",
+           "SLURM_STEP_NODELIST": "gpu[07-09,12]"}
+    job = launch.launch_environment(env)
+    assert job == launch.ProcessGroupEnv(5, 8, 1, "gpu07", launch.DEFAULT_MASTER_PORT, "slurm")
+    exported: dict[str, str] = {}
+    job.export(exported)
+    assert exported == {"RANK": "5", "WORLD_SIZE": "8", "LOCAL_RANK": "1", "MASTER_ADDR": "gpu07",
+                        "MASTER_PORT": str(launch.DEFAULT_MASTER_PORT)}
+    # the batch script itself (no srun step) is not one rank of many
+    assert launch.launch_environment({"SLURM_PROCID": "0", "SLURM_NTASKS": "8"}) is None
+    assert launch.first_host("node5,node6") == "node5"
+
+
+def test_shard_flag_wins_over_the_launcher_and_splits_round_robin():
+    env = {"RANK": "1", "WORLD_SIZE": "3"}
+    assert str(launch.resolve_shard("", env)) == "1/3"
+    assert str(launch.resolve_shard("2/3", env)) == "2/3"
+    assert launch.resolve_shard("", {}).select("abcdefg") == list("abcdefg")
+    shares = [launch.parse_shard(f"{k}/3").select(range(10)) for k in range(3)]
+    assert sorted(sum(shares, [])) == list(range(10)) and shares[1] == [1, 4, 7]
+    for bad in ("3/3", "1", "a/b", "-1/2"):
+        with pytest.raises(CaffeError, match="--shard"):
+            launch.parse_shard(bad)
+    with pytest.raises(CaffeError, match="MASTER_ADDR"):
+        launch.launch_environment(env).export({})

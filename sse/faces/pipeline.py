@@ -215,10 +215,9 @@ def analyse(path: Path, config: PipelineConfig, models: FaceModels) -> Analysis:
                       person_records(p, indices, landmarks, set(cuts), broken, config, (width, height)))
         for p in kept
     ]
-    person_of = {t: p.person_id for p in people for t in p.track_ids}
     tracks = [
         {"id": t.track_id, "first": min(t.boxes), "last": max(t.boxes), "frames": len(t.boxes),
-         "score": round(t.score, 1), "person": person_of.get(t.track_id)}
+         "score": round(t.score, 1), "person": _person_of(t.track_id, kept)}
         for t in tracker.tracks
     ]
     target = results[0].records if results else _empty_records(indices, broken)
@@ -226,6 +225,13 @@ def analyse(path: Path, config: PipelineConfig, models: FaceModels) -> Analysis:
         target, results, tracks, results[0].track_ids if results else [], (width, height), reader.backend,
         reader.fps, cuts, undecodable,
     )
+
+
+def _person_of(track_id: int, people: list[Person]) -> int | None:
+    """The kept person holding most of a track's frames (a track split by identity has several)."""
+    frames = {p.person_id: sum(len(f.boxes) for f in p.fragments if f.track_id == track_id) for p in people}
+    best = max(frames, key=frames.get, default=None)
+    return best if best is not None and frames[best] > 0 else None
 
 
 def _rgb(image: np.ndarray, cache: list[np.ndarray]) -> np.ndarray:

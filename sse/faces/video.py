@@ -23,8 +23,9 @@ per person `p<person id>/` (`faces='all'`); `contact_sheet.png` (person 1's fram
 `frames` holds, with faces='target', one entry per sampled frame (person null where the target is
 absent or no face was found); with faces='all', for each kept person in id order one entry per sampled
 frame from its first to its last frame. Indices are source frame numbers (with a stride, 0, s, 2s, ...);
-the time of frame i is i / fps. People are numbered by screen presence (people.py). Tracks left out
-of every kept person (too few frames) have person null.
+the time of frame i is i / fps. People are numbered by screen presence (people.py). A track's person
+is the kept person holding most of its frames (a track split by identity feeds two people); tracks of
+no kept person (too few frames, or not the target with faces='target') have person null.
 
 The manifest is written last and atomically, so its presence marks a finished video; a folder
 without one is a half-done video that a resumed run redoes (after removing its stale crops).

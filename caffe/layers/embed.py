@@ -29,6 +29,10 @@ class Embed(Layer):
     def reshape(self, bottom_shapes: list[Shape]) -> list[Shape]:
         return [tuple(bottom_shapes[0]) + (self.lp.embed_param.num_output,)]
 
+    def allow_force_backward(self, bottom_index: int) -> bool:
+        """The indices take no gradient."""
+        return False
+
     def forward(self, index: torch.Tensor) -> list[torch.Tensor]:
         values = index.detach()
         idx = values.to(torch.long)

@@ -49,6 +49,10 @@ class InfogainLoss(Layer):
             raise self.error(f"H must be {classes} x {classes}, it has {h_count} entries")
         return [()] if len(self.lp.top) == 1 else [(), tuple(scores)]
 
+    def allow_force_backward(self, bottom_index: int) -> bool:
+        """Neither the labels nor H take a gradient."""
+        return bottom_index == 0
+
     def forward(self, scores: torch.Tensor, label: torch.Tensor, *h: torch.Tensor) -> list[torch.Tensor]:
         infogain = h[0] if h else self.infogain
         classes = scores.shape[self.axis]

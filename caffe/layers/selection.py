@@ -39,6 +39,10 @@ class Crop(Layer):
             out.append(ref[i])
         return [tuple(out)]
 
+    def allow_force_backward(self, bottom_index: int) -> bool:
+        """The reference blob (bottom 1) only gives the shape: no gradient."""
+        return bottom_index == 0
+
     def forward(self, x: torch.Tensor, ref: torch.Tensor) -> list[torch.Tensor]:
         return [x[tuple(self.slices)]]
 
@@ -64,6 +68,10 @@ class Filter(Layer):
                                  f"{selector[0]}, got {s}")
         return [tuple(s) for s in bottom_shapes[:-1]]
 
+    def allow_force_backward(self, bottom_index: int) -> bool:
+        """The selector (the last bottom) takes no gradient."""
+        return bottom_index != len(self.lp.bottom) - 1
+
     def forward(self, *bottoms: torch.Tensor) -> list[torch.Tensor]:
         selector = bottoms[-1].detach().reshape(-1)
         index = torch.nonzero(selector != 0).reshape(-1)
@@ -82,6 +90,10 @@ class BatchReindex(Layer):
         if len(index) != 1:
             raise self.error(f"the index bottom must be 1-D, got shape {index}")
         return [(index[0],) + tuple(data[1:])]
+
+    def allow_force_backward(self, bottom_index: int) -> bool:
+        """The indices (bottom 1) take no gradient."""
+        return bottom_index == 0
 
     def forward(self, x: torch.Tensor, index: torch.Tensor) -> list[torch.Tensor]:
         idx = index.detach().to(torch.long)

@@ -1,4 +1,4 @@
-"""``python -m sse.fer2013 prepare | nets | select | ship | ensemble``: the FER2013 recipe's steps."""
+"""``python -m sse.fer2013 prepare | nets | curve | select | ship | ensemble``: the FER2013 recipe's steps."""
 from __future__ import annotations
 
 import argparse
@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from . import MEMBERS, Fer2013Error, get_member, make_nets, prepare
-from .ship import build_ensemble, select, ship
+from .ship import build_ensemble, score_snapshots, select, ship
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -18,6 +18,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("prepare", help="LMDBs of the three splits and data.json")
     for name, what in (("nets", "prototxts and solver of one model"),
+                       ("curve", "score the new snapshots on PublicTest (during training too)"),
                        ("select", "score every snapshot on PublicTest, the best once on PrivateTest"),
                        ("ship", "write models/fer2013_<model>/ with its card")):
         cmd = sub.add_parser(name, help=what)
@@ -34,6 +35,10 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "nets":
             for path in make_nets(get_member(args.member), args.work).values():
                 print(path)
+        elif args.command == "curve":
+            for it, acc in score_snapshots(get_member(args.member), args.work, args.data,
+                                           log=lambda m: print(m, file=sys.stderr, flush=True)):
+                print(f"{it} {acc:.4f}")
         elif args.command == "select":
             sel = select(get_member(args.member), args.work, args.data,
                          log=lambda m: print(m, file=sys.stderr, flush=True))

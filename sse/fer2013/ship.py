@@ -21,7 +21,7 @@ from caffe.tools.plot_log import plot_curves, read_log
 
 from ..classes import CLASS_NAMES
 from ..fusion import evaluate, save_confusion_png, search_weights
-from ..shipped import TTA_MODES, EmotionModel, Preprocessing, fuse
+from ..shipped import TTA_MODES, EmotionModel, Ensemble, Preprocessing, fuse
 from .data import PAD, SIZE, Fer2013Error, load_split
 from .recipe import Member
 
@@ -64,6 +64,24 @@ class Selection:
         return dict(self.__dict__)
 
 
+def score_snapshots(member: Member, work: str | Path, data: str | Path, log=print) -> list[tuple[int, float]]:
+    """(iteration, PublicTest accuracy, single crop) of every snapshot; scores are kept in
+    ``public_curve.json`` so that a run during training only scores the new snapshots."""
+    work = Path(work)
+    cache_path = work / member.name / "public_curve.json"
+    cache = {int(k): v for k, v in json.loads(cache_path.read_text()).items()} if cache_path.exists() else {}
+    todo = [(it, path) for it, path in snapshots(member, work) if it not in cache]
+    if todo:
+        prep, deploy = preprocessing(work), deploy_path(member, work)
+        faces, labels = load_split(data, "PublicTest")
+        for it, path in todo:
+            probs = EmotionModel(deploy, path, prep).probs(faces)
+            cache[it] = float((probs.argmax(1) == labels).mean())
+            atomic.write_text(cache_path, json.dumps(cache, indent=1) + "\n")
+            log(f"{member.name} iteration {it}: PublicTest {cache[it]:.4f}")
+    return sorted(cache.items())
+
+
 def select(member: Member, work: str | Path, data: str | Path, log=print) -> Selection:
     """Score every snapshot on PublicTest (single crop), keep the best, score it on PublicTest
     and PrivateTest with each test-time augmentation; probabilities saved as ``.npy``."""
@@ -73,11 +91,7 @@ def select(member: Member, work: str | Path, data: str | Path, log=print) -> Sel
         raise Fer2013Error(f"{work / member.name}: no snapshots (snap_iter_*.caffemodel) to select from")
     prep, deploy = preprocessing(work), deploy_path(member, work)
     public_faces, public_labels = load_split(data, "PublicTest")
-    curve = []
-    for it, path in snaps:
-        probs = EmotionModel(deploy, path, prep).probs(public_faces)
-        curve.append((it, float((probs.argmax(1) == public_labels).mean())))
-        log(f"{member.name} iteration {it}: PublicTest {curve[-1][1]:.4f}")
+    curve = score_snapshots(member, work, data, log)
     best_iter = max(curve, key=lambda c: (c[1], c[0]))[0]
     model = EmotionModel(deploy, dict(snaps)[best_iter], prep)
     private_faces, private_labels = load_split(data, "PrivateTest")
@@ -243,7 +257,13 @@ def build_ensemble(members: list[Member], work: str | Path, models: str | Path, 
     spec["private"]["equal_weights_none"] = _fused_accuracy(private["none"], [1.0] * len(names), names,
                                                             private_labels)
     spec["tta"] = max(TTA_MODES, key=lambda t: (spec["public"][t], -TTA_MODES.index(t)))
-    atomic.write_text(models / f"{PREFIX}ensemble.json", json.dumps(spec, indent=1) + "\n")
+    path = models / f"{PREFIX}ensemble.json"
+    atomic.write_text(path, json.dumps(spec, indent=1) + "\n")
+    public_faces, _ = load_split(data, "PublicTest")
+    subset = Ensemble.from_file(path).probs(public_faces[:SUBSET])
+    spec["publictest_subset"] = {"faces": SUBSET,
+                                 "accuracy": float((subset.argmax(1) == public_labels[:SUBSET]).mean())}
+    atomic.write_text(path, json.dumps(spec, indent=1) + "\n")
     return spec
 
 

@@ -7,7 +7,8 @@ weights ``model.caffemodel``, the mean as ``mean.binaryproto`` and ``model.json`
      "classes": ["Angry", ...], "output": "prob", "tencrop_pad": 4}
 
 ``classes`` is the order of the net's outputs; probabilities are returned in the toolkit's order
-(``sse.classes``). Faces go in as uint8 crops (N x H x W gray, or N x H x W x 3 BGR) and are
+(``sse.classes``). A net trained with a mean image (``mean_file``, e.g. the demo's) is scored
+with ``Preprocessing.mean_image`` (C x H x W at the input size) subtracted. Faces go in as uint8 crops (N x H x W gray, or N x H x W x 3 BGR) and are
 resized to the input size when they differ.
 
 Test-time augmentation (``tta``): ``none``; ``mirror`` (the face and its mirror image);
@@ -25,7 +26,7 @@ Member folders are resolved next to the file. ``load(path)`` takes either.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
@@ -57,6 +58,7 @@ class Preprocessing:
     classes: tuple[str, ...] = CLASS_NAMES
     output: str = "prob"
     tencrop_pad: int = 4
+    mean_image: np.ndarray | None = field(default=None, compare=False)  # C x H x W at the input size
 
     @classmethod
     def from_json(cls, path: Path) -> "Preprocessing":
@@ -105,6 +107,8 @@ class EmotionModel:
             faces = np.stack([cv2.cvtColor(np.ascontiguousarray(f), code) for f in faces])
             faces = faces.reshape(*faces.shape[:3], self.prep.channels)
         x = faces.astype(np.float32).transpose(0, 3, 1, 2)
+        if self.prep.mean_image is not None:
+            x -= self.prep.mean_image
         if self.prep.mean_value:
             mean = np.asarray(self.prep.mean_value, np.float32)
             x -= mean.reshape(1, -1, 1, 1) if mean.size == x.shape[1] else mean[0]

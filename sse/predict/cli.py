@@ -1,0 +1,156 @@
+"""sse-predict: videos, photos and folders of either -> every face's emotions, per frame and per person.
+
+    sse-predict INPUT... --out DIR [--model FOLDER | ENSEMBLE.json | DEPLOY CAFFEMODEL MEAN]...
+                [--tta none|mirror|tencrop] [--annotate] [--jobs N]
+
+Steps: the face pipeline with every person kept (``sse-preprocess --faces all`` into DIR/faces/,
+resumable as sse-preprocess is), then every model on every crop (sse.predict.models says which),
+then per video DIR/<video id>/ (files in sse.predict.video), and for the whole run
+DIR/predictions.csv (every video's rows, inputs in order) and DIR/summary.json (every video's
+summary, and every input that could not be used with the reason). A rerun skips the videos whose
+summary was written with the same models and settings.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import traceback
+from pathlib import Path
+
+from tqdm import tqdm
+
+from caffe.errors import CaffeError
+from sse.faces import atomic
+from sse.faces.batch import run_batch
+from sse.faces.errors import FacesError
+from sse.faces.inputs import discover
+from sse.faces.pipeline import PipelineConfig
+from sse.faces.video import read_manifest
+from sse.shipped import TTA_MODES, ModelError
+
+from .models import load_scorers, primary
+from .video import PREDICTIONS, PREDICTIONS_HEADER, SUMMARY, is_done, predict_video
+
+FACES_DIR = "faces"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="sse-predict", description=__doc__.split("\n\n")[0],
+                                epilog="examples:\n  sse-predict clip.mp4 photos/ --out emotions --annotate\n"
+                                       "  sse-predict clip.mp4 --out e --model demo_out/deploy.prototxt "
+                                       "demo_out/snapshots/holonet_iter_600.caffemodel demo_out/mean.binaryproto",
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("inputs", nargs="+", type=Path, metavar="INPUT", help="video, photo, or folder of either")
+    p.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder")
+    p.add_argument("--model", action="append", nargs="+", metavar="PATH",
+                   help="a model folder, an ensemble .json, or DEPLOY CAFFEMODEL MEAN ('-' for no mean); "
+                        "repeat for several (default: every model and ensemble in models/)")
+    p.add_argument("--tta", choices=TTA_MODES, default="none",
+                   help="test-time augmentation: none, mirror (face + mirror image), tencrop (default none)")
+    p.add_argument("--annotate", action="store_true", help="also write annotated.mp4 (annotated.png for a photo)")
+    p.add_argument("--jobs", type=int, default=1, metavar="N", help="face pipeline worker processes (default 1)")
+    p.add_argument("--batch", type=int, default=128, help="faces per forward pass (default 128)")
+    f = p.add_argument_group("face pipeline (as sse-preprocess)")
+    f.add_argument("--stride", type=int, default=1, help="use every N-th frame (default 1)")
+    f.add_argument("--detect-every", type=int, default=5, metavar="N", help="detector every N sampled frames (default 5)")
+    f.add_argument("--size", type=int, default=128, help="crop side in pixels (default 128)")
+    f.add_argument("--frontalize", action="store_true", help="frontalize instead of similarity alignment")
+    f.add_argument("--landmarks-model", type=Path, metavar="PATH", help="shape_predictor_68_face_landmarks.dat")
+    f.add_argument("--identity-model", type=Path, metavar="PATH", help="dlib_face_recognition_resnet_model_v1.dat")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--traceback", action="store_true", help="show the traceback of an error")
+    return p
+
+
+def usable_inputs(inputs: list[Path]) -> tuple[list[Path], list[tuple[str, str]]]:
+    """The inputs discover() accepts, and (input, reason) for each one it refuses."""
+    good, bad = [], []
+    for path in inputs:
+        try:
+            discover([path])
+            good.append(path)
+        except (FacesError, ValueError, OSError) as exc:
+            bad.append((str(path), str(exc)))
+    return good, bad
+
+
+def run(args: argparse.Namespace) -> int:
+    started = time.perf_counter()
+    scorers = load_scorers(args.model, args.batch)
+    main_scorer = primary(scorers)
+    config = PipelineConfig(stride=args.stride, detect_every=args.detect_every, size=args.size,
+                            frontalize=args.frontalize, faces="all",
+                            landmarks_model=str(args.landmarks_model) if args.landmarks_model else None,
+                            identity_model=str(args.identity_model) if args.identity_model else None)
+    good, refused = usable_inputs(args.inputs)
+    jobs = discover(good) if good else []
+    out = args.out
+    faces_dir = out / FACES_DIR
+    show = sys.stderr.isatty() and not args.no_progress
+    failures = [{"input": path, "status": "refused", "reason": reason} for path, reason in refused]
+    if jobs:
+        run_batch(jobs, faces_dir, config, max(1, args.jobs), progress=show)
+    settings = {"models": [s.name for s in scorers], "primary": main_scorer.name, "tta": args.tta,
+                "annotate": args.annotate, "faces": config.output_settings()}
+    summaries, csv_parts, frames = [], [], 0
+    for job in tqdm(jobs, unit="video", disable=not show, file=sys.stderr, desc="emotions"):
+        manifest = read_manifest(faces_dir / job.video_id)
+        if manifest is None or manifest["status"] != "ok":
+            status = "error" if manifest is None else manifest["status"]
+            reason = "the face pipeline left no manifest" if manifest is None else manifest.get("reason", "")
+            failures.append({"input": str(job.path), "video": job.video_id, "status": status, "reason": reason})
+            continue
+        frames += manifest.get("frames_sampled", 0)
+        for bad in manifest.get("undecodable", []):
+            failures.append({"input": bad["file"] or str(job.path), "video": job.video_id, "frame": bad["index"],
+                             "status": "undecodable", "reason": bad["reason"]})
+        video_out = out / job.video_id
+        try:
+            if not is_done(video_out, settings):
+                predict_video(manifest, faces_dir, video_out, scorers, main_scorer, args.tta, settings, args.annotate)
+            summaries.append(_read_json(video_out / SUMMARY))
+            csv_parts.append((video_out / PREDICTIONS).read_text(encoding="utf-8").split("\n", 1)[1])
+        except (ModelError, CaffeError, OSError, ValueError) as exc:
+            failures.append({"input": str(job.path), "video": job.video_id, "status": "error",
+                             "reason": f"{type(exc).__name__}: {exc}"})
+    header = ",".join(PREDICTIONS_HEADER) + "\n"
+    atomic.write_text(out / PREDICTIONS, header + "".join(csv_parts))
+    seconds = time.perf_counter() - started
+    atomic.write_json(out / SUMMARY, {"format": "sse.predict.run/1", "settings": settings, "videos": summaries,
+                                      "failures": failures, "frames": frames, "seconds": round(seconds, 2)})
+    print(report(summaries, failures, frames, seconds, out))
+    return 0 if summaries or not failures else 1
+
+
+def report(summaries: list[dict], failures: list[dict], frames: int, seconds: float, out: Path) -> str:
+    """What the run found: one line per person, one per input or frame it could not use."""
+    lines = [f"{len(summaries)} videos/photos, {frames} frames in {seconds:.1f} s -> {out}/"]
+    for s in summaries:
+        for person in s["people"]:
+            lines.append(f"  {s['video']} person {person['person']}: {person['dominant']} "
+                         f"{person['mean'][person['dominant']]:.2f} over {person['frames']} frames")
+    for f in failures:
+        where = f" frame {f['frame']}" if "frame" in f else ""
+        lines.append(f"  not used: {f['input']}{where}: {f['status']}: {f['reason']}")
+    return "\n".join(lines)
+
+
+def _read_json(path: Path) -> dict:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return run(args)
+    except (ModelError, FacesError, CaffeError, ValueError, OSError) as exc:
+        if args.traceback:
+            traceback.print_exc()
+        print(f"sse-predict: error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -41,7 +41,8 @@ __all__ = ["NetSpec", "Top", "Function", "layers", "params", "to_proto", "param_
            "assign_proto"]
 
 # Layer types whose parameters live in a message not named after the type.
-_PARAM_ALIASES = {"Deconvolution": "convolution", "SoftmaxWithLoss": "softmax"}
+_PARAM_ALIASES = {"Deconvolution": "convolution", "Im2col": "convolution", "SoftmaxWithLoss": "softmax",
+                   "RNN": "recurrent", "LSTM": "recurrent"}
 
 
 def param_name_dict() -> dict[str, str]:

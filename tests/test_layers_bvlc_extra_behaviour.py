@@ -132,3 +132,22 @@ def test_window_data_mirror_and_mean_file(tmp_path):
         else:
             raise AssertionError("a foreground item is neither the window nor its mirror image")
     assert seen == {"plain", "mirrored"}
+
+
+def test_net_spec_keywords_reach_the_new_layer_types_parameters():
+    from caffe import layers as L, params as P
+
+    n = caffe.NetSpec()
+    n.x, n.cont, n.i = L.Input(shape=[dict(dim=[4, 2, 3, 3]), dict(dim=[4, 2]), dict(dim=[4])], ntop=3)
+    n.lstm = L.LSTM(n.x, n.cont, num_output=3)
+    n.rnn = L.RNN(n.x, n.cont, num_output=2)
+    n.spp = L.SPP(n.x, pyramid_height=2, pool=P.SPP.AVE)
+    n.red = L.Reduction(n.x, operation=P.Reduction.ASUM, axis=1)
+    n.emb = L.Embed(n.i, input_dim=3, num_output=2)
+    n.im = L.Im2col(n.x, kernel_size=3, pad=1)
+    n.clip = L.Clip(n.x, min=-1, max=1)
+    n.par = L.Parameter(shape=dict(dim=[2, 2]))
+    net = caffe.Net(net_param=n.to_proto(), phase=caffe.TRAIN)
+    shapes = {name: net.blobs[name].shape for name in ("lstm", "rnn", "spp", "red", "emb", "im", "par")}
+    assert shapes == {"lstm": (4, 2, 3), "rnn": (4, 2, 2), "spp": (4, 10), "red": (4,),
+                      "emb": (4, 2), "im": (4, 18, 3, 3), "par": (2, 2)}

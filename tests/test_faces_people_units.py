@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from sse.faces.boxes import Box
+from sse.faces.cli import main
 from sse.faces.decode import MediaReader, is_frame_sequence
 from sse.faces.identity import ChipSampler
 from sse.faces.inputs import discover
@@ -184,3 +185,10 @@ def test_lists_read_back_by_the_fusion_readers(tmp_path):
     assert names == ["Val/Happy/b@p1", "Val/Happy/b@p2", "Val/Sad/a"] and labels.tolist() == [3, 3, 5]
     write_lists(tmp_path, [manifests[2]])
     assert not (tmp_path / "labels.txt").exists(), "no label known: no stale labels file"
+
+
+def test_missing_identity_model_is_a_clear_error(tmp_path, capsys):
+    cv2.imwrite(str(tmp_path / "face.png"), np.zeros((32, 32, 3), np.uint8))
+    args = [str(tmp_path / "face.png"), "--out", str(tmp_path / "out"), "--identity-model", str(tmp_path / "no.dat")]
+    assert main(args) == 1
+    assert f"model file not found: {tmp_path / 'no.dat'}" in capsys.readouterr().err

@@ -47,7 +47,7 @@ class FaceDescriptor:
     """dlib's face recognition network: face chips -> 128-D descriptors."""
 
     def __init__(self, model_path: Path | None = None):
-        self.model_path = find_model_file(DESCRIPTOR_MODEL, model_path)
+        self.model_path = find_model_file(DESCRIPTOR_MODEL, model_path, "--identity-model")
         self._net = dlib.face_recognition_model_v1(str(self.model_path))
 
     def __call__(self, chips: list[np.ndarray]) -> np.ndarray:

@@ -21,7 +21,7 @@ LANDMARKS_MODEL = "shape_predictor_68_face_landmarks.dat"
 DEBIAN_MODEL_DIR = Path("/usr/share/dlib")
 INSTALL_HINT = (
     "install it with `pip install face_recognition_models` (or `apt-get install libdlib-data` on"
-    " Debian/Ubuntu), or pass the file with --landmarks-model PATH"
+    " Debian/Ubuntu)"
 )
 
 
@@ -33,8 +33,9 @@ def package_model_dir() -> Path | None:
     return Path(list(spec.submodule_search_locations)[0]) / "models"
 
 
-def find_model_file(name: str, override: Path | None = None) -> Path:
-    """Path of a dlib model file; raises ModelNotFoundError saying where it looked and how to install."""
+def find_model_file(name: str, override: Path | None = None, option: str = "") -> Path:
+    """Path of a dlib model file; raises ModelNotFoundError saying where it looked, how to install it
+    and which command-line `option` passes the file."""
     if override is not None:
         path = Path(override)
         if not path.is_file():
@@ -45,14 +46,15 @@ def find_model_file(name: str, override: Path | None = None) -> Path:
         if path.is_file():
             return path
     looked = ", ".join(str(p) for p in candidates) or "(no candidate folder)"
-    raise ModelNotFoundError(f"dlib model {name} not found (looked in {looked}); {INSTALL_HINT}")
+    passed = f", or pass the file with {option} PATH" if option else ""
+    raise ModelNotFoundError(f"dlib model {name} not found (looked in {looked}); {INSTALL_HINT}{passed}")
 
 
 class LandmarkPredictor:
     """68 facial landmarks (dlib/iBUG 300-W order) inside a face box."""
 
     def __init__(self, model_path: Path | None = None):
-        self.model_path = find_model_file(LANDMARKS_MODEL, model_path)
+        self.model_path = find_model_file(LANDMARKS_MODEL, model_path, "--landmarks-model")
         self._predictor = dlib.shape_predictor(str(self.model_path))
 
     def __call__(self, image: np.ndarray, box: Box) -> np.ndarray:

@@ -33,7 +33,7 @@ class Summary:
     statuses: dict[str, int] = field(default_factory=dict)
     frames: int = 0
     faces: int = 0
-    lists: ListsWritten = field(default_factory=ListsWritten)
+    lists: ListsWritten | None = None  # None: not written (one share of a split batch)
     failures: list[tuple[str, str, str]] = field(default_factory=list)  # (video, status, reason)
     undecodable: list[tuple[str, int, str, str]] = field(default_factory=list)  # (video, frame, file, reason)
 
@@ -54,9 +54,14 @@ class Summary:
             f"videos: {self.videos} ({statuses}; {self.skipped} already done)",
             f"frames: {self.frames} sampled, {self.faces} with a face crop"
             + (f" ({100.0 * self.faces / self.frames:.1f}%)" if self.frames else ""),
-            f"list.txt: {self.lists.crops} crops of {len(self.lists.units)} videos/people"
-            f" ({self.lists.labelled} labelled in labels.txt)",
         ]
+        if self.lists is None:
+            lines.append("list files: not written")
+        else:
+            lines.append(
+                f"list.txt: {self.lists.crops} crops of {len(self.lists.units)} videos/people"
+                f" ({self.lists.labelled} labelled in labels.txt)"
+            )
         lines += [f"  {status}: {video}: {reason}" for video, status, reason in self.failures]
         lines += [
             f"  undecodable frame: {video} frame {index}" + (f" ({name})" if name else "") + f": {reason}"
@@ -79,9 +84,18 @@ def _work(item: tuple[VideoJob, Path]) -> dict:
 
 
 def run_batch(
-    jobs: list[VideoJob], out_dir: Path, config: PipelineConfig, workers: int = 1, progress: bool | None = None
+    jobs: list[VideoJob],
+    out_dir: Path,
+    config: PipelineConfig,
+    workers: int = 1,
+    progress: bool | None = None,
+    lists: bool = True,
 ) -> Summary:
-    """Process every job not already done, then rebuild the list files from all manifests in out_dir."""
+    """Process every job not already done, then rebuild the list files from all manifests in out_dir.
+
+    With ``lists`` false (one share of inputs split between processes, possibly on several machines,
+    writing into one folder) the list files are left alone: they are built once, after every share.
+    """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     summary = Summary()
@@ -101,7 +115,8 @@ def run_batch(
     manifests = [m for m in (read_manifest(out_dir / job.video_id) for job in jobs) if m is not None]
     for manifest in manifests:
         summary.add(manifest)
-    summary.lists = write_lists(out_dir)
+    if lists:
+        summary.lists = write_lists(out_dir)
     return summary
 
 

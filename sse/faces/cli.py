@@ -6,6 +6,10 @@ Writes DIR/<video id>/ (crops, manifest.json, contact_sheet.png), and, from ever
 DIR, DIR/list.txt, DIR/frames.csv, DIR/videos.txt and DIR/labels.txt (see sse.faces.video and
 sse.faces.lists for the formats); prints a summary that names every input or frame it could not
 use. Re-running with the same settings skips the finished videos.
+
+--shard K/N (or torchrun's / srun's rank and world size) processes every N-th input from the K-th
+(counted from 0) and leaves the list files alone; once all shares are done, running the same
+command as one process skips every finished video and writes the lists over the whole folder.
 """
 
 from __future__ import annotations
@@ -14,6 +18,9 @@ import argparse
 import sys
 import traceback
 from pathlib import Path
+
+from caffe.errors import CaffeError
+from caffe.launch import add_shard_argument, resolve_shard
 
 from .align import ANCHOR_SETS
 from .batch import run_batch
@@ -61,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--identity-threshold", type=float, default=0.6, metavar="D",
         help="face descriptor distance below which two track fragments are one person (default 0.6)",
     )
+    add_shard_argument(parser, "videos")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--traceback", action="store_true", help="show the traceback of an error")
     return parser
@@ -88,14 +96,22 @@ def main(argv: list[str] | None = None) -> int:
             landmarks_model=str(args.landmarks_model) if args.landmarks_model else None,
             identity_model=str(args.identity_model) if args.identity_model else None,
         )
-        jobs = discover(args.inputs, args.label_csv, args.image_folders)
-        summary = run_batch(jobs, args.out, config, args.jobs, progress=False if args.no_progress else None)
-    except (FacesError, ValueError, OSError) as exc:
+        shard = resolve_shard(args.shard)
+        jobs = shard.select(discover(args.inputs, args.label_csv, args.image_folders))
+        summary = run_batch(
+            jobs, args.out, config, args.jobs, progress=False if args.no_progress else None, lists=shard.count == 1
+        )
+    except (FacesError, CaffeError, ValueError, OSError) as exc:
         if args.traceback:
             traceback.print_exc()
         print(f"sse-preprocess: error: {exc}", file=sys.stderr)
         return 1
     print(summary.text())
+    if shard.count > 1:
+        print(
+            f"this was shard {shard} ({shard.source}) of the inputs; once every shard is done, run the same command "
+            "as one process: it skips the finished videos and writes the list files"
+        )
     return 0
 
 

@@ -8,8 +8,8 @@ weights ``model.caffemodel``, the mean as ``mean.binaryproto`` and ``model.json`
 
 ``classes`` is the order of the net's outputs; probabilities are returned in the toolkit's order
 (``sse.classes``). A net trained with a mean image (``mean_file``, e.g. the demo's) is scored
-with ``Preprocessing.mean_image`` (C x H x W at the input size) subtracted. Faces go in as uint8 crops (N x H x W gray, or N x H x W x 3 BGR) and are
-resized to the input size when they differ.
+with ``Preprocessing.mean_image`` (C x H x W at the input size) subtracted. Faces go in as uint8
+crops (N x H x W gray, or N x H x W x 3 BGR) and are resized to the input size when they differ.
 
 Test-time augmentation (``tta``): ``none``; ``mirror`` (the face and its mirror image);
 ``tencrop`` (the face padded by ``tencrop_pad`` pixels with reflected edges, as the training

@@ -114,7 +114,6 @@ def input_fed(param: caffe_pb2.NetParameter, batch: int, size: int) -> caffe_pb2
 def _train_net(param: caffe_pb2.NetParameter, batch: int, feed: bool):
     caffe.set_random_seed(1)
     net = caffe.Net(net_param=param, phase=caffe.TRAIN)
-    net.retain_blob_diffs = False
     if feed:
         shape = net.blobs["data"].data.shape
         net.blobs["data"].data[...] = np.random.default_rng(0).standard_normal(shape)

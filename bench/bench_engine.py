@@ -147,7 +147,6 @@ def bench_train(key: str, batch: int, reps: int, warmup: int) -> dict[str, float
     same loss from the same weights."""
     model = MODELS[key]
     net = sse_train_net(model, batch)
-    net.retain_blob_diffs = False  # as the solver runs it
     randomize_weights(net, 1)
     plains = {name: PLAIN_MODELS[key](model.input_chw[0], full_map_as_linear=linear)
               for name, linear in (("plain", False), ("plain_gemm", True))}

@@ -55,7 +55,6 @@ def child(key: str, reps: int, warmup: int) -> dict:
 
     model = MODELS[key]
     net = sse_train_net(model, 32)
-    net.retain_blob_diffs = False
     randomize_weights(net, 1)
     rng = np.random.default_rng(0)
     net.blobs["data"].data[...] = rng.normal(0, 50, (32,) + model.input_chw).astype(np.float32)

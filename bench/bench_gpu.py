@@ -55,7 +55,6 @@ def train_seconds(key: str, batch: int, x: torch.Tensor, device: torch.device, r
     """Training forward+backward (float32) of the train net, as the solver runs it."""
     net = sse_train_net(MODELS[key], batch)
     randomize_weights(net, 1)
-    net.retain_blob_diffs = False
     net.blobs["data"].data[...] = x.numpy()
     net.blobs["label"].data[...] = np.arange(batch) % 7
 

@@ -95,6 +95,20 @@ class Blob:
         return f"Blob(shape={self.shape})"
 
 
+def param_blob(p: torch.nn.Parameter, sync: HostSync) -> Blob:
+    """A parameter as pycaffe's Blob: its data, and its gradient as the diff (zeros until set)."""
+    def diff() -> torch.Tensor:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p.data)
+        return p.grad
+
+    def set_data(t: torch.Tensor) -> None:
+        p.data = t
+        p.grad = None
+
+    return Blob(lambda: p.data, diff, set_data, sync)
+
+
 class ArrayBlob(Blob):
     """A free-standing blob backed by its own tensors (Python layers' bottoms, tops and blobs)."""
 

@@ -3,12 +3,18 @@
 Construction follows Caffe's Net::Init: layers are filtered by their include/exclude rules, each
 layer is set up on the shapes of its bottoms, tops that reuse a bottom's name are in place, a blob
 feeding several layers is shared (its gradients add up, as Caffe's implicit Split does), and
-parameters with the same ``param { name }`` are one parameter. Forward gives every named blob;
-backward is autograd from the weighted loss tops and the diffs set on the output blobs."""
+parameters with the same ``param { name }`` are one parameter. Forward gives every named blob.
+
+Backward is Caffe's, layer by layer from the diffs stored in the blobs (``backward(start, end)``,
+repeatable, after any ``forward(start, end)``): pycaffe's ``forward`` records each layer's autograd
+graph on its own, and ``backward`` runs the layers it is asked for, each from its tops' diffs to its
+bottoms' diffs and its parameters' diffs (which accumulate). The solver's step keeps a faster path,
+``run``: one autograd graph from the weighted loss."""
 from __future__ import annotations
 
 import math
 import os
+import warnings
 from collections import OrderedDict
 from typing import Iterable, Sequence
 
@@ -16,14 +22,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import model_io
-from .blob import Blob, HostSync
-from .errors import NetError, WeightsError
+from . import inplace, model_io
+from .blob import Blob, HostSync, param_blob
+from .errors import BlobNameError, NetError, WeightsError, WeightsWarning
 from .layers import create_layer
 from .layers.base import TEST, TRAIN, Layer, Shape
 from .layers.normalization import BatchNorm, Scale
 from .memory import keep_freed_memory
 from .mode import current_device, net_generator
+from .net_graph import LayerSpec, plan_backward
+from .net_pycaffe import PycaffeNetMethods
 from .proto import caffe_pb2
 
 PathLike = str | os.PathLike
@@ -74,23 +82,10 @@ class LayerView:
         self.module = module
         self.type = module.type
         self.name = module.name
-        self.blobs = [_param_blob(p, sync) for p in module.blobs]
+        self.blobs = [param_blob(p, sync) for p in module.blobs]
 
 
-def _param_blob(p: nn.Parameter, sync: HostSync) -> Blob:
-    def diff() -> torch.Tensor:
-        if p.grad is None:
-            p.grad = torch.zeros_like(p.data)
-        return p.grad
-
-    def set_data(t: torch.Tensor) -> None:
-        p.data = t
-        p.grad = None
-
-    return Blob(lambda: p.data, diff, set_data, sync)
-
-
-class Net:
+class Net(PycaffeNetMethods):
     """pycaffe's ``caffe.Net``.
 
     ``Net(prototxt, caffe.TEST, weights=...)``, ``Net(prototxt, phase, level=0, stages=[...])`` and
@@ -139,6 +134,10 @@ class Net:
         self.net_param.CopyFrom(net_param)
         del self.net_param.layer[:]
         layer_params = filter_layers(net_param, state)
+        if not layer_params:
+            phase_name = caffe_pb2.Phase.Name(phase)
+            raise NetError(f"{self.source}: no layers in phase {phase_name} (the file defines "
+                           f"{len(net_param.layer)}; check the path and the include/exclude rules)")
         self.net_param.layer.extend(layer_params)
         self.modules = nn.ModuleList()
         self.bottom_names: OrderedDict[str, list[str]] = OrderedDict()
@@ -153,6 +152,9 @@ class Net:
         self._param_spec_owner: dict[str, tuple[str, int]] = {}
         producers: dict[str, str] = {}
         consumed: set[str] = set()
+        shapes_in: list[list[Shape]] = []
+        shapes_out: list[list[Shape]] = []
+        capacity: dict[str, int] = {}
         generator = net_generator()
         for lp in layer_params:
             if lp.name in self.bottom_names:
@@ -175,9 +177,14 @@ class Net:
                     raise NetError(f"{self.source}: top blob '{t}' of layer '{lp.name}' is already "
                                    f"produced by layer '{producers[t]}'")
                 producers.setdefault(t, lp.name)
-                if t not in lp.bottom:
-                    consumed.discard(t)
+                consumed.discard(t)
+                if any(int(d) < 1 for d in shape):
+                    raise layer.error(f"top '{t}' would have the shape {tuple(shape)} from bottoms "
+                                      f"{bottom_shapes}: every dimension must be at least 1")
                 self._shapes[t] = tuple(int(s) for s in shape)
+                capacity[t] = max(capacity.get(t, 0), math.prod(self._shapes[t]))
+            shapes_in.append(bottom_shapes)
+            shapes_out.append([self._shapes[t] for t in lp.top])
             self._set_loss_weights(layer, lp)
             self._register_params(layer, lp)
             if layer.feeds_from_blobs:
@@ -186,18 +193,70 @@ class Net:
             self.bottom_names[lp.name] = list(lp.bottom)
             self.top_names[lp.name] = list(lp.top)
             self._layer_names.append(lp.name)
-        self.outputs = [b for b in self._shapes if b not in consumed]
+        # Caffe keeps the blobs that no layer consumes in a std::set: outputs are sorted by name.
+        self.outputs = sorted(b for b in self._shapes if b not in consumed)
         self._bn_scale = self._find_bn_scale_pairs()
         self.layer_dict = OrderedDict((l.name, l) for l in self.modules)
         self._layer_index = {name: i for i, name in enumerate(self._layer_names)}
         self.requires_backward = phase == TRAIN or self.force_backward
-        self.retain_blob_diffs = True
+        self._plan = plan_backward(self._layer_specs(), self.force_backward)
+        self._records: dict[int, tuple[list[torch.Tensor], list[torch.Tensor]]] = {}
+        self._split_diff: dict[tuple[int, int], torch.Tensor] = {}
         self._data: dict[str, torch.Tensor] = {}
         self._diff: dict[str, torch.Tensor] = {}
-        self._first: dict[str, torch.Tensor] = {}
+        self._buffers: dict[str, inplace.SharedBuffer] = {}
+        self._emulators: dict[int, inplace.InplaceEmulator] = {}
+        self._setup_inplace_reshapes(shapes_in, shapes_out, capacity)
         self.device = torch.device("cpu")
         self._allocate()
+        for name, w in self.loss_tops:
+            self._diff[name] = torch.full(self._shapes[name], float(w))
         self.to(current_device())
+
+    def _layer_specs(self) -> list[LayerSpec]:
+        """What Caffe's backward bookkeeping needs of each layer (net_graph.plan_backward)."""
+        specs = []
+        for layer, lp in zip(self.modules, self.net_param.layer):
+            lr = [self._param_infos[id(p)].lr_mult for p in layer.blobs if id(p) in self._param_infos]
+            specs.append(LayerSpec(
+                list(lp.bottom), list(lp.top), [w != 0 for w in _top_loss_weights(layer, lp)],
+                any(m != 0 for m in lr),
+                [layer.allow_force_backward(j) for j in range(len(lp.bottom))]))
+        return specs
+
+    def _setup_inplace_reshapes(self, shapes_in: list[list[Shape]], shapes_out: list[list[Shape]],
+                                capacity: dict[str, int]) -> None:
+        """Caffe's shared-buffer arithmetic for the layers that change their blob's shape in place
+        (caffe/inplace.py), or the mathematical layer with CAFFE_INPLACE_RESHAPE=math; warns."""
+        found = inplace.find_inplace_reshapes(list(self.modules), list(self.bottom_names.values()),
+                                              list(self.top_names.values()), shapes_in, shapes_out)
+        if not found:
+            return
+        emulate = inplace.caffe_arithmetic_enabled()
+        names = ", ".join(f"'{self._layer_names[i]}' ({self.modules[i].type})" for i in found)
+        other = [self._layer_names[i] for i in found
+                 if self.modules[i].type not in inplace.EMULATED_TYPES
+                 or len(self.bottom_names[self._layer_names[i]]) != 1]
+        if emulate:
+            how = ("they compute Caffe's arithmetic on the shared buffer, as real Caffe does (not the "
+                   f"mathematical layer; {inplace.ENV}=math gives that)")
+            if other:
+                how += f"; {', '.join(other)} compute(s) the mathematical layer (no emulation)"
+        else:
+            how = (f"{inplace.ENV}=math: they compute the mathematical layer, which is not what real "
+                   "Caffe computes (a caffemodel trained in Caffe gives other outputs)")
+        warnings.warn(f"{self.source}: layers {names} work in place on a blob whose shape they "
+                      f"change; {how}", inplace.InplaceReshapeWarning, stacklevel=3)
+        if not emulate:
+            return
+        for i in found:
+            name = self._layer_names[i]
+            if name in other:
+                continue
+            blob = self.bottom_names[name][0]
+            buf = self._buffers.setdefault(blob, inplace.SharedBuffer(capacity[blob]))
+            self._emulators[i] = inplace.InplaceEmulator(self.modules[i], buf,
+                                                         lambda b=blob: self._data[b])
 
     def _find_bn_scale_pairs(self) -> dict[int, int]:
         """BatchNorm layer index -> index of the Scale right after it that works in place on the
@@ -220,11 +279,7 @@ class Net:
         if len(lp.loss_weight) and len(lp.loss_weight) != n:
             raise layer.error(f"loss_weight must be unspecified or given once per top ({n}), got "
                               f"{len(lp.loss_weight)}")
-        for j, t in enumerate(lp.top):
-            if len(lp.loss_weight):
-                w = lp.loss_weight[j]
-            else:
-                w = 1.0 if layer.is_loss and j == 0 else 0.0
+        for t, w in zip(lp.top, _top_loss_weights(layer, lp)):
             if w != 0:
                 self.loss_tops.append((t, w))
                 self.blob_loss_weights[t] = w
@@ -274,6 +329,11 @@ class Net:
 
     def _blob(self, name: str) -> Blob:
         def get_diff() -> torch.Tensor:
+            buf = self._buffers.get(name)
+            if buf is not None:
+                shape = tuple(self._data[name].shape)
+                buf.ensure(math.prod(shape), self._data[name].device)
+                return buf.view("diff", shape)
             d = self._diff.get(name)
             if d is None or d.shape != self._data[name].shape:
                 d = torch.zeros_like(self._data[name], requires_grad=False)
@@ -288,7 +348,7 @@ class Net:
 
     @property
     def params(self) -> OrderedDict[str, list[Blob]]:
-        return OrderedDict((l.name, [_param_blob(p, self._sync) for p in l.blobs])
+        return OrderedDict((l.name, [param_blob(p, self._sync) for p in l.blobs])
                            for l in self.modules if len(l.blobs))
 
     @property
@@ -328,51 +388,69 @@ class Net:
         self.modules.to(device)
         self._data = {k: v.detach().to(device) for k, v in self._data.items()}
         self._diff = {k: v.to(device) for k, v in self._diff.items()}
-        self._first = {}
+        self._split_diff = {k: v.to(device) for k, v in self._split_diff.items()}
+        self._records.clear()
         self.device = device
         return self
 
+    def _layer_index_of(self, name: str) -> int:
+        if name not in self._layer_index:
+            raise NetError(f"no layer named '{name}' in net '{self.name}'")
+        return self._layer_index[name]
+
     def _layer_range(self, start: str | None, end: str | None) -> range:
-        def index(name: str | None, default: int) -> int:
-            if name is None:
-                return default
-            if name not in self._layer_index:
-                raise NetError(f"no layer named '{name}' in net '{self.name}'")
-            return self._layer_index[name]
-        return range(index(start, 0), index(end, len(self.modules) - 1) + 1)
+        first = 0 if start is None else self._layer_index_of(start)
+        last = len(self.modules) - 1 if end is None else self._layer_index_of(end)
+        return range(first, last + 1)
 
     def _feed(self, inputs: dict[str, object]) -> None:
+        """Copy ``inputs`` into their blobs; an input of a new shape reshapes the net, and one that
+        a layer cannot take is a NetError naming the input, both shapes and the layer, with the
+        net left as it was."""
+        saved = dict(self._data)
+        reshaped = []
         for name, value in inputs.items():
             if name not in self._data:
-                raise NetError(f"'{name}' is not a blob of net '{self.name}'")
+                raise BlobNameError(f"'{name}' is not a blob of net '{self.name}'")
             t = torch.as_tensor(np.asarray(value, dtype=np.float32) if not isinstance(value, torch.Tensor)
                                 else value, dtype=torch.float32)
             if tuple(t.shape) != tuple(self._data[name].shape):
+                reshaped.append(f"'{name}' {tuple(t.shape)} (was {tuple(self._data[name].shape)})")
                 self._data[name] = t.to(self.device).clone()
             else:
                 with torch.no_grad():
                     self._data[name].copy_(t)
+        if not reshaped:
+            return
+        try:
+            self.reshape()
+        except (NetError, RuntimeError) as exc:
+            self._data.clear()
+            self._data.update(saved)
+            raise NetError(f"net '{self.name}': input {', '.join(reshaped)} does not fit: {exc}") from exc
 
     def run(self, layers: Iterable[int] | None = None) -> torch.Tensor:
-        """Forward over the given layer indices (all by default) and return the weighted loss as
-        a tensor (the autograd root when recording)."""
+        """The solver's fast forward over the given layer indices (all by default): one autograd
+        graph when recording, BatchNorm fused with its in-place Scale. Returns the weighted loss
+        as a tensor (the root for ``backward()``); blob diffs are not kept."""
         self._sync.flush()
+        self._records.clear()
         record = self.requires_backward and torch.is_grad_enabled()
         indices = list(layers) if layers is not None else range(len(self.modules))
-        # Fusing BatchNorm with its in-place Scale would change the retained diff of a
-        # BatchNorm top that is not in place, so it is skipped when blob diffs are kept.
-        fuse = not (record and self.retain_blob_diffs)
         with torch.set_grad_enabled(record):
             skip = None
             for pos, i in enumerate(indices):
                 if i == skip:
                     continue
-                j = self._bn_scale.get(i) if fuse else None
+                j = self._bn_scale.get(i)
                 if j is not None and pos + 1 < len(indices) and indices[pos + 1] == j:
                     self._forward_bn_scale(i, j)
                     skip = j
                 else:
-                    self._forward_layer(i, record)
+                    self._forward_layer(i)
+        return self._weighted_loss()
+
+    def _weighted_loss(self) -> torch.Tensor:
         loss = None
         for name, w in self.loss_tops:
             term = self._data[name].sum() * w
@@ -381,76 +459,168 @@ class Net:
             return torch.zeros((), device=self.device)
         return loss
 
-    def _forward_layer(self, i: int, record: bool) -> None:
-        layer = self.modules[i]
+    def _layer_inputs(self, i: int) -> list[torch.Tensor]:
         name = self._layer_names[i]
         bottoms, tops = self.bottom_names[name], self.top_names[name]
-        if layer.feeds_from_blobs:
-            for t in tops:
-                data = self._data[t]
-                if record and self.force_backward and not data.requires_grad:
-                    data = data.detach().requires_grad_(True)
-                    self._data[t] = data
-                self._first[t] = data
+        inputs = bottoms + tops if self.modules[i].reads_own_tops else bottoms
+        return [self._data[b] for b in inputs]
+
+    def _compute(self, i: int, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
+        emulator = self._emulators.get(i)
+        if emulator is not None:
+            return [emulator(inputs[0])]
+        return self.modules[i].forward(*inputs)
+
+    def _forward_layer(self, i: int) -> None:
+        if self.modules[i].feeds_from_blobs:
             return
-        inputs = bottoms + tops if layer.reads_own_tops else bottoms
-        outputs = layer.forward(*[self._data[b] for b in inputs])
-        for t, y in zip(tops, outputs):
+        outputs = self._compute(i, self._layer_inputs(i))
+        for t, y in zip(self.top_names[self._layer_names[i]], outputs):
             self._data[t] = y
-            if t not in bottoms:
-                if record and self.retain_blob_diffs and y.requires_grad:
-                    y.retain_grad()
-                self._first[t] = y
 
     def _forward_bn_scale(self, i: int, j: int) -> None:
         """Layers i (BatchNorm) and j (its in-place Scale) as one normalisation with affine."""
         name = self._layer_names[i]
         bottom, top = self.bottom_names[name][0], self.top_names[name][0]
         weight, bias = self.modules[j].per_channel_blobs()
-        y = self.modules[i].normalize(self._data[bottom], weight, bias)
-        self._data[top] = y
-        if top != bottom:
-            self._first[top] = y
+        self._data[top] = self.modules[i].normalize(self._data[bottom], weight, bias)
+
+    def _forward_recorded(self, i: int) -> None:
+        """Layer i on its own: its bottoms enter as fresh autograd leaves (those that need backward
+        require grad), so that ``backward`` can run it alone from its tops' diffs."""
+        if self.modules[i].feeds_from_blobs:
+            return
+        record = torch.is_grad_enabled() and self._plan.layer_need[i]
+        inputs = [x.detach() for x in self._layer_inputs(i)]
+        if record:
+            for x, need in zip(inputs, self._plan.bottom_need[i]):
+                x.requires_grad_(need)
+        with torch.set_grad_enabled(record):
+            outputs = list(self._compute(i, inputs))
+        if record:
+            self._records[i] = (inputs, outputs)
+        else:
+            self._records.pop(i, None)
+        for t, y in zip(self.top_names[self._layer_names[i]], outputs):
+            self._data[t] = y.detach()
 
     def forward(self, blobs: Sequence[str] | None = None, start: str | None = None,
                 end: str | None = None, **kwargs) -> dict[str, np.ndarray]:
-        """pycaffe's forward: feed ``kwargs`` into input blobs, run from ``start`` to ``end``, and
-        return the output blobs (and the ``blobs`` asked for) as numpy arrays."""
+        """pycaffe's forward: feed ``kwargs`` into input blobs, run the layers from ``start`` to
+        ``end`` on the data the blobs hold, and return the output blobs (the tops of ``end`` if
+        given) and the ``blobs`` asked for as numpy arrays."""
         self._feed(kwargs)
-        self.last_loss = float(self.run(self._layer_range(start, end)).detach())
+        self._sync.flush()
+        for i in self._layer_range(start, end):
+            self._forward_recorded(i)
+        self.last_loss = float(self._weighted_loss().detach())
         names = list(self.outputs) if end is None else list(self.top_names[end])
         names += [b for b in (blobs or []) if b not in names]
         return {n: self._blob(n).data for n in names}
 
     def backward(self, diffs: Sequence[str] | None = None, start: str | None = None,
                  end: str | None = None, **kwargs) -> dict[str, np.ndarray]:
-        """Backpropagate from the loss tops (weighted) and from the diffs of the output blobs;
-        parameter diffs accumulate, blob diffs are replaced. Returns the ``diffs`` asked for and
-        the input diffs."""
-        self._sync.flush()
+        """pycaffe's backward: set the diffs given in ``kwargs``, then run Caffe's backward of the
+        layers from ``start`` (default: the last) down to ``end`` (default: the first), each from
+        the diffs its tops hold. Bottom diffs are replaced, parameter diffs accumulate, a loss
+        top's diff is its loss weight. Returns the bottoms of ``end`` (the inputs by default) and
+        the ``diffs`` asked for."""
         for name, value in kwargs.items():
+            if name not in self._data:
+                raise BlobNameError(f"'{name}' is not a blob of net '{self.name}'")
             self._blob(name).diff[...] = value
-        roots, grads = [], []
-        loss_names = {n for n, _ in self.loss_tops}
-        for name, w in self.loss_tops:
-            t = self._data[name]
-            if t.requires_grad:
-                roots.append(t)
-                grads.append(torch.full_like(t, w))
-        for name in self.outputs:
-            t = self._data[name]
-            d = self._diff.get(name)
-            if name in loss_names or d is None or not t.requires_grad or d.shape != t.shape:
-                continue
-            roots.append(t)
-            grads.append(d)
-        if roots:
-            torch.autograd.backward(roots, grads)
-        for name, first in self._first.items():
-            if first.grad is not None:
-                self._diff[name] = first.grad.detach()
-        names = list(diffs or []) + [n for n in self.inputs if n not in (diffs or [])]
+        self._sync.flush()
+        first = len(self.modules) - 1 if start is None else self._layer_index_of(start)
+        last = 0 if end is None else self._layer_index_of(end)
+        for i in range(first, last - 1, -1):
+            if i < first:
+                self._backward_splits(i)
+            if self._plan.layer_need[i]:
+                self._backward_layer(i)
+        names = list(self.inputs) if end is None else list(self.bottom_names[end])
+        names += [d for d in (diffs or []) if d not in names]
         return {n: self._blob(n).diff for n in names}
+
+    def _diff_for(self, name: str, shape: Shape) -> torch.Tensor:
+        """The diff blob ``name`` holds, read with ``shape`` (what a layer's backward reads)."""
+        buf = self._buffers.get(name)
+        if buf is not None and buf.diff is not None:
+            return buf.view("diff", shape)
+        d = self._diff.get(name)
+        if d is None or d.numel() != math.prod(shape):
+            return torch.zeros(shape, device=self.device)
+        return d.reshape(shape)
+
+    def _write_diff(self, name: str, g: torch.Tensor) -> None:
+        """Replace blob ``name``'s diff with ``g`` (in its memory when the shapes agree, so numpy
+        views stay valid)."""
+        buf = self._buffers.get(name)
+        if buf is not None:
+            buf.put("diff", g)
+            self._diff[name] = buf.view("diff", tuple(g.shape))
+            return
+        d = self._diff.get(name)
+        if d is not None and d.shape == g.shape:
+            d.copy_(g)
+        else:
+            self._diff[name] = g.detach().clone()
+
+    def _backward_splits(self, i: int) -> None:
+        """Caffe's Split layers after layer i: each blob version of layer i that feeds several
+        layers gets the sum of its consumers' diffs."""
+        name = self._layer_names[i]
+        for k, t in enumerate(self.top_names[name]):
+            users = self._plan.splits.get((i, k))
+            if not users or not self._plan.split_need.get((i, k)):
+                continue
+            shape = tuple(self._data[t].shape)
+            total = torch.zeros(shape, device=self.device)
+            for c in users:
+                part = self._split_diff.get(c)
+                if part is not None and part.shape == total.shape:
+                    total += part
+            self._write_diff(t, total)
+
+    def _backward_layer(self, i: int) -> None:
+        """Layer i's backward from its tops' diffs (Caffe's Layer::Backward)."""
+        layer = self.modules[i]
+        if layer.feeds_from_blobs:
+            return
+        record = self._records.get(i)
+        if record is None:
+            with torch.enable_grad():
+                self._forward_recorded(i)
+            record = self._records.get(i)
+            if record is None:
+                return
+        inputs, outputs = record
+        name = self._layer_names[i]
+        roots, grads = [], []
+        for t, y in zip(self.top_names[name], outputs):
+            if y.requires_grad:
+                roots.append(y)
+                grads.append(self._diff_for(t, tuple(y.shape)))
+        wanted = [j for j, x in enumerate(inputs) if x.requires_grad]
+        params = [p for p in dict.fromkeys(layer.blobs) if p.requires_grad and
+                  (self.force_backward or id(p) not in self._param_infos
+                   or self._param_infos[id(p)].lr_mult != 0)]
+        if roots and (wanted or params):
+            got = torch.autograd.grad(roots, [inputs[j] for j in wanted] + params, grads,
+                                      retain_graph=True, allow_unused=True)
+        else:
+            got = [None] * (len(wanted) + len(params))
+        for p, g in zip(params, got[len(wanted):]):
+            if g is not None:
+                p.grad = (g.detach().clone(memory_format=torch.contiguous_format) if p.grad is None
+                          else p.grad.add_(g))
+        bottoms = self.bottom_names[name]
+        for j, g in zip(wanted, got[:len(wanted)]):
+            if g is None:
+                g = torch.zeros_like(inputs[j])
+            if (i, j) in self._plan.split_of:
+                self._split_diff[(i, j)] = g.detach()
+            else:
+                self._write_diff(bottoms[j], g.detach())
 
     def forward_backward(self) -> float:
         """One forward and backward from the weighted loss; returns the loss."""
@@ -482,10 +652,15 @@ class Net:
         self.copy_from_param(model_io.read_binary_net(path), str(path))
 
     def copy_from_param(self, source, origin: str = "<NetParameter>") -> None:
+        """Copy the blobs of ``source``'s layers into the layers of the same name. No layer with
+        weights matching is a WeightsError; layers with weights left out (a file cut short, a
+        classifier being fine-tuned) keep their values, with a WeightsWarning naming them."""
+        copied = set()
         for src in source.layer:
             layer = self.layer_dict.get(src.name)
             if layer is None or not len(src.blobs):
                 continue
+            copied.add(src.name)
             if len(src.blobs) != len(layer.blobs):
                 raise WeightsError(f"{origin}: incompatible number of blobs for layer '{src.name}': "
                                    f"the file has {len(src.blobs)}, the net has {len(layer.blobs)}")
@@ -498,6 +673,15 @@ class Net:
                 arr = model_io.blobproto_to_array(bp).reshape(tuple(p.shape))
                 with torch.no_grad():
                     p.copy_(torch.from_numpy(arr))
+        missing = [m.name for m in self.modules if len(m.blobs) and m.name not in copied]
+        if missing and not copied:
+            raise WeightsError(f"{origin}: none of its {len(source.layer)} layers matches a layer "
+                               f"with weights of net '{self.name}' (by name: the net has "
+                               f"{', '.join(missing[:5])}{', ...' if len(missing) > 5 else ''})")
+        if missing:
+            warnings.warn(f"{origin}: no weights for {len(missing)} layer(s) of net '{self.name}', "
+                          f"which keep their initial values: {', '.join(missing[:10])}"
+                          f"{', ...' if len(missing) > 10 else ''}", WeightsWarning, stacklevel=3)
 
     def share_with(self, other: "Net") -> None:
         """Make this net use ``other``'s parameter blobs for every layer of the same name (Caffe's
@@ -538,6 +722,13 @@ class Net:
     def __repr__(self) -> str:
         return (f"Net('{self.name}', phase={'TRAIN' if self.phase == TRAIN else 'TEST'}, "
                 f"{len(self.modules)} layers, {len(self._data)} blobs)")
+
+
+def _top_loss_weights(layer: Layer, lp) -> list[float]:
+    """Each top's loss weight: ``loss_weight`` if given, else 1 for a loss layer's first top."""
+    if len(lp.loss_weight):
+        return [float(w) for w in lp.loss_weight]
+    return [1.0 if layer.is_loss and j == 0 else 0.0 for j in range(len(lp.top))]
 
 
 def _shapes_match(source: Shape, target: Shape, source_has_shape: bool) -> bool:

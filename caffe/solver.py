@@ -65,7 +65,6 @@ class Solver:
         self.net = nets.build_train_net(param, glog.log)
         # Only the root tests (as Caffe); other ranks of a parallel run skip building test nets.
         self.test_nets = nets.build_test_nets(param, glog.log) if is_root else []
-        self.net.retain_blob_diffs = False
         for test_net in self.test_nets:
             test_net.share_with(self.net)
         self._params = self.net.learnable_params
@@ -107,7 +106,11 @@ class Solver:
     def add_callback(self, on_start: Callable[[], None] | None = None,
                      on_gradients_ready: Callable[[], None] | None = None) -> None:
         """Called at the start of each iteration and when the gradients are ready (before the
-        update), as Caffe's Solver::Callback (several-GPU training reduces gradients there)."""
+        update), as Caffe's Solver::Callback (several-GPU training reduces gradients there).
+        An object with ``on_start`` and ``on_gradients_ready`` methods (``caffe.NCCL``) may be
+        given alone, as pycaffe's ``solver.add_callback(nccl)``."""
+        if on_gradients_ready is None and hasattr(on_start, "on_gradients_ready"):
+            on_start, on_gradients_ready = on_start.on_start, on_start.on_gradients_ready
         self._callbacks.append((on_start, on_gradients_ready))
 
     def add_observer(self, observer: object) -> None:

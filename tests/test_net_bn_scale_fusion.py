@@ -23,7 +23,6 @@ def build(phase: int, fused: bool) -> caffe.Net:
     caffe.set_random_seed(4)
     net = caffe.Net(net_param=parse_net_text(TRAIN_NET), phase=phase)
     randomize_weights(net, 4)
-    net.retain_blob_diffs = False
     if not fused:
         net._bn_scale = {}
     return net
@@ -51,8 +50,7 @@ def test_fused_batchnorm_scale_equals_separate_layers(phase: int) -> None:
         if phase == caffe.TRAIN:
             losses.append(net.forward_backward())
         else:
-            net.forward()
-            losses.append(net.last_loss)
+            losses.append(float(net.run()))
     assert losses[0] == pytest.approx(losses[1], rel=1e-5)
     for name in separate.blobs:
         np.testing.assert_allclose(fused.blobs[name].data, separate.blobs[name].data,
@@ -72,16 +70,15 @@ def test_a_run_that_ends_at_the_batchnorm_does_not_apply_the_scale() -> None:
     np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
 
 
-def test_fusion_is_off_while_blob_diffs_are_kept() -> None:
+def test_fusion_is_used_by_the_solver_path_and_not_by_pycaffe_forward() -> None:
     net = build(caffe.TRAIN, fused=True)
-    net.retain_blob_diffs = True
     calls = []
     original = net._forward_bn_scale
     net._forward_bn_scale = lambda i, j: (calls.append(i), original(i, j))
     feed(net)
-    net.forward_backward()
+    net.forward()
+    net.backward()
     assert calls == []
-    net.retain_blob_diffs = False
     net.forward_backward()
     assert len(calls) == 4
 
@@ -94,11 +91,13 @@ def test_train_batchnorm_with_one_value_per_channel_gives_zero_like_caffe(fused:
             'layer { name: "scale" type: "Scale" bottom: "data" top: "data" '
             'scale_param { bias_term: true } }\n')
     net = caffe.Net(net_param=parse_net_text(text), phase=caffe.TRAIN)
-    net.retain_blob_diffs = not fused
+    if not fused:
+        net._bn_scale = {}
     with torch.no_grad():
         net.params["scale"][1].data[...] = [0.5, -1.0, 2.0]
     x = np.array([3.0, -2.0, 7.0], np.float32).reshape(1, 3, 1, 1)
-    net.forward(data=x)
+    net.blobs["data"].data[...] = x
+    net.run()
     out = net.blobs["data"].data
     np.testing.assert_allclose(out.ravel(), [0.5, -1.0, 2.0], atol=1e-6)
     np.testing.assert_allclose(net.params["bn"][0].data, x.ravel())

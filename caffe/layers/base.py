@@ -106,6 +106,11 @@ class Layer(nn.Module):
     def forward(self, *bottoms: torch.Tensor) -> list[torch.Tensor]:
         raise NotImplementedError
 
+    def allow_force_backward(self, bottom_index: int) -> bool:
+        """Caffe's AllowForceBackward: whether ``force_backward`` may backpropagate into this bottom
+        (not into a loss layer's labels, bottom 1)."""
+        return not (self.is_loss and bottom_index == 1)
+
     @property
     def is_training(self) -> bool:
         return self.phase == TRAIN

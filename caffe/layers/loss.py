@@ -84,6 +84,10 @@ class SoftmaxWithLoss(_Loss):
 
 @register("EuclideanLoss")
 class EuclideanLoss(_Loss):
+    def allow_force_backward(self, bottom_index: int) -> bool:
+        """Both bottoms are data here (Caffe's EuclideanLossLayer allows both)."""
+        return True
+
     def reshape(self, bottom_shapes: list[Shape]) -> list[Shape]:
         a, b = bottom_shapes
         if math.prod(a[1:]) != math.prod(b[1:]) or a[0] != b[0]:

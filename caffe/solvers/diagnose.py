@@ -29,7 +29,7 @@ def _replay(net: Net) -> str:
             if not net.bottom_names[name]:
                 tops = net.top_names[name]
             else:
-                net._forward_layer(i, False)
+                net._forward_layer(i)
                 tops = [t for t in net.top_names[name]]
             for t in tops:
                 if not torch.isfinite(net._data[t]).all():

@@ -1,0 +1,250 @@
+"""Caffe's arithmetic for Convolution and InnerProduct layers declared in place (top == bottom)
+whose output shape differs from their input, as SSE-ResNet's released prototxt has them.
+
+Real Caffe runs such a layer on the blob's one flat memory, read with the layer's own geometry
+(golden case ``inplace_reshape``, described in DESIGN.md):
+
+* a Blob's data and diff are flat buffers, zero-filled when allocated, grown to the largest count
+  so far and otherwise kept, so cells past the current count hold earlier passes' values;
+* a Convolution reads image n as C_in x H_o x W_o values at offset n * C_out * H_o * W_o (its Reshape
+  gave the blob the output shape first), im2cols it into its own column buffer (which keeps its old
+  contents past what im2col writes), reads that buffer as (C_in k_h k_w) x (H_o W_o), and writes
+  image n's output before it reads image n+1; its backward does the same with the diff;
+* an InnerProduct's GEMM zeroes its output, which starts where its input does, before it reads the
+  input: the product is taken on the input with its first M * N values set to zero.
+
+A caffemodel trained in real Caffe learned against this arithmetic, so it is the default;
+``CAFFE_INPLACE_RESHAPE=math`` gives the mathematical layer instead. Either way the net warns
+when it is built (``InplaceReshapeWarning``), naming the layers."""
+from __future__ import annotations
+
+import math
+import os
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from .layers.base import Layer, Shape
+
+ENV = "CAFFE_INPLACE_RESHAPE"
+EMULATED_TYPES = ("Convolution", "InnerProduct")
+
+
+class InplaceReshapeWarning(UserWarning):
+    """A layer works in place on a blob whose shape it changes."""
+
+
+def caffe_arithmetic_enabled() -> bool:
+    """True unless ``CAFFE_INPLACE_RESHAPE`` asks for the mathematical layer (``math``)."""
+    value = os.environ.get(ENV, "caffe").strip().lower()
+    if value not in ("caffe", "math"):
+        raise ValueError(f"{ENV} must be 'caffe' or 'math', got {value!r}")
+    return value == "caffe"
+
+
+class SharedBuffer:
+    """A blob's flat data and diff memory as Caffe's Blob keeps it."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.data: torch.Tensor | None = None
+        self.diff: torch.Tensor | None = None
+
+    def ensure(self, count: int, device: torch.device) -> None:
+        """Allocate zero-filled memory of the capacity (grown to ``count``) on ``device`` when the
+        current memory is missing, too small or elsewhere, as Blob::Reshape does."""
+        if count > self.capacity or self.data is None or self.data.device != device:
+            self.capacity = max(self.capacity, count)
+            self.data = torch.zeros(self.capacity, device=device)
+            self.diff = torch.zeros(self.capacity, device=device)
+
+    def put(self, which: str, t: torch.Tensor) -> None:
+        """Write ``t`` at the start of the data or diff memory (what the producer of a blob does)."""
+        flat = t.detach().reshape(-1)
+        self.ensure(flat.numel(), flat.device)
+        getattr(self, which)[:flat.numel()].copy_(flat)
+
+    def view(self, which: str, shape: Shape) -> torch.Tensor:
+        """The first prod(shape) values of the data or diff memory, shaped ``shape``."""
+        return getattr(self, which)[:math.prod(shape)].view(shape)
+
+
+class InplaceEmulator:
+    """One in-place shape-changing layer run on its blob's SharedBuffer; ``latest_data`` returns the
+    blob's current data (what the buffer holds at backward time in Caffe)."""
+
+    def __init__(self, layer: Layer, buffer: SharedBuffer,
+                 latest_data: Callable[[], torch.Tensor]) -> None:
+        self.layer, self.buffer, self.latest_data = layer, buffer, latest_data
+        self.col: torch.Tensor | None = None
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return _InplaceFunction.apply(self, x, *self.layer.blobs)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        in_shape = tuple(x.shape)
+        out_shape = tuple(self.layer.reshape([in_shape])[0])
+        buf = self.buffer
+        buf.ensure(max(math.prod(in_shape), math.prod(out_shape)), x.device)
+        buf.put("data", x)
+        with torch.no_grad():
+            if self.layer.type == "Convolution":
+                _conv_forward(self, in_shape, out_shape)
+            else:
+                _ip_forward(self, in_shape, out_shape)
+        return buf.view("data", out_shape).clone()
+
+    def backward(self, grad: torch.Tensor | None, in_shape: Shape, out_shape: Shape,
+                 needs: tuple[bool, ...]) -> tuple:
+        buf = self.buffer
+        buf.put("data", self.latest_data())
+        buf.put("diff", grad if grad is not None else torch.zeros(out_shape, device=buf.data.device))
+        with torch.no_grad():
+            if self.layer.type == "Convolution":
+                grads = _conv_backward(self, in_shape, out_shape, needs)
+            else:
+                grads = _ip_backward(self, in_shape, out_shape, needs)
+        gx = buf.view("diff", in_shape).clone() if needs[0] else None
+        return (gx, *grads)
+
+
+class _InplaceFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, emulator: InplaceEmulator, x: torch.Tensor, *params: torch.Tensor):
+        ctx.emulator = emulator
+        ctx.in_shape = tuple(x.shape)
+        y = emulator.forward(x)
+        ctx.out_shape = tuple(y.shape)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        needs = tuple(ctx.needs_input_grad[1:])
+        return (None, *ctx.emulator.backward(grad, ctx.in_shape, ctx.out_shape, needs))
+
+
+def _conv_geometry(em: InplaceEmulator, in_shape: Shape, out_shape: Shape) -> dict:
+    layer = em.layer
+    n, c_in = in_shape[:2]
+    _, c_out, h_o, w_o = out_shape
+    kh, kw = layer.kernel
+    g = layer.group
+    one_by_one = layer.kernel == (1, 1) and layer.stride == (1, 1) and layer.pad == (0, 0)
+    h2 = (h_o + 2 * layer.pad[0] - layer.dilation[0] * (kh - 1) - 1) // layer.stride[0] + 1
+    w2 = (w_o + 2 * layer.pad[1] - layer.dilation[1] * (kw - 1) - 1) // layer.stride[1] + 1
+    col_size = c_in * kh * kw * h_o * w_o
+    if not one_by_one and c_in * kh * kw * h2 * w2 > col_size:
+        raise layer.error(f"in place on a blob whose shape it changes, its im2col ({h2}x{w2}) "
+                          f"would overrun Caffe's column buffer ({h_o}x{w_o})")
+    if not one_by_one and (em.col is None or em.col.numel() != col_size
+                           or em.col.device != em.buffer.data.device):
+        em.col = torch.zeros(col_size, device=em.buffer.data.device)
+    return dict(n=n, c_in=c_in, c_out=c_out, hw=(h_o, w_o), g=g, kdim=c_in // g * kh * kw,
+                top_dim=c_out * h_o * w_o, in_dim=c_in * h_o * w_o, one_by_one=one_by_one,
+                col_used=c_in * kh * kw * h2 * w2, spatial=h_o * w_o)
+
+
+def _im2col(em: InplaceEmulator, image: torch.Tensor, geo: dict) -> torch.Tensor:
+    """Caffe's im2col of one image into the start of the layer's column buffer, returned as the
+    buffer read with the GEMM's (group, kernel_dim, H_o W_o) geometry."""
+    layer = em.layer
+    if geo["one_by_one"]:
+        return image.reshape(geo["g"], geo["kdim"], geo["spatial"]).clone()
+    cols = F.unfold(image[None], layer.kernel, layer.dilation, layer.pad, layer.stride)
+    em.col[:geo["col_used"]].copy_(cols.reshape(-1))
+    return em.col.view(geo["g"], geo["kdim"], geo["spatial"])
+
+
+def _conv_forward(em: InplaceEmulator, in_shape: Shape, out_shape: Shape) -> None:
+    geo = _conv_geometry(em, in_shape, out_shape)
+    data, layer = em.buffer.data, em.layer
+    weight = layer.blobs[0].detach().reshape(geo["g"], -1, geo["kdim"])
+    bias = layer.blobs[1].detach()[:, None] if layer.bias_term else None
+    for i in range(geo["n"]):
+        at = i * geo["top_dim"]
+        image = data[at:at + geo["in_dim"]].view(geo["c_in"], *geo["hw"])
+        out = torch.bmm(weight, _im2col(em, image, geo)).reshape(geo["c_out"], geo["spatial"])
+        if bias is not None:
+            out = out + bias
+        data[at:at + geo["top_dim"]].copy_(out.reshape(-1))
+
+
+def _conv_backward(em: InplaceEmulator, in_shape: Shape, out_shape: Shape,
+                   needs: tuple[bool, ...]) -> list[torch.Tensor | None]:
+    geo = _conv_geometry(em, in_shape, out_shape)
+    data, diff, layer = em.buffer.data, em.buffer.diff, em.layer
+    weight = layer.blobs[0].detach().reshape(geo["g"], -1, geo["kdim"])
+    need_x, need_w = needs[0], needs[1]
+    need_b = layer.bias_term and needs[2]
+    gw = torch.zeros_like(weight) if need_w else None
+    gb = None
+    if need_b:
+        gb = sum(diff[i * geo["top_dim"]:(i + 1) * geo["top_dim"]].view(geo["c_out"], -1).sum(1)
+                 for i in range(geo["n"]))
+    for i in range(geo["n"]):
+        at = i * geo["top_dim"]
+        top = diff[at:at + geo["top_dim"]].view(geo["g"], -1, geo["spatial"]).clone()
+        if need_w:
+            image = data[at:at + geo["in_dim"]].view(geo["c_in"], *geo["hw"])
+            gw += torch.bmm(top, _im2col(em, image, geo).transpose(1, 2))
+        if need_x:
+            cols = torch.bmm(weight.transpose(1, 2), top)
+            if geo["one_by_one"]:
+                diff[at:at + geo["in_dim"]].copy_(cols.reshape(-1))
+                continue
+            em.col.copy_(cols.reshape(-1))
+            used = em.col[:geo["col_used"]].view(1, geo["c_in"] * math.prod(layer.kernel), -1)
+            image = F.fold(used, geo["hw"], layer.kernel, layer.dilation, layer.pad, layer.stride)
+            diff[at:at + geo["in_dim"]].copy_(image.reshape(-1))
+    out = [gw.reshape(layer.blobs[0].shape) if need_w else None]
+    if layer.bias_term:
+        out.append(gb)
+    return out
+
+
+def _ip_sizes(em: InplaceEmulator, in_shape: Shape) -> tuple[int, int, int]:
+    layer = em.layer
+    return math.prod(in_shape[:layer.axis]), layer.k, layer.num_output
+
+
+def _ip_forward(em: InplaceEmulator, in_shape: Shape, out_shape: Shape) -> None:
+    m, k, n = _ip_sizes(em, in_shape)
+    layer, data = em.layer, em.buffer.data
+    a = data[:m * k].clone()
+    a[:min(m * n, m * k)] = 0
+    weight = layer.blobs[0].detach()
+    out = a.view(m, k) @ (weight if layer.transpose else weight.t())
+    if layer.bias_term:
+        out = out + layer.blobs[1].detach()
+    data[:m * n].copy_(out.reshape(-1))
+
+
+def _ip_backward(em: InplaceEmulator, in_shape: Shape, out_shape: Shape,
+                 needs: tuple[bool, ...]) -> list[torch.Tensor | None]:
+    m, k, n = _ip_sizes(em, in_shape)
+    layer, data, diff = em.layer, em.buffer.data, em.buffer.diff
+    top = diff[:m * n].view(m, n).clone()
+    weight = layer.blobs[0].detach()
+    out: list[torch.Tensor | None] = [None]
+    if needs[1]:
+        b = data[:m * k].view(m, k)
+        out[0] = b.t() @ top if layer.transpose else top.t() @ b
+    if layer.bias_term:
+        out.append(top.sum(0) if needs[2] else None)
+    if needs[0]:
+        diff[:m * k].copy_((top @ (weight.t() if layer.transpose else weight)).reshape(-1))
+    return out
+
+
+def find_inplace_reshapes(layers: list[Layer], bottoms: list[list[str]], tops: list[list[str]],
+                          shapes_in: list[list[Shape]], shapes_out: list[list[Shape]]
+                          ) -> list[int]:
+    """Indices of the layers with a top that reuses a bottom's name with another shape."""
+    found = []
+    for i, layer in enumerate(layers):
+        for j, (b, t) in enumerate(zip(bottoms[i], tops[i])):
+            if b == t and tuple(shapes_in[i][j]) != tuple(shapes_out[i][j]):
+                found.append(i)
+                break
+    return found

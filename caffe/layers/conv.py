@@ -104,15 +104,28 @@ class _ConvBase(Layer):
 
     def reshape(self, bottom_shapes: list[Shape]) -> list[Shape]:
         out = []
-        for n, _, h, w in bottom_shapes:
+        weight = self.blobs[0].shape
+        channels = weight[0] if self.transposed else weight[1] * self.group
+        for shape in bottom_shapes:
+            if len(shape) != 4 or shape[1] != channels:
+                raise self.error(f"expects bottoms of shape (N, {channels}, H, W) as its weights "
+                                 f"{tuple(weight)}, got {tuple(shape)}")
+            n, _, h, w = shape
             out.append((n, self.num_output, self._out(h, 0), self._out(w, 1)))
         return out
 
     def _out(self, size: int, i: int) -> int:
         k = self.dilation[i] * (self.kernel[i] - 1) + 1
         if self.transposed:
-            return self.stride[i] * (size - 1) + k - 2 * self.pad[i]
-        return (size + 2 * self.pad[i] - k) // self.stride[i] + 1
+            out = self.stride[i] * (size - 1) + k - 2 * self.pad[i]
+        else:
+            out = (size + 2 * self.pad[i] - k) // self.stride[i] + 1
+        if out < 1:
+            side = ("height", "width")[i]
+            dilated = f" (dilation {self.dilation[i]})" if self.dilation[i] > 1 else ""
+            raise self.error(f"kernel {k}{dilated} does not fit the input {side} {size} with pad "
+                             f"{self.pad[i]}: the output {side} would be {out}")
+        return out
 
     def _bias(self) -> torch.Tensor | None:
         return self.blobs[1] if self.bias_term else None

@@ -18,6 +18,8 @@ class InnerProduct(Layer):
         self.num_output = p.num_output
         self.bias_term = p.bias_term
         self.transpose = p.transpose
+        if self.num_output <= 0:
+            raise self.error("inner_product_param.num_output must be positive")
         self.axis = self.canonical_axis(p.axis, len(bottom_shapes[0]))
         self.k = math.prod(bottom_shapes[0][self.axis:])
         if len(self.blobs):

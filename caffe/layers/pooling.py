@@ -47,6 +47,9 @@ class Pooling(Layer):
         k, s, p = self._geometry(shape)
         out = (shape[0], shape[1], pooled_size(shape[2], k[0], s[0], p[0]),
                pooled_size(shape[3], k[1], s[1], p[1]))
+        if min(out[2:]) < 1:
+            raise self.error(f"kernel {k} does not fit the input {tuple(shape[2:])} with pad {p}: "
+                             f"the output would be {out[2:]}")
         return [out] * len(self.lp.top)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import sys
 import traceback
+import warnings
 from typing import Callable, Sequence
 
 from ..errors import CaffeError
@@ -84,4 +85,9 @@ def run_main(main: Callable[[list[str]], int | None], argv: Sequence[str] | None
     show_tb = "--traceback" in args
     args = [a for a in args if a != "--traceback"]
     prog = sys.argv[0].rsplit("/", 1)[-1] if sys.argv and sys.argv[0] else "caffe"
+    warnings.showwarning = _one_line_warning
     return guarded(prog, lambda: main(args), show_tb)
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"warning: {message}", file=sys.stderr if file is None else file)

@@ -12,12 +12,15 @@ Two launchers are understood:
 
 The same variables give the share of a sharded tool (``--shard K/N``: ``sse-preprocess``,
 ``extract_features``): ``Shard.select`` keeps every N-th input from the K-th, so N processes given
-the same inputs split them without overlap and the split does not depend on the machine."""
+the same inputs split them without overlap and the split does not depend on the machine. A tool
+whose output cannot be shared between writers (a database) writes share K of N into
+``OUT/shard-K-of-N``; ``shard_parts(OUT)`` finds the complete set for the reader that merges them."""
 from __future__ import annotations
 
 import os
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Mapping, Sequence, TypeVar
 
 from .errors import CaffeError
@@ -117,6 +120,39 @@ class Shard:
         return f"{self.index}/{self.count}"
 
 
+_PART = re.compile(r"shard-(\d+)-of-(\d+)")
+
+
+def shard_part(folder: str | os.PathLike, shard: Shard) -> Path:
+    """Where share K of N of an output named ``folder`` goes: ``folder/shard-K-of-N``."""
+    return Path(folder) / f"shard-{shard.index}-of-{shard.count}"
+
+
+def shard_parts(folder: str | os.PathLike) -> list[Path] | None:
+    """The N parts ``folder/shard-K-of-N`` in share order, or None when ``folder`` holds none;
+    a CaffeError when parts are missing or were made for different N."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return None
+    found = {}
+    for entry in folder.iterdir():
+        m = _PART.fullmatch(entry.name)
+        if m:
+            found[(int(m.group(1)), int(m.group(2)))] = entry
+    if not found:
+        return None
+    counts = sorted({n for _, n in found})
+    if len(counts) > 1:
+        raise CaffeError(f"{folder}: shard parts of different splits ("
+                         + ", ".join(f"of-{n}" for n in counts) + "); keep the parts of one run")
+    count = counts[0]
+    missing = [k for k in range(count) if (k, count) not in found]
+    if missing:
+        raise CaffeError(f"{folder}: shard parts {', '.join(f'shard-{k}-of-{count}' for k in missing)} "
+                         "are missing (not finished, or not written to this folder)")
+    return [found[(k, count)] for k in range(count)]
+
+
 def parse_shard(text: str) -> Shard:
     """``K/N`` -> Shard(K, N) with 0 <= K < N."""
     m = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
@@ -148,4 +184,4 @@ def add_shard_argument(parser, what: str) -> None:
 
 
 __all__ = ["ProcessGroupEnv", "Shard", "launch_environment", "first_host", "parse_shard",
-           "resolve_shard", "add_shard_argument", "DEFAULT_MASTER_PORT"]
+           "resolve_shard", "add_shard_argument", "shard_part", "shard_parts", "DEFAULT_MASTER_PORT"]

@@ -50,17 +50,22 @@ def net_generator() -> torch.Generator:
     return g
 
 
-_shard = {"rank": 0, "world_size": 1}
+_shard = {"rank": 0, "world_size": 1, "test": False}
 
 
-def set_data_shard(rank: int, world_size: int) -> None:
-    """Tell data layers built from now on which share of each global batch this process reads
-    (several-GPU training): rank r of w reads items ((k*w + r)*B ...) for its batch k."""
+def set_data_shard(rank: int, world_size: int, test: bool = False) -> None:
+    """Tell data layers built from now on which share of each global batch this process reads:
+    rank r of w reads items ((k*w + r)*B ...) for its batch k. TRAIN nets read their share
+    (several-process training, where only the root tests); with ``test`` TEST nets do too
+    (a sharded ``extract_features``)."""
     if not 0 <= rank < world_size:
         raise ValueError(f"rank {rank} outside world size {world_size}")
-    _shard["rank"], _shard["world_size"] = int(rank), int(world_size)
+    _shard.update(rank=int(rank), world_size=int(world_size), test=bool(test))
 
 
-def data_shard() -> tuple[int, int]:
-    """(rank, world_size) for data layers."""
+def data_shard(phase: int | None = None) -> tuple[int, int]:
+    """(rank, world_size) for the data layers of a net of ``phase`` (0 TRAIN, 1 TEST; None: the
+    shard as set): (0, 1), the whole stream, for a TEST net unless TEST nets are sharded."""
+    if phase not in (None, 0) and not _shard["test"]:
+        return 0, 1
     return _shard["rank"], _shard["world_size"]

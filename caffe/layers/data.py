@@ -5,7 +5,8 @@
 in worker processes (``caffe.data.prefetch``), transformed by Caffe's DataTransformer. In TRAIN
 phase each process reads its shard of the stream (``caffe.mode.data_shard()``: rank r of w reads
 items ``(k*w + r)*B ... + B - 1`` for its batch k); in TEST phase every process reads the whole
-stream, as in Caffe where only the root solver tests. Random draws (rand_skip, shuffle, crop,
+stream, as in Caffe where only the root solver tests (unless TEST nets are sharded too: a sharded
+``extract_features``). Random draws (rand_skip, shuffle, crop,
 mirror) come from the net's generator, so ``caffe.set_random_seed`` makes them reproducible."""
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from ..data.prefetch import Prefetcher
 from ..data.sources import BatchSource, DBSource, ImageListSource
 from ..data.transformer import DataTransformer, TransformSpec
 from ..errors import CaffeError, NetError
-from .base import TRAIN, Layer, Shape, register
+from .base import Layer, Shape, register
 
 
 class _PrefetchingData(Layer):
@@ -39,7 +40,7 @@ class _PrefetchingData(Layer):
         return int(torch.randint(high, (1,), generator=self.generator))
 
     def _source_args(self, rand_skip: int) -> dict:
-        rank, world = mode.data_shard() if self.phase == TRAIN else (0, 1)
+        rank, world = mode.data_shard(self.phase)
         return dict(skip=self._draw(rand_skip), rank=rank, world_size=world,
                     seed=self._draw(1 << 62))
 

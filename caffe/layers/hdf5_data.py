@@ -6,7 +6,8 @@ to the next file at the end of one and wrapping around after the last. With ``sh
 order is permuted at each pass and the rows of each file when it is loaded. Under several-process
 training (``caffe.mode.set_data_shard``) rank r of w keeps rows r*B .. r*B+B-1 of every w*B rows
 of that sequence in the TRAIN phase, so the ranks together read what one process with batch w*B
-reads; TEST nets (tested by the root alone) read every row."""
+reads; TEST nets (tested by the root alone) read every row, unless TEST nets are sharded too (a
+sharded ``extract_features``)."""
 from __future__ import annotations
 
 import os
@@ -18,7 +19,7 @@ import torch
 
 from ..errors import DataError
 from ..mode import data_shard
-from .base import TRAIN, Layer, Shape, register
+from .base import Layer, Shape, register
 
 
 def read_source_list(source: str) -> list[str]:
@@ -58,7 +59,7 @@ class HDF5Data(Layer):
         self.shuffle = bool(p.shuffle)
         self.files = read_source_list(p.source)
         # Only the root tests in a several-process run: a TEST net reads the whole stream.
-        self.rank, self.world_size = data_shard() if phase == TRAIN else (0, 1)
+        self.rank, self.world_size = data_shard(phase)
         self.register_buffer("_device_probe", torch.zeros(0), persistent=False)
 
     def setup(self, bottom_shapes: list[Shape]) -> None:

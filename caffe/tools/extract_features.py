@@ -9,7 +9,14 @@ Datum with the blob's legacy channels/height/width (1 for missing axes: a 7-way 
 7 x 1 x 1, a label 1 x 1 x 1) and its values in ``float_data``, stored under the key ``%010d``
 (the running image index). ``db_type`` is leveldb or lmdb. Paths inside the prototxt (data
 sources, mean files) are relative to the working directory, as in Caffe. An existing database is
-not overwritten unless ``--overwrite`` is given."""
+not overwritten unless ``--overwrite`` is given.
+
+``--shard K/N`` (or torchrun's / srun's rank and world size; ``caffe.launch``) runs the mini-batches
+K, K+N, K+2N, ... of the num_mini_batches (the data layers read exactly the items those batches
+hold in an unsharded run, with the net's random draws seeded alike in every share) and writes each
+database into the folder of its name as ``shard-K-of-N``, with the keys of the unsharded run. The
+N parts merge by reading the folder: ``leveldb2mat`` and ``sse.fusion.featdb`` read a folder of
+parts as the one database an unsharded run writes."""
 from __future__ import annotations
 
 import argparse
@@ -24,11 +31,13 @@ from .. import mode
 from ..data.datum import float_datum_bytes
 from ..data.db import Writer, backend_name
 from ..errors import CaffeError, DataError
+from ..launch import Shard, add_shard_argument, resolve_shard, shard_part
 from ..layers.base import TEST
 from ..net import Net
 from .cli_util import run_main
 
 _COMMIT_EVERY = 1000
+SHARD_SEED = 0  # the random seed every share of a sharded run uses, so that they draw alike
 
 
 def legacy_shape(shape: Sequence[int], blob: str) -> tuple[int, int, int, int]:
@@ -41,32 +50,45 @@ def legacy_shape(shape: Sequence[int], blob: str) -> tuple[int, int, int, int]:
 
 def extract(weights: str, proto: str, blob_names: Sequence[str], db_names: Sequence[str],
             num_batches: int, backend: str, *, overwrite: bool = False,
-            progress: bool | None = None) -> list[int]:
-    """Write the feature databases; returns the number of images stored per blob."""
+            progress: bool | None = None, shard: Shard = Shard()) -> list[int]:
+    """Write the feature databases (share ``shard`` of the mini-batches into
+    ``db/shard-K-of-N`` when it is one of several); returns the number of images stored per blob."""
     if len(blob_names) != len(db_names):
         raise DataError(f"the number of blob names ({len(blob_names)}) and dataset names "
                         f"({len(db_names)}) must be equal")
     if num_batches <= 0:
         raise DataError(f"num_mini_batches must be positive, got {num_batches}")
     backend = backend_name(backend)
+    if shard.count > 1:
+        for db in db_names:
+            os.makedirs(db, exist_ok=True)
+        db_names = [str(shard_part(db, shard)) for db in db_names]
     for db in db_names:
         if os.path.exists(db) and not overwrite:
             raise DataError(f"{db} already exists; pass --overwrite to replace it")
-    net = Net(proto, TEST, weights=weights)
+    if shard.count > 1:
+        mode.set_random_seed(SHARD_SEED)
+        mode.set_data_shard(shard.index, shard.count, test=True)
+    try:
+        net = Net(proto, TEST, weights=weights)
+    finally:
+        mode.set_data_shard(0, 1)
     for name in blob_names:
         if name not in net.blobs:
             raise DataError(f"Unknown feature blob name {name} in the network {proto}")
     writers: list[Writer] = []
     counts = [0] * len(blob_names)
     show = sys.stderr.isatty() if progress is None else progress
+    batches = range(shard.index, num_batches, shard.count)
     try:
         for db in db_names:
             writers.append(Writer(db, backend, overwrite=overwrite))
         with torch.no_grad():
-            for _ in tqdm(range(num_batches), disable=not show, unit="batch", file=sys.stderr):
+            for k in tqdm(batches, disable=not show, unit="batch", file=sys.stderr):
                 net.forward()
                 for i, name in enumerate(blob_names):
-                    counts[i] = _store(net.blobs[name].data, name, writers[i], counts[i])
+                    data = net.blobs[name].data
+                    counts[i] += _store(data, name, writers[i], k * data.shape[0])
     except BaseException:
         for w in writers:
             w.abort()
@@ -79,15 +101,15 @@ def extract(weights: str, proto: str, blob_names: Sequence[str], db_names: Seque
     return counts
 
 
-def _store(data, name: str, writer: Writer, index: int) -> int:
+def _store(data, name: str, writer: Writer, first: int) -> int:
+    """Put the batch's items under the keys ``first``, ``first + 1``, ...; returns how many."""
     num, channels, height, width = legacy_shape(data.shape, name)
     rows = data.reshape(num, -1)
     for n in range(num):
-        writer.put(f"{index:010d}", float_datum_bytes(rows[n], channels, height, width))
-        index += 1
-        if index % _COMMIT_EVERY == 0:
+        writer.put(f"{first + n:010d}", float_datum_bytes(rows[n], channels, height, width))
+        if writer.count % _COMMIT_EVERY == 0:
             writer.commit()
-    return index
+    return num
 
 
 def _close_data_layers(net: Net) -> None:
@@ -114,6 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("device_id", metavar="DEVICE_ID", nargs="?", type=int, default=0)
     p.add_argument("--overwrite", action="store_true", help="replace existing databases")
     p.add_argument("--no_progress", action="store_true", help="no progress bar")
+    add_shard_argument(p, "mini-batches")
     return p
 
 
@@ -131,7 +154,8 @@ def main(argv: list[str] | None = None) -> int:
             print("Using CPU", file=sys.stderr)
             mode.set_mode_cpu()
         extract(a.weights, a.proto, a.blobs.split(","), a.dbs.split(","), a.num_batches,
-                a.backend, overwrite=a.overwrite, progress=False if a.no_progress else None)
+                a.backend, overwrite=a.overwrite, progress=False if a.no_progress else None,
+                shard=resolve_shard(a.shard))
         return 0
     return run_main(_main, argv)
 

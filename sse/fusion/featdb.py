@@ -1,5 +1,6 @@
 """Feature databases written by ``extract_features`` (LevelDB or LMDB of Datum with float_data)
 read into one matrix, and that matrix written as a MATLAB .mat file (v5, or v7.3/HDF5 above 2 GB).
+A folder of the parts a sharded ``extract_features`` wrote (``shard-K-of-N``) reads as one database.
 
 Decoding is vectorised for the layout Caffe writes (the same header on every record, then
 ``float_data`` as repeated fixed32 fields, unpacked as proto2 writes them, or packed); any other
@@ -58,8 +59,28 @@ def detect_backend(path: str | os.PathLike) -> str:
     raise _data_error(f"{path}: neither an LMDB (data.mdb) nor a LevelDB (CURRENT) database")
 
 
+def shard_parts(path: str | os.PathLike) -> list[Path] | None:
+    """The databases ``path/shard-K-of-N`` that ``extract_features --shard`` wrote, in share
+    order (all N, else DataError), or None when ``path`` is not a folder of such parts."""
+    path = Path(path)
+    if not path.is_dir() or not any(path.glob("shard-*-of-*")):
+        return None
+    from caffe.errors import CaffeError
+    from caffe.launch import shard_parts as find_parts
+    try:
+        return find_parts(path)
+    except CaffeError as exc:
+        raise _data_error(str(exc)) from None
+
+
 def iter_records(path: str | os.PathLike, backend: str | None = None) -> Iterator[tuple[bytes, bytes]]:
-    """(key, value) pairs in the database's byte order of keys."""
+    """(key, value) pairs in the database's byte order of keys; of a folder of shard parts, the
+    parts' records one part after the other (their keys are those of one unsharded run)."""
+    parts = shard_parts(path)
+    if parts is not None:
+        for part in parts:
+            yield from iter_records(part, backend)
+        return
     backend = backend or detect_backend(path)
     if backend == "leveldb":
         import plyvel

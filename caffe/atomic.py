@@ -3,9 +3,11 @@ prototxts, .mat files, pictures): the data goes to a temporary file in the targe
 then replaces the target in one step, so a reader or a resumed run sees the old file or the
 complete new one, never a half-written one.
 
-The temporary name carries the writer's process id (``.<name>.<pid>.<random>.tmp``): the first write
-of a process into a folder removes what writers that no longer run left there (a run killed with
--9 in the middle of a snapshot). Files get the mode an ordinary ``open`` would give them under the
+The temporary name carries the writer's process id and host (``.<name>.<pid>-<host>.<random>.tmp``):
+the first write of a process into a folder removes what writers of this host that no longer run
+left there (a run killed with -9 in the middle of a snapshot). What a writer on another machine
+left in a shared folder (the shares of a job on several machines) is never removed: whether that
+writer still runs cannot be told from here. Files get the mode an ordinary ``open`` would give them under the
 user's umask, not the 0600 of ``mkstemp``."""
 from __future__ import annotations
 
@@ -13,14 +15,26 @@ import errno
 import os
 import re
 import shutil
+import socket
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-# .<name>.<pid>.<random>.tmp / .png (atomic_path) and .<name>.partial-<pid> (database writers)
-_LEFTOVER = re.compile(r"^\..+\.(?:(?P<pid>\d+)\.[A-Za-z0-9_]+\.(?:tmp|png)|partial-(?P<dbpid>\d+))$")
+# .<name>.<pid>-<host>.<random>.tmp / .png (atomic_path) and .<name>.partial-<pid>-<host> (database
+# writers); names without a host (written before the host was recorded) count as this host's
+_LEFTOVER = re.compile(r"^\..+\.(?:(?P<pid>\d+)(?:-(?P<host>\w+))?\.\w+\.(?:tmp|png)"
+                       r"|partial-(?P<dbpid>\d+)(?:-(?P<dbhost>\w+))?)$")
 _swept: set[str] = set()
+
+
+def _host() -> str:
+    return re.sub(r"\W", "_", socket.gethostname()) or "localhost"
+
+
+def writer_tag() -> str:
+    """This process's mark in temporary names: ``<pid>-<host>``."""
+    return f"{os.getpid()}-{_host()}"
 
 
 def current_umask() -> int:
@@ -59,7 +73,8 @@ def remove_leftovers(folder: str | os.PathLike) -> list[Path]:
         return removed
     for entry in entries:
         m = _LEFTOVER.match(entry.name)
-        if m is None or _process_alive(int(m.group("pid") or m.group("dbpid"))):
+        if m is None or (m.group("host") or m.group("dbhost") or _host()) != _host() \
+                or _process_alive(int(m.group("pid") or m.group("dbpid"))):
             continue
         try:
             if entry.is_dir(follow_symlinks=False):
@@ -88,7 +103,7 @@ def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[str]:
     path = Path(path)
     folder = path.parent or Path(".")
     sweep_once(folder)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=suffix, dir=folder)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{writer_tag()}.", suffix=suffix, dir=folder)
     try:
         os.fchmod(fd, 0o666 & ~current_umask())
     finally:

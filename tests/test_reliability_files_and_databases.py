@@ -51,6 +51,22 @@ def test_leftovers_of_a_killed_writer_are_removed_by_the_next_write_in_the_folde
     assert (tmp_path / "net_iter_300.caffemodel").read_bytes() == b"whole"
 
 
+def test_leftovers_carry_the_host_and_another_hosts_are_never_removed(tmp_path):
+    """A folder shared by machines (the shares of a multi-machine job): a writer on another host
+    may be alive whatever its pid means here."""
+    dead = _dead_pid()
+    here = atomic.writer_tag().split("-", 1)[1]
+    mine = tmp_path / f".a.caffemodel.{dead}-{here}.x1y2.tmp"
+    theirs = tmp_path / f".b.caffemodel.{dead}-another_host.x1y2.tmp"
+    theirs_db = tmp_path / f".feat.partial-{dead}-another_host"
+    for path in (mine, theirs):
+        path.write_bytes(b"half")
+    theirs_db.mkdir()
+    with dbmod.Writer(tmp_path / "feat", "leveldb") as writer:
+        assert writer._tmp.name == f".feat.partial-{atomic.writer_tag()}"
+    assert not mine.exists() and theirs.exists() and theirs_db.exists()
+
+
 def test_full_disk_while_writing_names_the_file_and_keeps_the_old_one(tmp_path):
     target = tmp_path / "net.caffemodel"
     target.write_bytes(b"old")

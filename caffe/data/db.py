@@ -15,7 +15,7 @@ from typing import Iterator, Protocol
 import lmdb
 import plyvel
 
-from ..atomic import sweep_once
+from ..atomic import sweep_once, writer_tag
 from ..errors import DataError
 
 PathLike = str | os.PathLike
@@ -245,7 +245,7 @@ class Writer:
         self.overwrite = overwrite
         self._check_target()
         sweep_once(self.path.parent)
-        self._tmp = self.path.with_name(f".{self.path.name}.partial-{os.getpid()}")
+        self._tmp = self.path.with_name(f".{self.path.name}.partial-{writer_tag()}")
         shutil.rmtree(self._tmp, ignore_errors=True)
         self._pending: list[tuple[bytes, bytes]] = []
         self.count = 0

@@ -8,7 +8,7 @@ import importlib
 import numpy as np
 import torch
 
-from .blob import ArrayBlob
+from .blob import ArrayBlob, HostSync
 
 
 class Layer:
@@ -78,6 +78,7 @@ class PythonRunner:
 
     def __init__(self, obj: Layer, n_bottoms: int, n_tops: int) -> None:
         self.obj = obj
+        self.sync = HostSync()
         self.bottom = [ArrayBlob() for _ in range(n_bottoms)]
         self.top = [ArrayBlob() for _ in range(n_tops)]
 
@@ -91,6 +92,7 @@ class PythonRunner:
         self.load_bottoms(bottoms)
         self.obj.reshape(self.bottom, self.top)
         self.obj.forward(self.bottom, self.top)
+        self.sync.flush()
         return [b.tensor.clone().to(device) for b in self.top]
 
     def run_backward(self, top_grads) -> list[torch.Tensor | None]:
@@ -100,6 +102,7 @@ class PythonRunner:
         for blob in self.bottom:
             blob.grad.zero_()
         self.obj.backward(self.top, [True] * len(self.bottom), self.bottom)
+        self.sync.flush()
         return [np_to_tensor(b.grad) for b in self.bottom]
 
 

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import torch
+from torch import nn
 
+from ..blob import param_blob
 from ..python_layer import PythonFunction, PythonRunner, instantiate
 from .base import Layer, Shape, register
 
@@ -20,7 +22,17 @@ class Python(Layer):
             blob.reshape(*shape)
         if not self._setup_done:
             self.user.setup(self.runner.bottom, self.runner.top)
+            self._adopt_user_blobs()
             self._setup_done = True
+
+    def _adopt_user_blobs(self) -> None:
+        """The blobs the user's setup added become this layer's parameter blobs, so that
+        net.params, caffemodels and the solver see them (as in Caffe); the user keeps Blob views
+        of them (``self.blobs[i].data`` / ``.diff``, its backward adds to the diff)."""
+        for i, blob in enumerate(self.user.blobs):
+            p = nn.Parameter(blob.tensor.detach().clone())
+            self.blobs.append(p)
+            self.user.blobs[i] = param_blob(p, self.runner.sync)
 
     def reshape(self, bottom_shapes: list[Shape]) -> list[Shape]:
         for blob, shape in zip(self.runner.bottom, bottom_shapes):

@@ -212,7 +212,7 @@ def card(member: Member, sel: Selection, meta: dict, stats: dict, machine: str) 
         f"base_lr {member.base_lr:g} decaying linearly to 0 (`poly`, power 1), weight decay "
         f"{member.weight_decay:g}, batch {member.batch}, {member.iterations} iterations "
         f"({member.iterations * member.batch / 28709:.1f} epochs), random_seed {member.seed}, a snapshot "
-        f"every {member.snapshot}.", "",
+        f"every {member.snapshot}." + (f" {member.note}" if member.note else ""), "",
         f"Machine: {machine}. Wall time {stats['seconds'] / 60:.0f} min, "
         f"{stats['images_per_s']:.0f} training images/s (one torch thread; four models trained side by "
         "side on the two cores, so each had about half a core).", "",

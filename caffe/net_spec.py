@@ -34,7 +34,7 @@ from typing import Any, Iterable
 
 from google.protobuf import message as pb_message
 
-from caffe.errors import NetError
+from caffe.errors import CaffeTypeError, NetError
 from caffe.proto import caffe_pb2
 
 __all__ = ["NetSpec", "Top", "Function", "layers", "params", "to_proto", "param_name_dict",
@@ -135,8 +135,8 @@ class Function:
         self.inputs = tuple(inputs)
         for index, item in enumerate(self.inputs):
             if not isinstance(item, Top):
-                raise NetError(f"{type_name}: bottom {index} is a {type(item).__name__}, "
-                               "expected a Top (the output of another layer)")
+                raise CaffeTypeError(f"{type_name} input {index} is not a Top (type is "
+                                     f"{type(item)})")
         self.params = dict(params)
         self.ntop = int(self.params.pop("ntop", 1))
         self.in_place = bool(self.params.pop("in_place", False))

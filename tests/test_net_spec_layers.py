@@ -107,7 +107,7 @@ def test_unknown_keyword_and_bad_bottom_raise_net_error():
     n.bad = L.ReLU(n.data, no_such_field=3)
     with pytest.raises(NetError, match="no_such_field"):
         n.to_proto()
-    with pytest.raises(NetError, match="Top"):
+    with pytest.raises(TypeError, match="Top"):  # pycaffe's TypeError, also a CaffeError
         L.ReLU("data")
     with pytest.raises(NetError, match="NONEXISTENT"):
         spec = NetSpec()

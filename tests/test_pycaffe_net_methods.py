@@ -136,3 +136,9 @@ def test_golden_python_layer_blob_is_a_parameter_trained_saved_and_loaded(pylaye
     net = caffe.Net(str(case / "pylayer_net.prototxt"), caffe.TEST, weights=str(path))
     np.testing.assert_allclose(net.params["pyscale"][0].data, steps["param_after_step2:pyscale:0"],
                                rtol=1e-5, atol=1e-6)
+
+
+def test_netspec_with_a_tuple_bottom_is_a_type_error_naming_the_input() -> None:
+    data = caffe.layers.DummyData(ntop=2)
+    with pytest.raises(TypeError, match=r"^Silence input 0 is not a Top \(type is <class 'tuple'>\)$"):
+        caffe.layers.Silence(data, ntop=0)

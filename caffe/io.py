@@ -135,7 +135,16 @@ class Transformer:
         if caffe_in.shape[:2] != in_dims:
             caffe_in = resize_image(caffe_in, in_dims)
         if in_ in self.transpose:
+            if caffe_in.ndim != len(self.transpose[in_]):
+                raise DataError(f"preprocess('{in_}'): an image of shape {caffe_in.shape} has "
+                                f"{caffe_in.ndim} axes; set_transpose expects {len(self.transpose[in_])}")
             caffe_in = caffe_in.transpose(self.transpose[in_])
+            expected = tuple(self.inputs[in_][1:])
+            if caffe_in.shape != expected:
+                raise DataError(f"preprocess('{in_}'): the image gives {caffe_in.shape[0]} channels "
+                                f"({caffe_in.shape} after the transpose), blob '{in_}' takes "
+                                f"{expected[0]} ({expected}); load it with color="
+                                f"{expected[0] == 3}")
         if in_ in self.channel_swap:
             caffe_in = caffe_in[list(self.channel_swap[in_]), :, :]
         caffe_in = np.ascontiguousarray(caffe_in)

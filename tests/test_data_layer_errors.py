@@ -57,7 +57,7 @@ def test_missing_image_names_the_list_line(tmp_path):
     (tmp_path / "list.txt").write_text("a.png 0\n\na.png 1\nmissing.png 2\n")
     net = _image_net(tmp_path, tmp_path / "list.txt", f"{tmp_path}/")
     net.forward()
-    with pytest.raises(DataError, match=r"list.txt:4: could not load image .*missing.png"):
+    with pytest.raises(DataError, match=r"list.txt:4: could not open or find file .*missing.png"):
         net.forward()
 
 

@@ -93,3 +93,14 @@ def test_legacy_shape_pads_missing_axes_with_one():
     assert extract_features.legacy_shape((6, 7), "prob") == (6, 7, 1, 1)
     with pytest.raises(Exception, match="at most 4"):
         extract_features.legacy_shape((1, 2, 3, 4, 5), "x")
+
+
+def test_more_batches_than_the_data_holds_warn_that_records_repeat(workdir, capsys):
+    args = _args("lmdb", blobs=["prob"])
+    args[4] = "4"
+    assert extract_features.main(args) == 0
+    err = capsys.readouterr().err
+    assert "warning: layer 'data' holds 6 items but 4 mini-batches of 2 read 8: items 6..7 of the " \
+           "output repeat earlier ones" in err
+    assert extract_features.main(_args("lmdb", blobs=["prob"], prefix="again")) == 0
+    assert "warning" not in capsys.readouterr().err

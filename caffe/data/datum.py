@@ -67,10 +67,36 @@ def hwc_to_chw(img: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(img.transpose(2, 0, 1))
 
 
+def truncated_jpeg(path: str | os.PathLike) -> bool:
+    """A JPEG file without the end-of-image marker after its last scan: cut short. OpenCV decodes
+    it with grey rows in place of the missing data and only prints a libjpeg warning."""
+    try:
+        with open(path, "rb") as f:
+            if f.read(2) != b"\xff\xd8":
+                return False
+            data = f.read()
+    except OSError:
+        return False
+    return data.rfind(b"\xff\xd9") < data.rfind(b"\xff\xda")
+
+
+def why_unreadable(path: str | os.PathLike) -> str:
+    """Why ``read_image`` gave None for ``path``: missing, a truncated JPEG, or undecodable."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        return f"could not open or find file {path}"
+    if truncated_jpeg(path):
+        return f"{path} is a truncated JPEG (no end-of-image marker after its last scan)"
+    return f"cannot decode {path} (damaged, empty or not an image format OpenCV reads)"
+
+
 def read_image(path: str | os.PathLike, new_height: int = 0, new_width: int = 0,
                is_color: bool = True) -> np.ndarray | None:
     """Caffe's ReadImageToCVMat: an H x W x 3 BGR (or H x W gray) uint8 image, resized to
-    new_height x new_width (INTER_LINEAR) when both are positive; None if it cannot be read."""
+    new_height x new_width (INTER_LINEAR) when both are positive; None if it cannot be read or is
+    a truncated JPEG (``why_unreadable`` says which)."""
+    if truncated_jpeg(path):
+        return None
     img = cv2.imread(os.fspath(path), cv2.IMREAD_COLOR if is_color else cv2.IMREAD_GRAYSCALE)
     if img is None:
         return None

@@ -20,7 +20,7 @@ import numpy as np
 
 from ..errors import DataError
 from . import db as dbmod
-from .datum import datum_pixels, hwc_to_chw, parse_datum, read_image
+from .datum import datum_pixels, hwc_to_chw, parse_datum, read_image, why_unreadable
 from .image_list import ListEntry
 from .transformer import DataTransformer
 
@@ -48,6 +48,10 @@ class BatchSource:
     @property
     def batch_shape(self) -> Shape:
         return (self.batch_size, *self.item_shape)
+
+    def num_items(self) -> int | None:
+        """How many items the source holds before it wraps around (None: not known cheaply)."""
+        return None
 
     def item_indices(self, k: int) -> range:
         """The global item indices of batch k for this shard."""
@@ -112,6 +116,15 @@ class DBSource(BatchSource):
         self.input_shape = tuple(int(d) for d in first.shape)
         self.transformer.check_input(self.input_shape)
 
+    def num_items(self) -> int | None:
+        """The record count of an LMDB (LevelDB does not keep one)."""
+        cursor = dbmod.open_cursor(self.path, self.backend)
+        try:
+            size = getattr(cursor, "__len__", None)
+            return size() if size is not None else None
+        finally:
+            cursor.close()
+
     def _open(self) -> None:
         if self._cursor is None or self._pid != os.getpid():
             self._cursor = dbmod.open_cursor(self.path, self.backend)
@@ -175,6 +188,9 @@ class ImageListSource(BatchSource):
         self.input_shape = tuple(int(d) for d in pixels.shape)
         self.transformer.check_input(self.input_shape)
 
+    def num_items(self) -> int:
+        return len(self.entries)
+
     def entry(self, g: int) -> ListEntry:
         """The list entry of global item g."""
         n = len(self.entries)
@@ -191,6 +207,6 @@ class ImageListSource(BatchSource):
         img = read_image(self.root_folder + e.path, self.new_height, self.new_width, self.is_color)
         where = f"{self.list_file}:{e.line}"
         if img is None:
-            raise DataError(f"{where}: could not load image {self.root_folder + e.path}")
+            raise DataError(f"{where}: {why_unreadable(self.root_folder + e.path)}")
         return hwc_to_chw(img), e.label, where
 

@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from ..data.datum import encoded_datum, image_to_datum, read_image
+from ..data.datum import encoded_datum, image_to_datum, read_image, why_unreadable
 from ..data.db import Writer, backend_name
 from ..data.image_list import read_image_list
 from ..errors import DataError
@@ -124,8 +124,8 @@ def convert(root_folder: str, list_file: str, db_name: str, *, gray: bool = Fals
             datum = image_datum(filename, e.label, height, width, not gray,
                                 _encoding(e.path, encoded, encode_type))
             if datum is None:
-                print(f"convert_imageset: warning: {list_file}:{e.line}: could not open or find "
-                      f"file {filename}; skipped", file=sys.stderr)
+                print(f"convert_imageset: warning: {list_file}:{e.line}: {why_unreadable(filename)}; "
+                      "skipped", file=sys.stderr)
                 continue
             if check_size and not datum.encoded:
                 size = datum.channels * datum.height * datum.width

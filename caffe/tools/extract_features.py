@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 from typing import Sequence
 
 import torch
@@ -76,6 +77,7 @@ def extract(weights: str, proto: str, blob_names: Sequence[str], db_names: Seque
     for name in blob_names:
         if name not in net.blobs:
             raise DataError(f"Unknown feature blob name {name} in the network {proto}")
+    _warn_wraparound(net, num_batches)
     writers: list[Writer] = []
     counts = [0] * len(blob_names)
     show = sys.stderr.isatty() if progress is None else progress
@@ -99,6 +101,23 @@ def extract(weights: str, proto: str, blob_names: Sequence[str], db_names: Seque
         w.close()
         print(f"Extracted features of {n} query images for feature blob {name}", file=sys.stderr)
     return counts
+
+
+def _warn_wraparound(net: Net, num_batches: int) -> None:
+    """Warn when the mini-batches asked for read past the end of a data layer's source, which then
+    starts again from its first item (Caffe's data layers wrap around without a word)."""
+    for layer in net.modules:
+        source = getattr(layer, "source", None)
+        held = source.num_items() if source is not None else None
+        if held is None:
+            continue
+        needed = source.skip + num_batches * source.batch_size
+        if needed > held:
+            warnings.warn(f"layer '{layer.name}' holds {held} items but {num_batches} mini-batches "
+                          f"of {source.batch_size} read {needed}: items {held}..{needed - 1} of "
+                          f"the output repeat earlier ones (num_mini_batches = "
+                          f"ceil({held - source.skip} / {source.batch_size}) covers the data once)",
+                          stacklevel=2)
 
 
 def _store(data, name: str, writer: Writer, first: int) -> int:

@@ -117,6 +117,9 @@ class _Inputs:
                                              args.missing)
             else:
                 self.frame_level.append(None)
+            if matrix.shape[1] != len(CLASS_NAMES):
+                raise FusionError(f"{path}: {matrix.shape[1]} columns, expected {len(CLASS_NAMES)} "
+                                  f"class scores per row ({' '.join(CLASS_NAMES)})")
             if self.videos is not None and len(matrix) != len(self.videos):
                 raise FusionError(f"{path} has {len(matrix)} rows but {args.video_list} lists "
                                   f"{len(self.videos)} videos")

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import os
+import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,9 +38,15 @@ def atomic_write(path: str | os.PathLike, write) -> None:
 
 def _content_lines(path: Path) -> Iterable[tuple[int, str]]:
     try:
-        text = path.read_text()
+        raw = path.read_bytes()
     except OSError as e:
         raise FusionError(f"{path}: cannot read: {e.strerror}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw[:e.start].count(b"\n") + 1
+        raise FusionError(f"{path}:{line}: not UTF-8 text (byte 0x{raw[e.start]:02x} at offset "
+                          f"{e.start}); expected a text file") from None
     for number, line in enumerate(text.splitlines(), start=1):
         stripped = line.strip()
         if stripped and not stripped.startswith("#"):
@@ -228,15 +235,20 @@ def read_matrix(path: str | os.PathLike, var: str | None = None) -> np.ndarray:
         head = f.read(128)
     if head[:10] == b"MATLAB 7.3" or head[:8] == b"\x89HDF\r\n\x1a\n":
         import h5py
-        with h5py.File(path, "r") as f:
-            names = [k for k in f.keys() if not k.startswith("#")]
-            name = _pick_variable(path, names, var)
-            return _two_d(np.asarray(f[name]).T, path)
+        try:
+            with h5py.File(path, "r") as f:
+                names = [k for k in f.keys() if not k.startswith("#")]
+                name = _pick_variable(path, names, var)
+                return _two_d(np.asarray(f[name]).T, path)
+        except (OSError, KeyError) as e:
+            raise FusionError(f"{path}: cannot read .mat v7.3 (HDF5), damaged or cut short: {e}") from None
     import scipy.io
     try:
         contents = scipy.io.loadmat(path)
-    except (ValueError, TypeError, NotImplementedError) as e:
-        raise FusionError(f"{path}: cannot read .mat: {e}") from None
+    except (ValueError, TypeError, NotImplementedError, IndexError, OSError, zlib.error,
+            scipy.io.matlab.MatReadError) as e:
+        raise FusionError(f"{path}: cannot read .mat (damaged or cut short?): "
+                          f"{e or type(e).__name__}") from None
     names = [k for k in contents if not k.startswith("__")]
     return _two_d(contents[_pick_variable(path, names, var)], path)
 

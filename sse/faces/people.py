@@ -21,7 +21,8 @@ correlation tracker ends one. This module decides which fragments are one person
 
 from __future__ import annotations
 
-from bisect import bisect_right
+import heapq
+from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -164,59 +165,83 @@ def _identity_runs(values: np.ndarray, threshold: float) -> list[tuple[int, int]
     return _identity_runs(left, threshold) + [(best + a, best + b) for a, b in _identity_runs(right, threshold)]
 
 
+class _Group:
+    """Fragments joined so far, with what the linking reads: frames, boxes, mean descriptor."""
+
+    def __init__(self, fragments: list[Fragment]):
+        self.fragments = fragments
+        self.boxes = {i: b for f in fragments for i, b in f.boxes.items()}
+        self.frames = sorted(self.boxes)
+        found = [d for f in fragments for d in f.descriptors.values()]
+        self.count = len(found)
+        self.mean = np.mean(found, axis=0) if found else None
+
+    def joined(self, other: "_Group") -> "_Group":
+        return _Group(sorted(self.fragments + other.fragments, key=lambda f: f.first))
+
+
 def link_people(fragments: list[Fragment], cuts: list[int], config: LinkConfig,
                 min_frames: int = 1) -> list[Person]:
     """Join fragments into people (step 2) and number them by screen presence (step 3); people with
-    fewer than `min_frames` frames are left out."""
-    groups = [[f] for f in sorted(fragments, key=lambda f: (f.first, f.track_id))]
+    fewer than `min_frames` frames are left out. The closest joinable pair is taken from a heap whose
+    entries of groups already joined are skipped, so the cost grows as pairs x log pairs."""
     cut_list = sorted(cuts)
-    while True:
-        best: tuple[float, int, int] | None = None
-        for a in range(len(groups)):
-            for b in range(a + 1, len(groups)):
-                distance = _link_distance(groups[a], groups[b], cut_list, config)
-                if distance is not None and (best is None or distance < best[0]):
-                    best = (distance, a, b)
-        if best is None:
-            break
-        _, a, b = best
-        groups[a] = sorted(groups[a] + groups.pop(b), key=lambda f: f.first)
-    people = [Person(0, g) for g in groups]
-    people = [p for p in people if len(p.boxes) >= min_frames]
+    groups = {k: _Group([f]) for k, f in enumerate(sorted(fragments, key=lambda f: (f.first, f.track_id)))}
+    heap: list[tuple[float, int, int]] = []
+    loosest = max(config.threshold, config.continuation_threshold)
+
+    def offer(a: int, others: list[int]) -> None:
+        """Push the joinable pairs (a, other); pairs whose means are too far apart are not checked."""
+        if groups[a].mean is not None:
+            described = [o for o in others if groups[o].mean is not None]
+            far = set()
+            if described:
+                distances = np.linalg.norm(np.stack([groups[o].mean for o in described]) - groups[a].mean, axis=1)
+                far = {o for o, d in zip(described, distances) if d >= loosest}
+            others = [o for o in others if o not in far]
+        for other in others:
+            distance = _link_distance(groups[a], groups[other], cut_list, config)
+            if distance is not None:
+                heapq.heappush(heap, (distance, min(a, other), max(a, other)))
+
+    ids = list(groups)
+    for k, a in enumerate(ids):
+        offer(a, ids[k + 1:])
+    next_id = len(groups)
+    while heap:
+        _, a, b = heapq.heappop(heap)
+        if a not in groups or b not in groups:
+            continue
+        groups[next_id] = groups.pop(a).joined(groups.pop(b))
+        offer(next_id, list(groups)[:-1])
+        next_id += 1
+    people = [Person(0, g.fragments) for g in groups.values() if len(g.boxes) >= min_frames]
     people.sort(key=lambda p: -p.score)
     for number, person in enumerate(people, start=1):
         person.person_id = number
     return people
 
 
-def _link_distance(a: list[Fragment], b: list[Fragment], cuts: list[int], config: LinkConfig) -> float | None:
+def _link_distance(a: _Group, b: _Group, cuts: list[int], config: LinkConfig) -> float | None:
     """The distance at which groups a and b may be joined, or None if they must not be."""
-    frames_a = {i for f in a for i in f.boxes}
-    if any(i in frames_a for f in b for i in f.boxes):
+    small, large = (a, b) if len(a.frames) <= len(b.frames) else (b, a)
+    if any(i in large.boxes for i in small.frames):
         return None
     in_place = _continues(a, b, cuts, config) or _continues(b, a, cuts, config)
-    mean_a, mean_b = _mean(a), _mean(b)
-    if mean_a is None or mean_b is None:
+    if a.mean is None or b.mean is None:
         return 0.0 if in_place else None
-    distance = descriptor_distance(mean_a, mean_b)
+    distance = descriptor_distance(a.mean, b.mean)
     limit = config.continuation_threshold if in_place else config.threshold
     return distance if distance < limit else None
 
 
-def _mean(group: list[Fragment]) -> np.ndarray | None:
-    found = [d for f in group for d in f.descriptors.values()]
-    return np.mean(found, axis=0) if found else None
-
-
-def _continues(a: list[Fragment], b: list[Fragment], cuts: list[int], config: LinkConfig) -> bool:
+def _continues(a: _Group, b: _Group, cuts: list[int], config: LinkConfig) -> bool:
     """Whether b starts where a last left off: soon after, in the same shot, at the same place."""
-    start = min(f.first for f in b)
-    before = [f for f in a if f.last < start]
-    if not before:
+    start = b.frames[0]
+    position = bisect_left(a.frames, start)
+    if position == 0:
         return False
-    end = max(f.last for f in before)
-    if not 0 < start - end <= config.link_gap or bisect_right(cuts, end) != bisect_right(cuts, start):
+    end = a.frames[position - 1]
+    if start - end > config.link_gap or bisect_right(cuts, end) != bisect_right(cuts, start):
         return False
-    last_box = next(f.boxes[end] for f in before if end in f.boxes)
-    first_box = next(f.boxes[start] for f in b if start in f.boxes)
-    return last_box.iou(first_box) >= config.min_iou
+    return a.boxes[end].iou(b.boxes[start]) >= config.min_iou

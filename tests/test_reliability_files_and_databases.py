@@ -35,6 +35,17 @@ def test_written_files_get_the_mode_of_the_users_umask(tmp_path, mask):
     assert (tmp_path / "model.prototxt").stat().st_mode & 0o777 == 0o666 & ~mask
 
 
+def test_new_lmdb_is_readable_by_the_group_under_umask_002(tmp_path):
+    old = os.umask(0o002)
+    try:
+        with dbmod.Writer(tmp_path / "train_lmdb", "lmdb") as w:
+            w.put(b"k", b"v")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "train_lmdb").stat().st_mode & 0o777 == 0o775
+    assert (tmp_path / "train_lmdb" / "data.mdb").stat().st_mode & 0o777 == 0o664
+
+
 def test_leftovers_of_a_killed_writer_are_removed_by_the_next_write_in_the_folder(tmp_path):
     dead = _dead_pid()
     stale = tmp_path / f".net_iter_100.caffemodel.{dead}.k2j4h5g6.tmp"

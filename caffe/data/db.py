@@ -251,9 +251,10 @@ class Writer:
         self.count = 0
         try:
             if self.backend == LMDB:
-                self._tmp.mkdir(mode=0o744)
+                self._tmp.mkdir(mode=0o777)  # the user's umask decides, as for every output
                 self._map_size = _INITIAL_MAP_SIZE
-                self._env = lmdb.open(str(self._tmp), map_size=self._map_size, subdir=True)
+                self._env = lmdb.open(str(self._tmp), map_size=self._map_size, subdir=True,
+                                      mode=0o666)
             else:
                 self._db = plyvel.DB(str(self._tmp), create_if_missing=True, error_if_exists=True,
                                      block_size=65536, write_buffer_size=268435456,

@@ -142,3 +142,54 @@ def test_netspec_with_a_tuple_bottom_is_a_type_error_naming_the_input() -> None:
     data = caffe.layers.DummyData(ntop=2)
     with pytest.raises(TypeError, match=r"^Silence input 0 is not a Top \(type is <class 'tuple'>\)$"):
         caffe.layers.Silence(data, ntop=0)
+
+
+def golden_api_net(golden) -> caffe.Net:
+    case = golden / "pycaffe_api"
+    return caffe.Net(str(case / "net.prototxt"), str(case / "weights.caffemodel"), caffe.TEST)
+
+
+def test_golden_forward_all_and_forward_backward_all(golden) -> None:
+    case = golden / "pycaffe_api"
+    net = golden_api_net(golden)
+    x = np.load(case / "e_data_many.npy")
+    for blobs, name in ((None, "e_forward_all.npz"), (["fc"], "e_forward_all_with_blobs.npz")):
+        out, expected = net.forward_all(blobs=blobs, data=x), np.load(case / name)
+        assert set(out) == set(expected.files)
+        for key in expected.files:
+            np.testing.assert_allclose(out[key], expected[key], rtol=1e-5, atol=1e-6, err_msg=key)
+    top = np.load(case / "e_output_diffs_many.npz")
+    outs, diffs = net.forward_backward_all(data=x, **{k: top[k] for k in top.files})
+    for got, name in ((outs, "e_forward_backward_all_outs.npz"),
+                      (diffs, "e_forward_backward_all_diffs.npz")):
+        expected = np.load(case / name)
+        for key in expected.files:
+            np.testing.assert_allclose(got[key], expected[key], rtol=1e-5, atol=1e-6, err_msg=key)
+
+
+def test_golden_reshape_to_another_batch_size(golden) -> None:
+    case = golden / "pycaffe_api"
+    net = golden_api_net(golden)
+    net.blobs["data"].reshape(3, 3, 8, 8)
+    net.reshape()
+    net.blobs["data"].data[...] = np.load(case / "h_data_reshaped.npy")
+    net.forward()
+    expected = np.load(case / "h_forward_after_reshape.npz")
+    for key in expected.files:
+        if key in net.blobs:  # the Split blobs are not exposed here
+            np.testing.assert_allclose(net.blobs[key].data, expected[key], rtol=1e-5, atol=1e-6)
+
+
+def test_golden_save_hdf5_layout_and_load(golden, tmp_path) -> None:
+    case = golden / "pycaffe_api"
+    net = golden_api_net(golden)
+    net.save_hdf5(str(tmp_path / "w.h5"))
+    with h5py.File(tmp_path / "w.h5") as mine, h5py.File(case / "weights_saved.h5") as caffes:
+        split = {k for k in caffes["data"] if "split" in k}
+        assert set(mine["data"]) == set(caffes["data"]) - split
+        for layer in mine["data"]:
+            for blob in mine["data"][layer]:
+                np.testing.assert_array_equal(mine["data"][layer][blob], caffes["data"][layer][blob])
+    other = caffe.Net(str(case / "net.prototxt"), caffe.TEST)
+    other.load_hdf5(str(case / "weights_saved.h5"))
+    np.testing.assert_array_equal(other.params["fc"][0].data, net.params["fc"][0].data)

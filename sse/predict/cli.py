@@ -9,6 +9,11 @@ then per video DIR/<video id>/ (files in sse.predict.video), and for the whole r
 DIR/predictions.csv (every video's rows, inputs in order) and DIR/summary.json (every video's
 summary, and every input that could not be used with the reason). A rerun skips the videos whose
 summary was written with the same models and settings.
+
+--shard K/N (or torchrun's / srun's rank and world size) takes every N-th video from the K-th
+(counted from 0) and writes its videos' folders only; once every shard is done, the same command
+run as one process skips the finished videos and writes the lists of DIR/faces/,
+DIR/predictions.csv and DIR/summary.json over all of them.
 """
 from __future__ import annotations
 
@@ -22,6 +27,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from caffe.errors import CaffeError
+from caffe.launch import add_shard_argument, resolve_shard
 from sse.faces import atomic
 from sse.faces.batch import run_batch
 from sse.faces.errors import FacesError
@@ -39,8 +45,8 @@ FACES_DIR = "faces"
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="sse-predict", description=__doc__.split("\n\n")[0],
                                 epilog="examples:\n  sse-predict clip.mp4 photos/ --out emotions --annotate\n"
-                                       "  sse-predict clip.mp4 --out e --model demo_out/deploy.prototxt "
-                                       "demo_out/snapshots/holonet_iter_600.caffemodel demo_out/mean.binaryproto",
+                                       "  sse-predict clip.mp4 --out e --model demo_out/nets/SSE-HoloNet/SSE_holonet_deploy.prototxt "
+                                       "demo_out/snapshots/holonet_iter_400.caffemodel demo_out/mean.binaryproto",
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("inputs", nargs="+", type=Path, metavar="INPUT", help="video, photo, or folder of either")
     p.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder")
@@ -59,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--frontalize", action="store_true", help="frontalize instead of similarity alignment")
     f.add_argument("--landmarks-model", type=Path, metavar="PATH", help="shape_predictor_68_face_landmarks.dat")
     f.add_argument("--identity-model", type=Path, metavar="PATH", help="dlib_face_recognition_resnet_model_v1.dat")
+    add_shard_argument(p, "videos")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--traceback", action="store_true", help="show the traceback of an error")
     return p
@@ -84,14 +91,15 @@ def run(args: argparse.Namespace) -> int:
                             frontalize=args.frontalize, faces="all",
                             landmarks_model=str(args.landmarks_model) if args.landmarks_model else None,
                             identity_model=str(args.identity_model) if args.identity_model else None)
+    shard = resolve_shard(args.shard)
     good, refused = usable_inputs(args.inputs)
-    jobs = discover(good) if good else []
+    jobs = shard.select(discover(good)) if good else []
     out = args.out
     faces_dir = out / FACES_DIR
     show = sys.stderr.isatty() and not args.no_progress
     failures = [{"input": path, "status": "refused", "reason": reason} for path, reason in refused]
     if jobs:
-        run_batch(jobs, faces_dir, config, max(1, args.jobs), progress=show)
+        run_batch(jobs, faces_dir, config, max(1, args.jobs), progress=show, lists=shard.count == 1)
     settings = {"models": [s.name for s in scorers], "primary": main_scorer.name, "tta": args.tta,
                 "annotate": args.annotate, "faces": config.output_settings()}
     summaries, csv_parts, frames = [], [], 0
@@ -115,6 +123,11 @@ def run(args: argparse.Namespace) -> int:
         except (ModelError, CaffeError, OSError, ValueError) as exc:
             failures.append({"input": str(job.path), "video": job.video_id, "status": "error",
                              "reason": f"{type(exc).__name__}: {exc}"})
+    if shard.count > 1:
+        print(report(summaries, failures, frames, time.perf_counter() - started, out))
+        print(f"this was shard {shard} ({shard.source}) of the videos; once every shard is done, run the "
+              "same command as one process: it skips the finished videos and writes the run's files")
+        return 0 if summaries or not failures else 1
     header = ",".join(PREDICTIONS_HEADER) + "\n"
     atomic.write_text(out / PREDICTIONS, header + "".join(csv_parts))
     seconds = time.perf_counter() - started

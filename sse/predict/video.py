@@ -39,7 +39,7 @@ from sse.faces.decode import MediaReader
 from sse.fusion.evaluate import save_timeline_png
 
 from .draw import annotate_face, sheet
-from .models import Scorer
+from .models import ModelError, Scorer
 
 SUMMARY = "summary.json"
 SUMMARY_FORMAT = "sse.predict.summary/1"
@@ -94,6 +94,11 @@ def predict_video(manifest: dict, faces_dir: Path, video_out: Path, scorers: Seq
     faces = read_faces(manifest, faces_dir)
     stack = _stack(faces.crops)
     probs = {s.name: s.probs(stack, tta) for s in scorers}
+    for name, p in probs.items():
+        bad = ~np.isfinite(p).all(axis=1)
+        if bad.any():
+            raise ModelError(f"model {name} gives NaN or infinite probabilities for {int(bad.sum())} of "
+                             f"{len(p)} crops of {manifest['video']} (untrained BatchNorm statistics?)")
     video_out.mkdir(parents=True, exist_ok=True)
     fps = manifest.get("fps")
     atomic.write_text(video_out / PREDICTIONS, predictions_csv(manifest, faces, probs))

@@ -4,6 +4,7 @@ Caffe's artefacts (prototxt, caffemodel, binaryproto, solverstate, LMDB/LevelDB 
 interface; the computation is PyTorch's, numerically faithful to Caffe."""
 from __future__ import annotations
 
+from . import interrupt  # first: Ctrl-C while the rest loads prints one line, not a traceback
 from . import io  # noqa: F401
 from .errors import CaffeError, NetError, ParseError, SolverError, UnknownLayerError, WeightsError
 from .layers import layer_type_list
@@ -19,6 +20,8 @@ from .runtime import (NCCL, Timer, has_nccl, init_log, log, set_multiprocess, se
                       set_solver_rank, solver_count, solver_rank)
 from .solver import (AdaDeltaSolver, AdaGradSolver, AdamSolver, NesterovSolver, RMSPropSolver,
                      SGDSolver, get_solver)
+
+interrupt.end_of_import()
 
 __version__ = "1.0.0"
 

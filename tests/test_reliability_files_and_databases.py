@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import errno
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import lmdb
 import numpy as np
@@ -108,6 +110,26 @@ def test_ctrl_c_ends_the_tool_with_130_and_no_traceback(capsys, monkeypatch):
     assert run_main(body, ["train"]) == 130
     err = capsys.readouterr().err
     assert err.endswith(": interrupted\n") and "Traceback" not in err
+
+
+_BUSY_NET = """name: "busy"
+layer { name: "d" type: "DummyData" top: "d" dummy_data_param { shape { dim: 2 dim: 3 } } }
+layer { name: "ip" type: "InnerProduct" bottom: "d" top: "ip" inner_product_param { num_output: 2 } }
+"""
+
+
+def test_ctrl_c_while_a_tool_starts_prints_one_line_and_no_traceback(tmp_path):
+    (tmp_path / "net.prototxt").write_text(_BUSY_NET)
+    env = {k: v for k, v in os.environ.items() if k != "SSE_TRACEBACK"}
+    proc = subprocess.Popen([sys.executable, "-c", "import sys; sys.argv[0] = 'caffe'; "
+                             "from caffe.tools.caffe_cli import main; sys.exit(main())",
+                             "time", f"--model={tmp_path / 'net.prototxt'}", "--iterations=100000000"],
+                            stderr=subprocess.PIPE, text=True, env=env)
+    time.sleep(0.5)  # importing torch takes longer: the interrupt lands during start-up
+    proc.send_signal(signal.SIGINT)
+    err = proc.communicate(timeout=300)[1]
+    assert proc.returncode in (130, -signal.SIGINT), err
+    assert err.strip().splitlines()[-1] == "caffe: interrupted" and "Traceback" not in err
 
 
 def test_traceback_environment_variable_shows_the_trace_of_a_tool_error(capsys, monkeypatch):

@@ -3,13 +3,13 @@
 code 130 and no traceback, and Caffe's habit of writing ``--flag = value`` with spaces."""
 from __future__ import annotations
 
-import os
 import sys
 import traceback
 import warnings
 from typing import Callable, Sequence
 
 from ..errors import CaffeError
+from ..interrupt import traceback_wanted
 
 
 def normalize_argv(argv: Sequence[str]) -> list[str]:
@@ -36,14 +36,6 @@ def normalize_argv(argv: Sequence[str]) -> list[str]:
         out.append(a)
         i += 1
     return out
-
-
-TRACEBACK_ENV = "SSE_TRACEBACK"
-
-
-def traceback_wanted(flag: bool = False) -> bool:
-    """``--traceback`` given, or ``SSE_TRACEBACK`` set to anything but '', '0'."""
-    return flag or os.environ.get(TRACEBACK_ENV, "") not in ("", "0")
 
 
 def describe_error(exc: BaseException) -> str:

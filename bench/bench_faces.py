@@ -6,8 +6,8 @@ and two worker processes on two copies of the clip. End to end = decoding (both 
 detection, tracking, landmarks, face chips and descriptors (identity linking), pose, crops, PNG
 writing, manifest, contact sheet, list files. The time spent in dlib's face descriptor is measured
 inside the same runs (single-process cases), so the table gives the rate with and without it. On a
-shared, loaded machine the wall time says little; the CPU time of the benchmark process (single-process
-cases: all the work but the decoder's own threads) is given beside it.
+shared, loaded machine the wall time says little; the CPU time of the benchmark process (all its
+threads; in the single-process cases that is all the work) is given beside it.
 Writes bench/results/faces.md.
 
     python bench/bench_faces.py [--clip PATH] [--repeat N]

@@ -36,7 +36,8 @@ def _clean_env() -> dict[str, str]:
     return env
 
 
-def _check(proc: subprocess.Popen, what: str) -> None:
+def _check(proc: subprocess.Popen, what: str) -> str:
+    """The process's stderr, once it has ended well."""
     try:
         _, err = proc.communicate(timeout=TIMEOUT_S)
     except subprocess.TimeoutExpired:
@@ -44,6 +45,7 @@ def _check(proc: subprocess.Popen, what: str) -> None:
         _, err = proc.communicate()
         pytest.fail(f"{what} did not finish in {TIMEOUT_S} s:\n{err[-3000:]}")
     assert proc.returncode == 0, f"{what} failed:\n{err[-3000:]}"
+    return err
 
 
 @pytest.fixture
@@ -78,8 +80,9 @@ def test_two_torchrun_nodes_equal_one_process_of_twice_the_batch_and_resume_on_o
          "-m", "caffe.tools.caffe_cli", "train", "--solver=solver3.prototxt", "--no_progress"],
         cwd=job, env=_clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         for rank in (0, 1)]
-    for rank, node in enumerate(nodes):
-        _check(node, f"torchrun node {rank}")
+    logs = [_check(node, f"torchrun node {rank}") for rank, node in enumerate(nodes)]
+    assert f"rank 0 of 2 (torchrun, rendezvous {LOOPBACK}:{port}, gloo)" in logs[0]
+    assert "Iteration 4, Testing net" in logs[0] and "Testing net" not in logs[1]
     one, two = _params(job / "out6" / "run_iter_8.caffemodel"), \
         _params(job / "out3" / "run_iter_8.caffemodel")
     for key in one:
@@ -96,6 +99,28 @@ def test_two_torchrun_nodes_equal_one_process_of_twice_the_batch_and_resume_on_o
     resumed = _params(job / "resumed" / "run_iter_8.caffemodel")
     for key in one:
         np.testing.assert_allclose(resumed[key], one[key], rtol=1e-5, atol=1e-6, err_msg=key)
+
+
+def test_two_srun_tasks_equal_one_process_of_twice_the_batch(job):
+    """Two tasks as srun starts them: SLURM's variables only, the rendezvous host read from the
+    step's node list (here the loopback address), the port from MASTER_PORT."""
+    caffe.get_solver("solver6.prototxt").solve()
+    port = _free_loopback_port()
+    tasks = []
+    for rank in (0, 1):
+        env = _clean_env()
+        env.update(SLURM_PROCID=str(rank), SLURM_STEP_NUM_TASKS="2", SLURM_LOCALID="0",
+                   SLURM_STEP_NODELIST=LOOPBACK, MASTER_PORT=str(port))
+        tasks.append(subprocess.Popen(
+            [sys.executable, "-m", "caffe.tools.caffe_cli", "train", "--solver=solver3.prototxt",
+             "--no_progress"],
+            cwd=job, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    for rank, task in enumerate(tasks):
+        _check(task, f"srun task {rank}")
+    one, two = _params(job / "out6" / "run_iter_8.caffemodel"), \
+        _params(job / "out3" / "run_iter_8.caffemodel")
+    for key in one:
+        np.testing.assert_allclose(two[key], one[key], rtol=1e-5, atol=1e-6, err_msg=key)
 
 
 def test_torchrun_variables_give_the_rank_and_rendezvous():
@@ -135,3 +160,13 @@ def test_shard_flag_wins_over_the_launcher_and_splits_round_robin():
             launch.parse_shard(bad)
     with pytest.raises(CaffeError, match="MASTER_ADDR"):
         launch.launch_environment(env).export({})
+
+
+def test_a_launched_rank_takes_the_gpu_of_its_local_rank():
+    from caffe.tools.caffe_cli import _launcher_device
+    job = launch.ProcessGroupEnv(5, 8, 1, LOOPBACK, 29400, "slurm")
+    assert _launcher_device([], job) is None  # gloo on the CPU
+    assert _launcher_device([3], job) == 3  # the one GPU this task sees
+    assert _launcher_device([0, 1, 2, 3], job) == 1
+    with pytest.raises(CaffeError, match="local rank 2 has no device"):
+        _launcher_device([0, 1], launch.ProcessGroupEnv(2, 8, 2, LOOPBACK, 29400, "slurm"))

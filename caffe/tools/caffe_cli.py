@@ -11,8 +11,8 @@ Flags take one or two dashes and the ``--flag = value`` spacing of the original 
 Caffe's glog lines on stderr; errors print as one line (``--traceback`` for the traceback).
 
 Started by torchrun or srun (``caffe.launch``), ``caffe train`` is one rank of a job over several
-machines: gloo on the CPU, or NCCL on its local device with ``--gpu`` (the one device it sees, or
-``--gpu``'s entry at its local rank); rank 0 logs, tests and snapshots."""
+machines: gloo on the CPU, or NCCL on its local device with ``--gpu`` or a GPU solver_mode (the one
+device it sees, or ``--gpu``'s entry at its local rank); rank 0 logs, tests and snapshots."""
 from __future__ import annotations
 
 import argparse
@@ -131,8 +131,8 @@ def train(args) -> int:
     param.train_state.stage.extend(_stages(args.stage))
     gpu_flag = args.gpu
     if not gpu_flag and param.HasField("solver_mode") and param.solver_mode == param.GPU:
-        if torch.cuda.is_available():
-            gpu_flag = str(param.device_id)
+        if torch.cuda.is_available():  # a launched rank takes the GPU of its local rank
+            gpu_flag = "all" if job is not None else str(param.device_id)
         else:
             glog.log("caffe.cpp:207", "solver_mode is GPU but PyTorch sees no CUDA device; "
                      "training on the CPU", "W")

@@ -49,12 +49,17 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def reduced_parameters(net) -> list[torch.Tensor]:
+    """The parameters whose gradients the ranks average: the learnable blobs that learn (lr_mult
+    not 0; BatchNorm statistics do not). Their float32 bytes are each iteration's all-reduce."""
+    return [p for p, lr in zip(net.learnable_params, net.params_lr) if p.requires_grad and lr != 0]
+
+
 class GradientAllReduce:
     """Averages the parameter gradients of a net over the process group in one flat buffer."""
 
     def __init__(self, solver) -> None:
-        self.params = [p for p, lr in zip(solver.net.learnable_params, solver.net.params_lr)
-                       if p.requires_grad and lr != 0]
+        self.params = reduced_parameters(solver.net)
         self.world = dist.get_world_size()
 
     def __call__(self) -> None:

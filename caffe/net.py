@@ -511,9 +511,16 @@ class Net(PycaffeNetMethods):
         given) and the ``blobs`` asked for as numpy arrays."""
         self._feed(kwargs)
         self._sync.flush()
-        for i in self._layer_range(start, end):
-            self._forward_recorded(i)
-        self.last_loss = float(self._weighted_loss().detach())
+        indices = self._layer_range(start, end)
+        if torch.is_grad_enabled() and any(self._plan.layer_need[i] for i in indices):
+            for i in indices:
+                self._forward_recorded(i)
+            loss = self._weighted_loss()
+        else:
+            # Nothing to record (a deploy net, or no_grad): the fast path, BatchNorm + Scale fused.
+            with torch.no_grad():
+                loss = self.run(indices)
+        self.last_loss = float(loss.detach())
         names = list(self.outputs) if end is None else list(self.top_names[end])
         names += [b for b in (blobs or []) if b not in names]
         return {n: self._blob(n).data for n in names}

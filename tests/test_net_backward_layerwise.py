@@ -234,3 +234,15 @@ def test_golden_backward_twice_and_backward_to_an_end_layer(golden) -> None:
     assert set(net.backward(end="pool1")) == {"conv1"}
     assert_matches(net, case / "c_blob_diff.npz")
     assert_matches(net, case / "c_param_diff.npz")
+
+
+def test_a_net_with_nothing_to_backpropagate_forwards_on_the_fast_path() -> None:
+    """A deploy net records no graphs: pycaffe's forward runs BatchNorm and its Scale fused."""
+    from test_inference_equivalence import NET as DEPLOY
+    net = caffe.Net(net_param=parse_net_text(DEPLOY), phase=caffe.TEST)
+    assert not any(net._plan.layer_need)
+    calls = []
+    original = net._forward_bn_scale
+    net._forward_bn_scale = lambda i, j: (calls.append(i), original(i, j))
+    net.forward()
+    assert calls and not net._records

@@ -111,6 +111,7 @@ class _Recurrent(Layer):
 
     def step(self, pre: torch.Tensor, states: list[torch.Tensor], cont_t: torch.Tensor,
              blobs: list[torch.Tensor]) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """One time step from the summed pre-activation: the new states and the step's output."""
         raise NotImplementedError
 
 
@@ -129,7 +130,8 @@ class RNN(_Recurrent):
         self.add_blob((h, h), p.weight_filler)
         self.add_blob((h,), p.bias_filler)
 
-    def step(self, pre, states, cont_t, blobs):
+    def step(self, pre: torch.Tensor, states: list[torch.Tensor], cont_t: torch.Tensor,
+             blobs: list[torch.Tensor]) -> tuple[list[torch.Tensor], torch.Tensor]:
         h = torch.tanh(pre)
         return [h], torch.tanh(F.linear(h, blobs[0], blobs[1]))
 
@@ -149,7 +151,8 @@ class LSTM(_Recurrent):
             self.add_blob((4 * h, static_dim), p.weight_filler)
         self.add_blob((4 * h, h), p.weight_filler)
 
-    def step(self, pre, states, cont_t, blobs):
+    def step(self, pre: torch.Tensor, states: list[torch.Tensor], cont_t: torch.Tensor,
+             blobs: list[torch.Tensor]) -> tuple[list[torch.Tensor], torch.Tensor]:
         c, h = lstm_unit(states[1], pre, cont_t)
         return [h, c], h
 

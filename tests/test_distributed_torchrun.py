@@ -15,7 +15,7 @@ import pytest
 import caffe
 from caffe import launch, model_io
 from caffe.errors import CaffeError
-from test_distributed_equivalence import NET, SOLVER, _params
+from test_distributed_equivalence import SOLVER, _params, workdir  # noqa: F401 (fixture)
 
 LOOPBACK = "127.0.0.1"
 TIMEOUT_S = 240
@@ -49,22 +49,15 @@ def _check(proc: subprocess.Popen, what: str) -> str:
 
 
 @pytest.fixture
-def job(tmp_path, monkeypatch):
-    import h5py
-    rng = np.random.default_rng(2)
-    with h5py.File(tmp_path / "d.h5", "w") as f:
-        f["data"] = rng.normal(size=(20, 6)).astype(np.float32)
-        f["label"] = rng.integers(0, 3, size=20).astype(np.float32)
-    (tmp_path / "list.txt").write_text("d.h5\n")
+def job(workdir):
+    """The data and nets of test_distributed_equivalence, solvers that snapshot at iteration 4, and
+    a solver of batch 2B to resume with."""
     for batch in (3, 6):
-        (tmp_path / f"net{batch}.prototxt").write_text(NET % batch)
-        (tmp_path / f"out{batch}").mkdir()
-        (tmp_path / f"solver{batch}.prototxt").write_text(SOLVER % (batch, batch) + "snapshot: 4\n")
-    (tmp_path / "resumed").mkdir()
-    (tmp_path / "resume.prototxt").write_text(
+        (workdir / f"solver{batch}.prototxt").write_text(SOLVER % (batch, batch) + "snapshot: 4\n")
+    (workdir / "resumed").mkdir()
+    (workdir / "resume.prototxt").write_text(
         (SOLVER % (6, 6)).replace('"out6/run"', '"resumed/run"'))
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
+    return workdir
 
 
 def _history(path):

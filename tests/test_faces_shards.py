@@ -39,7 +39,7 @@ def _finish(proc: subprocess.Popen) -> str:
 
 
 def _untimed(value):
-    """A manifest without its 'seconds' entries (how long the video took)."""
+    """JSON without its 'seconds' entries (how long something took)."""
     if isinstance(value, dict):
         return {k: _untimed(v) for k, v in value.items() if k != "seconds"}
     if isinstance(value, list):
@@ -47,13 +47,13 @@ def _untimed(value):
     return value
 
 
-def _files(root: Path) -> dict[str, object]:
-    files = {}
-    for path in sorted(root.rglob("*")):
-        if path.is_file():
-            data = path.read_bytes()
-            files[path.relative_to(root).as_posix()] = _untimed(json.loads(data)) if path.name == "manifest.json" else data
-    return files
+def output_files(root: Path) -> dict[str, object]:
+    """Every file under ``root`` by relative path: its bytes, or for JSON its untimed content."""
+    return {
+        p.relative_to(root).as_posix(): _untimed(json.loads(p.read_bytes())) if p.suffix == ".json" else p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +82,7 @@ def test_three_shards_in_three_processes_equal_one_run(clips, tmp_path):
     merge = _finish(_preprocess(clips, sharded))
     assert "5 already done" in merge
 
-    expected, got = _files(whole), _files(sharded)
+    expected, got = output_files(whole), output_files(sharded)
     assert sorted(got) == sorted(expected)
     assert "list.txt" in got and "frames.csv" in got
     assert len(got["list.txt"].splitlines()) == 2 * 7

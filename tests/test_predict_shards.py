@@ -3,27 +3,11 @@ same command run once as one process afterwards writes the run's files; every fi
 plain run writes (JSON but for the times it records)."""
 from __future__ import annotations
 
-import json
 import shutil
-from pathlib import Path
-
-import pytest
 
 from sse.predict.cli import main
+from test_faces_shards import output_files
 from test_predict_cli import media, tiny  # noqa: F401 (fixtures)
-
-
-def _untimed(value):
-    if isinstance(value, dict):
-        return {k: _untimed(v) for k, v in value.items() if k != "seconds"}
-    if isinstance(value, list):
-        return [_untimed(v) for v in value]
-    return value
-
-
-def _files(root: Path) -> dict[str, object]:
-    return {p.relative_to(root).as_posix(): _untimed(json.loads(p.read_bytes())) if p.suffix == ".json"
-            else p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 def test_two_shares_then_one_run_equal_one_run(media, tiny, tmp_path, capsys):  # noqa: F811
@@ -40,7 +24,7 @@ def test_two_shares_then_one_run_equal_one_run(media, tiny, tmp_path, capsys):  
     assert not (tmp_path / "sharded" / "predictions.csv").exists()
     assert not (tmp_path / "sharded" / "faces" / "list.txt").exists()
     assert main(common + ["--out", str(tmp_path / "sharded")]) == 0
-    expected, got = _files(tmp_path / "whole"), _files(tmp_path / "sharded")
+    expected, got = output_files(tmp_path / "whole"), output_files(tmp_path / "sharded")
     assert sorted(got) == sorted(expected)
     assert len(got["predictions.csv"].splitlines()) > 8
     for name in expected:

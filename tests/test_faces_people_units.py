@@ -53,12 +53,24 @@ def test_fragments_sharing_a_frame_are_two_people_even_with_one_face():
     assert len(link_people(twins, [], LinkConfig())) == 2
 
 
-def test_position_loosens_the_identity_threshold_only_in_place():
-    later = near(ALICE, 0.62, 4)
-    in_place = [fragment(0, range(0, 10), 0, ALICE), fragment(1, range(13, 20), 1, later)]
+def test_in_place_the_faces_either_side_of_the_gap_are_compared():
+    # the first fragment turns its head at its end: its mean is far from the next fragment, its
+    # last face near
+    turned = near(ALICE, 0.9, 4)
+    later = near(turned, 0.3, 5)
+
+    def first(x):
+        piece = fragment(0, range(0, 10), x, ALICE)
+        piece.descriptors.update({3: near(ALICE, 0.05, 7), 6: near(ALICE, 0.05, 8), 9: turned})
+        return piece
+
+    assert np.linalg.norm(np.mean(list(first(0).descriptors.values()), axis=0) - later) > 0.6
+    in_place = [first(0), fragment(1, range(13, 20), 1, later)]
     assert len(link_people(in_place, [], LinkConfig(link_gap=5))) == 1
-    elsewhere = [fragment(0, range(0, 10), 0, ALICE), fragment(1, range(13, 20), 300, later)]
+    elsewhere = [first(0), fragment(1, range(13, 20), 300, later)]
     assert len(link_people(elsewhere, [], LinkConfig(link_gap=5))) == 2
+    other_person = [first(0), fragment(1, range(13, 20), 1, near(BOB, 0.3, 6))]
+    assert len(link_people(other_person, [], LinkConfig(link_gap=5))) == 2, "in place, another face"
 
 
 def test_min_frames_drops_short_people():

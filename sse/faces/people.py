@@ -9,10 +9,12 @@ correlation tracker ends one. This module decides which fragments are one person
    onto another); the frames between the last chip of one identity and the first of the next are
    dropped, since they cannot be attributed. (On the clips, one person's chips within a shot lie up
    to 0.72 apart, a turned or blurred face against a frontal one; two people's means 0.64-0.73.)
-2. Fragments are joined greedily, closest pair first (average of their descriptors): two groups
-   are one person when the distance between their mean descriptors is below `threshold` (dlib's
-   0.6), or below `continuation_threshold` when one continues the other in place (it starts at most
-   `link_gap` frame indices after the other ends, in the same shot, with box IoU >= `min_iou`).
+2. Fragments are joined greedily, closest pair first: two groups are one person when the distance
+   between their mean descriptors is below `threshold` (dlib's 0.6). When one continues the other
+   in place (it starts at most `link_gap` frame indices after the other's last frame before it, in
+   the same shot, with box IoU >= `min_iou`), the faces on either side of the gap are compared too
+   (the last described face before it and the first after: the same pose and light, so a turned
+   head does not split a person), and the smaller distance counts, against the same threshold.
    Groups that share a frame are never joined (one person is in one place at a time); a fragment
    without any descriptor joins only a group it continues in place.
 3. People are ordered by screen presence (the sum of their box sizes over their frames: size x
@@ -39,7 +41,6 @@ class LinkConfig:
     """Settings of the identity split and the linking (defaults tuned on shared/data/media)."""
 
     threshold: float = SAME_PERSON_DISTANCE
-    continuation_threshold: float = 0.65
     split_check: float = 0.75
     samples: int = 3
     link_gap: int = 10
@@ -166,15 +167,15 @@ def _identity_runs(values: np.ndarray, threshold: float) -> list[tuple[int, int]
 
 
 class _Group:
-    """Fragments joined so far, with what the linking reads: frames, boxes, mean descriptor."""
+    """Fragments joined so far, with what the linking reads: frames, boxes, descriptors by frame
+    and their mean."""
 
     def __init__(self, fragments: list[Fragment]):
         self.fragments = fragments
         self.boxes = {i: b for f in fragments for i, b in f.boxes.items()}
         self.frames = sorted(self.boxes)
-        found = [d for f in fragments for d in f.descriptors.values()]
-        self.count = len(found)
-        self.mean = np.mean(found, axis=0) if found else None
+        self.described = sorted((i, d) for f in fragments for i, d in f.descriptors.items())
+        self.mean = np.mean([d for _, d in self.described], axis=0) if self.described else None
 
     def joined(self, other: "_Group") -> "_Group":
         return _Group(sorted(self.fragments + other.fragments, key=lambda f: f.first))
@@ -188,19 +189,16 @@ def link_people(fragments: list[Fragment], cuts: list[int], config: LinkConfig,
     cut_list = sorted(cuts)
     groups = {k: _Group([f]) for k, f in enumerate(sorted(fragments, key=lambda f: (f.first, f.track_id)))}
     heap: list[tuple[float, int, int]] = []
-    loosest = max(config.threshold, config.continuation_threshold)
 
     def offer(a: int, others: list[int]) -> None:
-        """Push the joinable pairs (a, other); pairs whose means are too far apart are not checked."""
-        if groups[a].mean is not None:
-            described = [o for o in others if groups[o].mean is not None]
-            far = set()
-            if described:
-                distances = np.linalg.norm(np.stack([groups[o].mean for o in described]) - groups[a].mean, axis=1)
-                far = {o for o, d in zip(described, distances) if d >= loosest}
-            others = [o for o in others if o not in far]
+        """Push the joinable pairs (a, other); the mean distances are computed in one numpy step."""
+        means: dict[int, float] = {}
+        described = [o for o in others if groups[o].mean is not None]
+        if groups[a].mean is not None and described:
+            distances = np.linalg.norm(np.stack([groups[o].mean for o in described]) - groups[a].mean, axis=1)
+            means = dict(zip(described, distances.tolist()))
         for other in others:
-            distance = _link_distance(groups[a], groups[other], cut_list, config)
+            distance = _link_distance(groups[a], groups[other], means.get(other), cut_list, config)
             if distance is not None:
                 heapq.heappush(heap, (distance, min(a, other), max(a, other)))
 
@@ -222,17 +220,37 @@ def link_people(fragments: list[Fragment], cuts: list[int], config: LinkConfig,
     return people
 
 
-def _link_distance(a: _Group, b: _Group, cuts: list[int], config: LinkConfig) -> float | None:
+def _link_distance(a: _Group, b: _Group, mean_distance: float | None, cuts: list[int],
+                   config: LinkConfig) -> float | None:
     """The distance at which groups a and b may be joined, or None if they must not be."""
+    found = [] if mean_distance is None else [mean_distance]
+    in_place = False
+    for earlier, later in ((a, b), (b, a)):
+        if _continues(earlier, later, cuts, config):
+            in_place = True
+            adjacent = _adjacent_distance(earlier, later)
+            if adjacent is not None:
+                found.append(adjacent)
+    if not found:
+        distance = 0.0 if in_place else None
+    else:
+        distance = min(found)
+    if distance is None or distance >= config.threshold:
+        return None
     small, large = (a, b) if len(a.frames) <= len(b.frames) else (b, a)
     if any(i in large.boxes for i in small.frames):
         return None
-    in_place = _continues(a, b, cuts, config) or _continues(b, a, cuts, config)
-    if a.mean is None or b.mean is None:
-        return 0.0 if in_place else None
-    distance = descriptor_distance(a.mean, b.mean)
-    limit = config.continuation_threshold if in_place else config.threshold
-    return distance if distance < limit else None
+    return distance
+
+
+def _adjacent_distance(earlier: _Group, later: _Group) -> float | None:
+    """Distance between the last descriptor of `earlier` before `later` starts and the first of
+    `later`, None if either side has none."""
+    start = later.frames[0]
+    before = [d for i, d in earlier.described if i < start]
+    if not before or not later.described:
+        return None
+    return descriptor_distance(before[-1], later.described[0][1])
 
 
 def _continues(a: _Group, b: _Group, cuts: list[int], config: LinkConfig) -> bool:

@@ -11,10 +11,11 @@ Two launchers are understood:
   of many.
 
 The same variables give the share of a sharded tool (``--shard K/N``: ``sse-preprocess``,
-``extract_features``): ``Shard.select`` keeps every N-th input from the K-th, so N processes given
-the same inputs split them without overlap and the split does not depend on the machine. A tool
-whose output cannot be shared between writers (a database) writes share K of N into
-``OUT/shard-K-of-N``; ``shard_parts(OUT)`` finds the complete set for the reader that merges them."""
+``sse-predict``, ``extract_features``): ``Shard.select`` keeps every N-th input from the K-th, so N
+processes given the same inputs split them without overlap and the split does not depend on the
+machine. A tool whose output cannot be shared between writers (a database) writes share K of N
+into ``OUT/shard-K-of-N``; ``shard_parts(OUT)`` finds the complete set for the reader that merges
+them."""
 from __future__ import annotations
 
 import os

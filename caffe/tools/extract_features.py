@@ -16,7 +16,8 @@ K, K+N, K+2N, ... of the num_mini_batches (the data layers read exactly the item
 hold in an unsharded run, with the net's random draws seeded alike in every share) and writes each
 database into the folder of its name as ``shard-K-of-N``, with the keys of the unsharded run. The
 N parts merge by reading the folder: ``leveldb2mat`` and ``sse.fusion.featdb`` read a folder of
-parts as the one database an unsharded run writes."""
+parts as the one database an unsharded run writes. Under a launcher, ``GPU`` without a DEVICE_ID
+takes the GPU of the rank's local rank."""
 from __future__ import annotations
 
 import argparse
@@ -32,7 +33,7 @@ from .. import mode
 from ..data.datum import float_datum_bytes
 from ..data.db import Writer, backend_name
 from ..errors import CaffeError, DataError
-from ..launch import Shard, add_shard_argument, resolve_shard, shard_part
+from ..launch import Shard, add_shard_argument, launch_environment, resolve_shard, shard_part
 from ..layers.base import TEST
 from ..net import Net
 from .cli_util import run_main
@@ -152,7 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("num_batches", metavar="num_mini_batches", type=int)
     p.add_argument("backend", metavar="db_type", help="leveldb or lmdb")
     p.add_argument("device", metavar="CPU/GPU", nargs="?", default="CPU")
-    p.add_argument("device_id", metavar="DEVICE_ID", nargs="?", type=int, default=0)
+    p.add_argument("device_id", metavar="DEVICE_ID", nargs="?", type=int, default=None,
+                   help="CUDA device (default 0; under torchrun or srun the rank's local rank)")
     p.add_argument("--overwrite", action="store_true", help="replace existing databases")
     p.add_argument("--no_progress", action="store_true", help="no progress bar")
     add_shard_argument(p, "mini-batches")
@@ -163,6 +165,9 @@ def main(argv: list[str] | None = None) -> int:
     def _main(args: list[str]) -> int:
         a = build_parser().parse_args(args)
         if a.device.upper() == "GPU":
+            if a.device_id is None:
+                job = launch_environment()
+                a.device_id = job.local_rank if job is not None else 0
             print(f"Using Device_id={a.device_id}", file=sys.stderr)
             try:
                 mode.set_mode_gpu()

@@ -1,13 +1,17 @@
 """``caffe train`` as one rank of a multi-machine job: two torchrun "nodes" (``--nnodes 2``, one
 process each, static rendezvous on 127.0.0.1, gloo pinned to the loopback interface) train to the
 weights one process with twice the batch gets, and one plain process resumes their snapshot to the
-same end; the launcher variables (torchrun's and SLURM's) map to a rank and a share of inputs."""
+same end; two srun-like tasks train alike, and a SIGINT sent to one of them stops both at one
+iteration with rank 0's snapshot; the launcher variables (torchrun's and SLURM's) map to a rank
+and a share of inputs."""
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
+import threading
 
 import numpy as np
 import pytest
@@ -94,26 +98,57 @@ def test_two_torchrun_nodes_equal_one_process_of_twice_the_batch_and_resume_on_o
         np.testing.assert_allclose(resumed[key], one[key], rtol=1e-5, atol=1e-6, err_msg=key)
 
 
+def _srun_tasks(job, solver: str, ranks: int = 2) -> list[subprocess.Popen]:
+    """``caffe train`` started as the tasks of one srun step on one node each, in new sessions
+    (a signal reaches the task it is sent to only)."""
+    port = _free_loopback_port()
+    tasks = []
+    for rank in range(ranks):
+        env = _clean_env()
+        env.update(SLURM_PROCID=str(rank), SLURM_STEP_NUM_TASKS=str(ranks), SLURM_LOCALID="0",
+                   SLURM_STEP_NODELIST=LOOPBACK, MASTER_PORT=str(port))
+        tasks.append(subprocess.Popen(
+            [sys.executable, "-m", "caffe.tools.caffe_cli", "train", f"--solver={solver}",
+             "--no_progress"],
+            cwd=job, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            start_new_session=True))
+    return tasks
+
+
 def test_two_srun_tasks_equal_one_process_of_twice_the_batch(job):
     """Two tasks as srun starts them: SLURM's variables only, the rendezvous host read from the
     step's node list (here the loopback address), the port from MASTER_PORT."""
     caffe.get_solver("solver6.prototxt").solve()
-    port = _free_loopback_port()
-    tasks = []
-    for rank in (0, 1):
-        env = _clean_env()
-        env.update(SLURM_PROCID=str(rank), SLURM_STEP_NUM_TASKS="2", SLURM_LOCALID="0",
-                   SLURM_STEP_NODELIST=LOOPBACK, MASTER_PORT=str(port))
-        tasks.append(subprocess.Popen(
-            [sys.executable, "-m", "caffe.tools.caffe_cli", "train", "--solver=solver3.prototxt",
-             "--no_progress"],
-            cwd=job, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    tasks = _srun_tasks(job, "solver3.prototxt")
     for rank, task in enumerate(tasks):
         _check(task, f"srun task {rank}")
     one, two = _params(job / "out6" / "run_iter_8.caffemodel"), \
         _params(job / "out3" / "run_iter_8.caffemodel")
     for key in one:
         np.testing.assert_allclose(two[key], one[key], rtol=1e-5, atol=1e-6, err_msg=key)
+
+
+def test_sigint_to_one_task_stops_both_at_one_iteration_and_rank_0_snapshots(job):
+    (job / "long.prototxt").write_text((SOLVER % (3, 3)).replace("max_iter: 8", "max_iter: 100000")
+                                       .replace("display: 0", "display: 10"))
+    root, other = _srun_tasks(job, "long.prototxt")
+    watchdog = threading.Timer(TIMEOUT_S, lambda: [t.kill() for t in (root, other)])
+    watchdog.start()
+    try:
+        seen = []
+        while True:
+            line = root.stderr.readline()
+            seen.append(line)
+            if "Iteration 20 (" in line or not line:
+                break
+        os.kill(other.pid, signal.SIGINT)
+        rest = _check(root, "rank 0")
+        _check(other, "rank 1")
+    finally:
+        watchdog.cancel()
+    assert "Optimization stopped early." in rest, "".join(seen[-5:]) + rest[-2000:]
+    states = [p.name for p in (job / "out3").iterdir() if p.suffix == ".solverstate"]
+    assert len(states) == 1 and int(states[0].split("_iter_")[1].split(".")[0]) >= 20
 
 
 def test_torchrun_variables_give_the_rank_and_rendezvous():

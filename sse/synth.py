@@ -201,9 +201,9 @@ def make_dataset(root: str | os.PathLike, splits: dict[str, tuple[int, int]],
                     items.append((rel, label, video))
                 video_lines.append(f"{video} {label}")
         order = rng.permutation(len(items)) if split == "train" else np.arange(len(items))
-        (root / f"{split}.txt").write_text("".join(f"{items[i][0]} {items[i][1]}\n" for i in order))
+        atomic.write_text(root / f"{split}.txt", "".join(f"{items[i][0]} {items[i][1]}\n" for i in order))
         frame_lines = [f"{items[i][0]} {items[i][2]}\n" for i in order]
-        (root / f"{split}_frames.txt").write_text("".join(frame_lines))
-        (root / f"{split}_videos.txt").write_text("".join(line + "\n" for line in video_lines))
+        atomic.write_text(root / f"{split}_frames.txt", "".join(frame_lines))
+        atomic.write_text(root / f"{split}_videos.txt", "".join(line + "\n" for line in video_lines))
         counts[split] = len(items)
     return counts

@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import os
 import re
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
-from ..atomic import atomic_path
+from ..atomic import atomic_path, write_text
 from ..errors import CaffeError
 from .cli_util import run_main
 
@@ -165,12 +166,13 @@ def write_csv(curves: Curves, prefix: str) -> list[str]:
             for it, v in pts:
                 rows.setdefault(it, {})[name] = v
         path = f"{prefix}.{kind}.csv"
-        with open(path, "w", newline="") as f:
-            w = csv.writer(f)
-            names = list(columns)
-            w.writerow(["iteration"] + names)
-            for it in sorted(rows):
-                w.writerow([it] + [rows[it].get(n, "") for n in names])
+        buffer = io.StringIO(newline="")
+        w = csv.writer(buffer)
+        names = list(columns)
+        w.writerow(["iteration"] + names)
+        for it in sorted(rows):
+            w.writerow([it] + [rows[it].get(n, "") for n in names])
+        write_text(path, buffer.getvalue())
         written.append(path)
     return written
 

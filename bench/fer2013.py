@@ -85,7 +85,7 @@ def report(work: Path, models: Path) -> str:
     lines.append(f"| `{PREFIX}ensemble.json` | weighted mean ({weights}) | | | {ens['public']['none']:.2%} | "
                  f"**{ens['private']['none']:.2%}** | {ens['private']['mirror']:.2%} | "
                  f"{ens['private']['tencrop']:.2%} | | | |")
-    lines += ["", f"Ensemble: weights searched on PublicTest (single crop, {ens['weights_chosen_on']}), "
+    lines += ["", f"Ensemble of the three SSE members: weights searched on {ens['weights_chosen_on']}, "
               f"leave-one-out estimate of the search {ens['public_loo_accuracy']:.2%}; with equal weights "
               f"PrivateTest would be {ens['private']['equal_weights_none']:.2%}.", "",
               "PrivateTest recall per class, single crop (" + ", ".join(CLASS_NAMES) + "):", ""]

@@ -215,7 +215,7 @@ def card(member: Member, sel: Selection, meta: dict, stats: dict, machine: str) 
         f"every {member.snapshot}." + (f" {member.note}" if member.note else ""), "",
         f"Machine: {machine}. Wall time {stats['seconds'] / 60:.0f} min, "
         f"{stats['images_per_s']:.0f} training images/s (one torch thread; four models trained side by "
-        "side on the two cores, so each had about half a core).", "",
+        "side on the two cores, which other work of the session also used).", "",
         "## Results", "",
         "| test-time augmentation | PublicTest | **PrivateTest** |", "| --- | ---: | ---: |",
     ]

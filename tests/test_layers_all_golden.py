@@ -105,14 +105,11 @@ def test_normalization_layers_match_caffe_forward_and_backward(golden):
 
 
 def test_loss_layers_match_caffe_forward_and_backward(golden, monkeypatch):
-    """Every loss of the case but SigmoidCrossEntropyLoss (each loss reads its own input copy)."""
+    """Every loss of the case, SigmoidCrossEntropyLoss's BATCH_SIZE default included (each loss
+    reads its own input copy)."""
     case = _case(golden, "loss")
     monkeypatch.chdir(case)  # InfogainLoss reads its H file relative to the working directory
-    net_param = caffe.model_io.read_net(case / "net.prototxt")
-    sce_inputs = {b for lp in net_param.layer if lp.type == "SigmoidCrossEntropyLoss" for b in lp.bottom}
-    keep = {lp.name for lp in net_param.layer if lp.type != "SigmoidCrossEntropyLoss"
-            and not (lp.type == "Input" and set(lp.top) <= sce_inputs)}
-    _check_forward_backward(case, _net(case, keep))
+    _check_forward_backward(case, _net(case))
 
 
 def test_im2col_matches_caffe_forward_and_its_backward_is_the_adjoint(golden):

@@ -147,7 +147,7 @@ def test_euclidean_and_sigmoid_cross_entropy_losses():
                {"a": a, "b": b, "t": t}, phase=caffe.TRAIN)
     assert float(net.blobs["e"].data) == pytest.approx(((a - b) ** 2).sum() / 8, rel=1e-5)
     p = 1 / (1 + np.exp(-a))
-    bce = -(t * np.log(p) + (1 - t) * np.log(1 - p)).sum() / t.size
+    bce = -(t * np.log(p) + (1 - t) * np.log(1 - p)).sum() / t.shape[0]  # Caffe's default: BATCH_SIZE
     assert float(net.blobs["s"].data) == pytest.approx(bce, rel=1e-5)
 
 

@@ -12,15 +12,15 @@ from .base import Layer, Shape, register
 _NORMALIZATION = {0: "FULL", 1: "VALID", 2: "BATCH_SIZE", 3: "NONE"}
 
 
-def normalization_mode(lp) -> str:
+def normalization_mode(lp, default: str = "VALID") -> str:
     """LossParameter's mode: ``normalization`` if given, else legacy ``normalize`` (false means
-    BATCH_SIZE), else VALID."""
+    BATCH_SIZE), else the layer's default (VALID; SigmoidCrossEntropyLoss: BATCH_SIZE)."""
     p = lp.loss_param
     if p.HasField("normalization"):
         return _NORMALIZATION[p.normalization]
     if p.HasField("normalize"):
         return "VALID" if p.normalize else "BATCH_SIZE"
-    return "VALID"
+    return default
 
 
 def ignore_label_of(lp) -> int | None:
@@ -106,7 +106,7 @@ class SigmoidCrossEntropyLoss(_Loss):
         valid = torch.ones_like(target, dtype=torch.bool) if ignore is None else target != ignore
         per = torch.nn.functional.binary_cross_entropy_with_logits(logits, target.clamp(0, 1),
                                                                    reduction="none") * valid
-        mode = normalization_mode(self.lp)
+        mode = normalization_mode(self.lp, default="BATCH_SIZE")
         if mode == "FULL":
             norm = float(logits.numel())
         elif mode == "VALID":

@@ -5,6 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from sse.classes import class_index
 from sse.faces.align import apply_affine, fit_similarity
 from sse.faces.boxes import Box
 from sse.faces.contact import pick_evenly
@@ -97,3 +98,14 @@ def test_pick_evenly_spreads_over_the_range():
     assert pick_evenly(5, 10) == [0, 1, 2, 3, 4]
     picked = pick_evenly(100, 5)
     assert picked[0] == 0 and picked[-1] == 99 and len(picked) == 5
+
+
+def test_symlinked_clips_keep_their_place_and_class_folder_in_the_tree(tmp_path):
+    elsewhere = tmp_path / "store" / "clip0042.avi"
+    elsewhere.parent.mkdir()
+    elsewhere.write_bytes(b"not decoded here")
+    happy = tmp_path / "AFEW" / "Train" / "Happy"
+    happy.mkdir(parents=True)
+    (happy / "0042.avi").symlink_to(elsewhere)
+    jobs = discover([tmp_path / "AFEW" / "Train"])
+    assert [(j.video_id, j.label) for j in jobs] == [("Train/Happy/0042", class_index("Happy"))]

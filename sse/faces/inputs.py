@@ -105,7 +105,7 @@ def discover(inputs: list[Path], label_csv: Path | None = None, image_folders: s
         if video_id in seen:
             raise FacesError(f"two inputs map to the same output folder {video_id!r}: {seen[video_id]} and {path}")
         seen[video_id] = path
-        label = label_from_path(path.resolve())
+        label = label_from_path(Path(os.path.abspath(path)))
         for key in (video_id, path.name, path.stem):
             if key in csv_labels:
                 label = csv_labels[key]
@@ -115,7 +115,9 @@ def discover(inputs: list[Path], label_csv: Path | None = None, image_folders: s
 
 
 def _walk(root: Path, image_folders: str) -> list[tuple[str, Path]]:
-    base = root.resolve().parent
+    """(id, path) of every video, sequence or photo under ``root``; ids are paths relative to
+    root's parent, taken as written (a symlinked clip keeps its name in the tree)."""
+    base = Path(os.path.abspath(root)).parent
     found = []
     for folder, dirs, files in os.walk(root):
         dirs.sort()
@@ -123,10 +125,10 @@ def _walk(root: Path, image_folders: str) -> list[tuple[str, Path]]:
         videos = sorted(f for f in files if Path(f).suffix.lower() in VIDEO_EXTENSIONS)
         for name in videos:
             path = folder_path / name
-            found.append((path.resolve().relative_to(base).with_suffix("").as_posix(), path))
+            found.append((Path(os.path.abspath(path)).relative_to(base).with_suffix("").as_posix(), path))
         if videos or not any(Path(f).suffix.lower() in IMAGE_EXTENSIONS for f in files):
             continue
-        folder_id = folder_path.resolve().relative_to(base).as_posix()
+        folder_id = Path(os.path.abspath(folder_path)).relative_to(base).as_posix()
         images = list_images(folder_path)
         if image_folders == "sequence" or (image_folders == "auto" and is_frame_sequence(images)):
             found.append((folder_id, folder_path))

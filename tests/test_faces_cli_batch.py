@@ -177,3 +177,18 @@ def test_frames_csv_is_read_by_the_fusion_step(batch):
     assert len(frame_list.frames) == 35
     assert set(frame_list.videos) == {"Train/Happy/talk"}
     assert formats.video_key(frame_list.videos[0]) == "talk"
+
+
+def test_ctrl_c_ends_with_one_line_and_exit_130(tmp_path, monkeypatch, capsys):
+    from sse.faces import cli
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "run_batch", interrupted)
+    monkeypatch.delenv("SSE_TRACEBACK", raising=False)
+    clip = tmp_path / "a.avi"
+    clip.write_bytes(b"x")
+    assert cli.main([str(clip), "--out", str(tmp_path / "out")]) == 130
+    err = capsys.readouterr().err
+    assert err.strip() == "sse-preprocess: interrupted"

@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-import traceback
 from pathlib import Path
 
 from caffe.errors import CaffeError
 from caffe.launch import add_shard_argument, resolve_shard
+from caffe.tools.cli_util import report_error
 
 from .align import ANCHOR_SETS
 from .batch import run_batch
@@ -101,11 +101,8 @@ def main(argv: list[str] | None = None) -> int:
         summary = run_batch(
             jobs, args.out, config, args.jobs, progress=False if args.no_progress else None, lists=shard.count == 1
         )
-    except (FacesError, CaffeError, ValueError, OSError) as exc:
-        if args.traceback:
-            traceback.print_exc()
-        print(f"sse-preprocess: error: {exc}", file=sys.stderr)
-        return 1
+    except (FacesError, CaffeError, ValueError, OSError, KeyboardInterrupt) as exc:
+        return report_error("sse-preprocess", exc, args.traceback)
     print(summary.text())
     if shard.count > 1:
         print(

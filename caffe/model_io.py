@@ -85,11 +85,18 @@ _SOLVER_TYPE_NAMES = {
 
 def _read_text_file(path: PathLike, what: str) -> str:
     try:
-        return Path(path).read_text(encoding="utf-8")
+        data = Path(path).read_bytes()
     except FileNotFoundError:
         raise ParseError(f"{path}: {what} file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except OSError as exc:
         raise ParseError(f"{path}: cannot read {what} file: {exc}") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        col = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise ParseError(f"{path}:{line}:{col}: {what} file is not UTF-8 text "
+                         f"(byte 0x{data[exc.start]:02x})") from None
 
 
 def _parse_text(text: str, msg: Msg, source: str) -> Msg:

@@ -121,3 +121,10 @@ def test_blob_with_wrong_value_count_is_error():
     blob.shape.dim[0] = 3
     with pytest.raises(ParseError, match=r"\(3, 3\).*6"):
         model_io.blobproto_to_array(blob)
+
+
+def test_a_prototxt_that_is_not_utf8_names_its_line_and_column(tmp_path):
+    path = tmp_path / "net.prototxt"
+    path.write_bytes(b'name: "n"\nlayer { name: "d\xe9" type: "Input" }\n')
+    with pytest.raises(ParseError, match=r"net.prototxt:2:17: net prototxt file is not UTF-8 text \(byte 0xe9\)"):
+        model_io.read_net(path)

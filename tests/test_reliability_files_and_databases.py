@@ -236,3 +236,12 @@ def test_full_disk_during_convert_imageset_is_one_line_and_leaves_no_database(tm
     assert "out_lmdb (records 0..2): " in line and "No space left on device" in line
     assert sorted(p.name for p in tmp_path.iterdir()) == ["images", "list.txt"]
 
+
+
+def test_an_sse_tool_starts_the_quiet_ctrl_c_period_before_it_loads_numpy():
+    """``-X importtime`` lists modules as their import completes: caffe.interrupt (which starts the
+    quiet period) must come before numpy, so a Ctrl-C while numpy loads prints one line too."""
+    err = subprocess.run([sys.executable, "-X", "importtime", "-c", "import sse.fusion.cli"],
+                         capture_output=True, text=True, check=True).stderr
+    names = [line.rsplit("|", 1)[-1].strip() for line in err.splitlines() if line.startswith("import time:")]
+    assert names.index("caffe.interrupt") < names.index("numpy")

@@ -112,6 +112,19 @@ def test_loss_layers_match_caffe_forward_and_backward(golden, monkeypatch):
     _check_forward_backward(case, _net(case))
 
 
+def test_nd_convolutions_and_deconvolutions_match_caffe_forward_and_backward(golden):
+    """1-D and 3-D Convolution/Deconvolution (per-axis kernel, stride, pad and dilation, groups)
+    beside the 2-D ones, forward and backward against Caffe; the whole case runs, as x's gradient
+    also holds its Im2col and InnerProduct layers."""
+    case = _case(golden, "conv")
+    net = _net(case)
+    expected = np.load(case / "expected_forward.npz")
+    nd = {"conv1d", "conv3d", "conv3d_g2", "deconv3d"}
+    assert nd <= set(expected.files) and {net.blobs[n].data.ndim for n in nd} == {3, 5}
+    assert {"x1d", "x3d"} <= set(np.load(case / "expected_blob_diff.npz").files)
+    _check_forward_backward(case, net)
+
+
 def test_im2col_matches_caffe_forward_and_its_backward_is_the_adjoint(golden):
     """Forward against Caffe; the golden input gradient also holds the case's convolutions, so
     the backward is checked as the adjoint of the forward: <im2col(x), g> == <x, dx(g)>."""

@@ -1,4 +1,5 @@
-"""Convolution and Deconvolution (2-D; weights (out, in/group, kh, kw) and (in, out/group, kh, kw))."""
+"""Convolution and Deconvolution over 1 to 3 spatial axes (weights (out, in/group, *kernel) and
+(in, out/group, *kernel)); the channels sit at ``axis``, the axes before it form the batch."""
 from __future__ import annotations
 
 import torch
@@ -24,22 +25,52 @@ def spatial_pair(repeated, h: int, w: int, has_hw: bool, default: int, what: str
     raise layer.error(f"{what} has {len(values)} values; only 2-D convolution is supported")
 
 
-def conv_geometry(p, layer: Layer) -> tuple[tuple[int, int], ...]:
-    """Kernel, stride, pad and dilation (each an (h, w) pair) of a ConvolutionParameter, as used
-    by Convolution, Deconvolution and Im2col; only axis 1 (NCHW) is supported."""
-    if p.HasField("kernel_h") != p.HasField("kernel_w"):
-        raise layer.error("kernel_h and kernel_w must be given together")
-    if not p.HasField("kernel_h") and not len(p.kernel_size):
+def spatial_values(p, what: str, axes: int, default: int, layer: Layer) -> tuple[int, ...]:
+    """Caffe's repeated ``kernel_size``/``stride``/``pad``/``dilation`` for ``axes`` spatial axes:
+    absent (``default``), given once (every axis) or once per axis; ``what``_h/_w (not for
+    dilation) replace it for 2-D only."""
+    values = [int(v) for v in getattr(p, what)]
+    name = "kernel" if what == "kernel_size" else what
+    if what != "dilation" and (p.HasField(f"{name}_h") or p.HasField(f"{name}_w")):
+        if axes != 2:
+            raise layer.error(f"{name}_h/_w are only for 2-D convolution; this one has {axes} "
+                              f"spatial axes")
+        if values:
+            raise layer.error(f"either {what} or {name}_h/_w, not both")
+        return int(getattr(p, f"{name}_h")), int(getattr(p, f"{name}_w"))
+    if not values:
+        return (default,) * axes
+    if len(values) == 1:
+        return (values[0],) * axes
+    if len(values) != axes:
+        raise layer.error(f"{what} has {len(values)} values; give it once or once per spatial "
+                          f"axis ({axes})")
+    return tuple(values)
+
+
+def spatial_geometry(p, axes: int, layer: Layer) -> tuple[tuple[int, ...], ...]:
+    """Kernel, stride, pad and dilation (each one value per spatial axis) of a
+    ConvolutionParameter over ``axes`` spatial axes, checked as Caffe's BaseConvolutionLayer does."""
+    if not len(p.kernel_size) and not (p.HasField("kernel_h") or p.HasField("kernel_w")):
         raise layer.error("kernel_size (or kernel_h and kernel_w) is required")
+    kernel = spatial_values(p, "kernel_size", axes, 1, layer)
+    stride = spatial_values(p, "stride", axes, 1, layer)
+    pad = spatial_values(p, "pad", axes, 0, layer)
+    dilation = spatial_values(p, "dilation", axes, 1, layer)
+    for what, values in (("kernel", kernel), ("stride", stride), ("dilation", dilation)):
+        if min(values) <= 0:
+            raise layer.error(f"{what} {values} must be positive on every spatial axis")
+    if min(pad) < 0:
+        raise layer.error(f"pad {pad} must not be negative")
+    return kernel, stride, pad, dilation
+
+
+def conv_geometry(p, layer: Layer) -> tuple[tuple[int, int], ...]:
+    """Kernel, stride, pad and dilation (each an (h, w) pair) of a 2-D ConvolutionParameter on
+    N x C x H x W (axis 1), as Im2col uses them."""
     if p.axis != 1:
         raise layer.error("only axis 1 (NCHW) is supported")
-    kernel = spatial_pair(p.kernel_size, p.kernel_h, p.kernel_w, p.HasField("kernel_h"), 1,
-                          "kernel_size", layer)
-    stride = spatial_pair(p.stride, p.stride_h, p.stride_w, p.HasField("stride_h"), 1, "stride",
-                          layer)
-    pad = spatial_pair(p.pad, p.pad_h, p.pad_w, p.HasField("pad_h"), 0, "pad", layer)
-    dilation = spatial_pair(p.dilation, 0, 0, False, 1, "dilation", layer)
-    return kernel, stride, pad, dilation
+    return spatial_geometry(p, 2, layer)
 
 
 def conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
@@ -64,6 +95,29 @@ def conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
     return F.conv2d(x, weight, bias, stride, pad, dilation, group)
 
 
+_CONV_ND = {1: F.conv1d, 3: F.conv3d}
+_DECONV_ND = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
+
+
+def convolution(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                stride: tuple[int, ...], pad: tuple[int, ...], dilation: tuple[int, ...],
+                group: int, axis: int = 1, transposed: bool = False) -> torch.Tensor:
+    """Caffe's Convolution (or, ``transposed``, Deconvolution) of a blob whose channels sit at
+    ``axis``: the axes before it are flattened into one batch (Caffe's ``num_``; none: a batch of
+    one), the 1 to 3 after it are spatial. 2-D convolutions take conv2d's fast paths."""
+    lead = x.shape[:axis]
+    flat = x if axis == 1 else x.reshape(-1, *x.shape[axis:])
+    if transposed:
+        y = _DECONV_ND[len(stride)](flat, weight, bias, stride=stride, padding=pad,
+                                    groups=group, dilation=dilation)
+    elif len(stride) == 2:
+        y = conv2d(flat, weight, bias, stride, pad, dilation, group)
+    else:
+        y = _CONV_ND[len(stride)](flat, weight, bias, stride=stride, padding=pad,
+                                  dilation=dilation, groups=group)
+    return y if axis == 1 else y.reshape(*lead, *y.shape[1:])
+
+
 class _ConvBase(Layer):
     min_bottoms, max_bottoms, min_tops, max_tops = 1, None, 1, None
     transposed = False
@@ -73,7 +127,6 @@ class _ConvBase(Layer):
         if len(lp.bottom) != len(lp.top):
             raise self.error("needs as many tops as bottoms")
         p = lp.convolution_param
-        self.kernel, self.stride, self.pad, self.dilation = conv_geometry(p, self)
         self.num_output = p.num_output
         self.group = p.group
         self.bias_term = p.bias_term
@@ -82,18 +135,19 @@ class _ConvBase(Layer):
 
     def setup(self, bottom_shapes: list[Shape]) -> None:
         shape = bottom_shapes[0]
-        if len(shape) != 4:
-            raise self.error(f"expects a 4-D bottom (N, C, H, W), got shape {shape}")
-        for s in bottom_shapes[1:]:
-            if s[1:] != shape[1:]:
-                raise self.error(f"all bottoms must have the same C, H, W; got {shape} and {s}")
-        channels = shape[1]
+        p = self.lp.convolution_param
+        self.axis = self.canonical_axis(p.axis, len(shape))
+        axes = len(shape) - self.axis - 1
+        if not 1 <= axes <= 3:
+            raise self.error(f"supports 1 to 3 spatial axes after the channel axis {self.axis}; "
+                             f"bottom shape {tuple(shape)} has {axes}")
+        self.kernel, self.stride, self.pad, self.dilation = spatial_geometry(p, axes, self)
+        channels = shape[self.axis]
         if channels % self.group or self.num_output % self.group:
             raise self.error(f"channels ({channels}) and num_output ({self.num_output}) must be "
                              f"divisible by group ({self.group})")
         if len(self.blobs):
             return
-        p = self.lp.convolution_param
         if self.transposed:
             wshape = (channels, self.num_output // self.group, *self.kernel)
         else:
@@ -106,12 +160,19 @@ class _ConvBase(Layer):
         out = []
         weight = self.blobs[0].shape
         channels = weight[0] if self.transposed else weight[1] * self.group
+        axes = len(self.kernel)
+        lead = ["N"] if self.axis == 1 else [f"N{i}" for i in range(self.axis)]
+        expected = ", ".join([*lead, str(channels), *("D", "H", "W")[-axes:]])
         for shape in bottom_shapes:
-            if len(shape) != 4 or shape[1] != channels:
-                raise self.error(f"expects bottoms of shape (N, {channels}, H, W) as its weights "
+            if len(shape) != self.axis + 1 + axes or shape[self.axis] != channels:
+                raise self.error(f"expects bottoms of shape ({expected}) as its weights "
                                  f"{tuple(weight)}, got {tuple(shape)}")
-            n, _, h, w = shape
-            out.append((n, self.num_output, self._out(h, 0), self._out(w, 1)))
+            if shape[self.axis:] != bottom_shapes[0][self.axis:]:
+                raise self.error(f"all bottoms must have the same channel and spatial sizes; got "
+                                 f"{tuple(bottom_shapes[0])} and {tuple(shape)}")
+            spatial = shape[self.axis + 1:]
+            out.append((*shape[:self.axis], self.num_output,
+                        *(self._out(size, i) for i, size in enumerate(spatial))))
         return out
 
     def _out(self, size: int, i: int) -> int:
@@ -121,7 +182,7 @@ class _ConvBase(Layer):
         else:
             out = (size + 2 * self.pad[i] - k) // self.stride[i] + 1
         if out < 1:
-            side = ("height", "width")[i]
+            side = ("depth", "height", "width")[i - len(self.kernel)]
             dilated = f" (dilation {self.dilation[i]})" if self.dilation[i] > 1 else ""
             raise self.error(f"kernel {k}{dilated} does not fit the input {side} {size} with pad "
                              f"{self.pad[i]}: the output {side} would be {out}")
@@ -130,18 +191,18 @@ class _ConvBase(Layer):
     def _bias(self) -> torch.Tensor | None:
         return self.blobs[1] if self.bias_term else None
 
+    def forward(self, *bottoms: torch.Tensor) -> list[torch.Tensor]:
+        return [convolution(x, self.blobs[0], self._bias(), self.stride, self.pad, self.dilation,
+                            self.group, self.axis, self.transposed) for x in bottoms]
+
 
 @register("Convolution")
 class Convolution(_ConvBase):
-    def forward(self, *bottoms: torch.Tensor) -> list[torch.Tensor]:
-        return [conv2d(x, self.blobs[0], self._bias(), self.stride, self.pad, self.dilation,
-                       self.group) for x in bottoms]
+    """Caffe's Convolution: a cross-correlation with learned filters (out, in/group, *kernel)."""
 
 
 @register("Deconvolution")
 class Deconvolution(_ConvBase):
-    transposed = True
+    """Caffe's Deconvolution: the transpose of Convolution, filters (in, out/group, *kernel)."""
 
-    def forward(self, *bottoms: torch.Tensor) -> list[torch.Tensor]:
-        return [F.conv_transpose2d(x, self.blobs[0], self._bias(), self.stride, self.pad, 0,
-                                   self.group, self.dilation) for x in bottoms]
+    transposed = True

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 
 from .errors import NetError
 from .layers.base import TEST, Layer
-from .layers.conv import Convolution, conv2d
+from .layers.conv import Convolution, convolution
 from .layers.inner_product import InnerProduct
 from .layers.neuron import Dropout, ReLU
 from .layers.normalization import BatchNorm, Scale
@@ -114,7 +114,7 @@ def _sole_consumer(graph: _Graph, value: int) -> int | None:
 
 def _foldable_head(layer: Layer) -> bool:
     if type(layer) is Convolution:
-        return len(layer.lp.bottom) == 1
+        return len(layer.lp.bottom) == 1 and layer.axis == 1
     if type(layer) is InnerProduct:
         return layer.axis == 1
     return False
@@ -226,7 +226,7 @@ def _conv_fn(layer: Convolution, weight: torch.Tensor, bias: torch.Tensor | None
     stride, pad, dilation, group = layer.stride, layer.pad, layer.dilation, layer.group
 
     def conv(*xs: torch.Tensor) -> list[torch.Tensor]:
-        ys = [conv2d(x, weight, bias, stride, pad, dilation, group) for x in xs]
+        ys = [convolution(x, weight, bias, stride, pad, dilation, group, layer.axis) for x in xs]
         return [act(y) for y in ys] if act else ys
     return conv
 

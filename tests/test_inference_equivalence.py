@@ -188,3 +188,27 @@ def test_results_are_reproducible_across_calls() -> None:
     x = data()
     first = fast.forward(data=x)["prob"].copy()
     np.testing.assert_array_equal(fast.forward(data=x)["prob"], first)
+
+
+ND_NET = (
+    'name: "nd"\n'
+    'layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 2 dim: 3 dim: 4 dim: 6 dim: 7 } } }\n'
+    + conv("c3d", "data", "c3d", 4, 3, "pad: 1")
+    + layer("bn", "BatchNorm", ["c3d"], ["c3d"])
+    + layer("scale", "Scale", ["c3d"], ["c3d"], "scale_param { bias_term: true }")
+    + layer("relu", "ReLU", ["c3d"], ["c3d"])
+    + layer("flat", "Reshape", ["c3d"], ["seq"], "reshape_param { shape { dim: 0 dim: 4 dim: -1 } }")
+    + conv("c1d", "seq", "c1d", 5, 3, "stride: 2 dilation: 2 group: 1")
+    + layer("bn1d", "BatchNorm", ["c1d"], ["c1d"])
+)
+
+
+def test_one_and_three_dimensional_convolutions_equal_plain_mode() -> None:
+    caffe.set_random_seed(0)
+    net = caffe.Net(net_param=parse_net_text(ND_NET), phase=caffe.TEST)
+    randomize_weights(net, 0)
+    x = np.random.default_rng(2).normal(0, 1, (2, 3, 4, 6, 7)).astype(np.float32)
+    expected = plain(net, x)
+    got = optimize(net).forward(data=x)
+    assert got["c1d"].shape == expected["c1d"].shape == (2, 5, 82)
+    assert rel_err(got["c1d"], expected["c1d"]) < 1e-5

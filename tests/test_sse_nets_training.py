@@ -76,7 +76,11 @@ CASES = [pytest.param(bb, v, marks=pytest.mark.slow) if (bb, v) in HEAVY else (b
 
 
 @pytest.mark.parametrize("backbone,variant", CASES)
-def test_each_form_trains_and_its_loss_goes_down(backbone, variant, tmp_path, one_thread):
+def test_each_form_trains_and_its_loss_goes_down(backbone, variant, tmp_path, one_thread, monkeypatch):
+    # SSE-ResNet's released in-place Convolution/InnerProduct layers change their blob's shape;
+    # real Caffe's shared-buffer arithmetic there is checked against golden data elsewhere
+    # (test_inplace_reshape_golden); here the forms are judged as the layers they describe.
+    monkeypatch.setenv("CAFFE_INPLACE_RESHAPE", "math")
     losses = train_losses(backbone, variant, tmp_path)
     assert all(np.isfinite(losses)), losses
     assert np.mean(losses[-2:]) < 0.7 * losses[0], losses

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import subprocess
 import sys
 from pathlib import Path
@@ -26,8 +24,8 @@ sys.path.insert(0, str(REPO))
 
 from sse.classes import CLASS_NAMES  # noqa: E402
 from sse.fer2013 import MEMBERS, get_member  # noqa: E402
-from sse.fer2013.ship import PREFIX, build_ensemble, load_selection, select, ship, training_stats  # noqa: E402
-from sse.shipped import TTA_MODES  # noqa: E402
+from sse.fer2013.ship import (PREFIX, build_ensemble, describe_machine, load_selection, select, ship,  # noqa: E402
+                               training_stats)
 
 # Published PrivateTest accuracies of what users would pick instead (as their authors report them).
 PEERS = [("`fer` package (mini-Xception)", "about 66 %"),
@@ -35,12 +33,6 @@ PEERS = [("`fer` package (mini-Xception)", "about 66 %"),
          ("`rmn`, ensemble", "76.82 %"),
          ("VGG19, the widely used PyTorch FER2013 model, ten-crop", "73.11 %")]
 ENSEMBLE_MEMBERS = ["holonet48_3conv-s_concat", "holonet48_4conv-c_concat", "holonet48_3conv-s_eltwise"]
-
-
-def machine() -> str:
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
-                if line.startswith("model name")), platform.processor())
-    return f"{cpu}, {os.cpu_count()} cores, CPU only"
 
 
 def train(work: Path, names: list[str]) -> None:
@@ -62,7 +54,7 @@ def report(work: Path, models: Path) -> str:
     ens = json.loads((models / f"{PREFIX}ensemble.json").read_text())
     any_member = get_member(next(iter(MEMBERS)))
     lines = ["## FER2013: the shipped models (bench/fer2013.py)", "",
-             f"Machine: {machine()}, torch threads 1 per model; the four models trained side by side "
+             f"Machine: {describe_machine()}, torch threads 1 per model; the four models trained side by side "
              "on the two cores, sharing them with other work of the session.", "",
              f"Protocol: FER2013 official splits; SSE-HoloNet at 48x48x1 in four forms, each trained with "
              f"`models/train_fer2013.sh` for {any_member.iterations} iterations of batch {any_member.batch} "
@@ -116,7 +108,7 @@ def main() -> int:
             member = get_member(name)
             if not (work / name / "result.json").exists():
                 select(member, work, args.data, log=lambda m: print(m, file=sys.stderr, flush=True))
-            ship(member, work, models, args.data, work / name / "train.log", machine())
+            ship(member, work, models, args.data, work / name / "train.log", describe_machine())
         build_ensemble([get_member(n) for n in ENSEMBLE_MEMBERS], work, models, args.data)
     text = report(work, models)
     (REPO / "bench" / "results" / "fer2013.md").write_text(text)

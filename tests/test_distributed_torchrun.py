@@ -19,6 +19,7 @@ import pytest
 import caffe
 from caffe import launch, model_io
 from caffe.errors import CaffeError
+from process_helpers import wait_ok
 from test_distributed_equivalence import SOLVER, _params, workdir  # noqa: F401 (fixture)
 
 LOOPBACK = "127.0.0.1"
@@ -42,14 +43,7 @@ def _clean_env() -> dict[str, str]:
 
 def _check(proc: subprocess.Popen, what: str) -> str:
     """The process's stderr, once it has ended well."""
-    try:
-        _, err = proc.communicate(timeout=TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        _, err = proc.communicate()
-        pytest.fail(f"{what} did not finish in {TIMEOUT_S} s:\n{err[-3000:]}")
-    assert proc.returncode == 0, f"{what} failed:\n{err[-3000:]}"
-    return err
+    return wait_ok(proc, what, TIMEOUT_S)[1]
 
 
 @pytest.fixture

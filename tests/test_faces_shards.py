@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from conftest import DATA, needs_shared_data
+from process_helpers import wait_ok
 from test_faces_cli_batch import write_faceless_video
 
 GIF = DATA / "media" / "videos" / "elon-musk-smoke.gif"
@@ -28,14 +29,7 @@ def _preprocess(inputs: Path, out: Path, *extra: str) -> subprocess.Popen:
 
 
 def _finish(proc: subprocess.Popen) -> str:
-    try:
-        out, err = proc.communicate(timeout=TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        out, err = proc.communicate()
-        pytest.fail(f"sse-preprocess did not finish in {TIMEOUT_S} s: {err[-2000:]}")
-    assert proc.returncode == 0, err[-3000:]
-    return out
+    return wait_ok(proc, "sse-preprocess", TIMEOUT_S)[0]
 
 
 def _untimed(value):

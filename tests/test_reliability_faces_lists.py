@@ -4,18 +4,9 @@ from __future__ import annotations
 
 import json
 
-import cv2
-import numpy as np
-
 from sse.faces.cli import main
+from test_faces_cli_batch import write_faceless_video
 
-
-def _faceless_video(path, frames=6):
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (96, 72))
-    rng = np.random.default_rng(1)
-    for _ in range(frames):
-        writer.write(rng.integers(0, 255, (72, 96, 3), dtype=np.uint8))
-    writer.release()
 
 
 def test_second_run_into_the_same_out_lists_the_first_runs_videos_too(tmp_path):
@@ -28,7 +19,7 @@ def test_second_run_into_the_same_out_lists_the_first_runs_videos_too(tmp_path):
          "fps": 25.0, "frames": frames, "complete": True}))
     clips = tmp_path / "clips" / "Sad"
     clips.mkdir(parents=True)
-    _faceless_video(clips / "second.avi")
+    write_faceless_video(clips / "second.avi", frames=6)
     assert main([str(tmp_path / "clips"), "--out", str(out), "--no-progress", "--stride", "3"]) == 0
     assert (out / "list.txt").read_text().splitlines() == ["Happy/first/000000.png 3",
                                                            "Happy/first/000003.png 3"]

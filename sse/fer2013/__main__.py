@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from . import MEMBERS, Fer2013Error, get_member, make_nets, prepare
-from .ship import build_ensemble, score_snapshots, select, ship
+from .ship import build_ensemble, describe_machine, score_snapshots, select, ship
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(sel.to_json()))
         elif args.command == "ship":
             print(ship(get_member(args.member), args.work, args.models, args.data, Path(args.log),
-                       args.machine or _machine()))
+                       args.machine or describe_machine()))
         else:
             print(json.dumps(build_ensemble([get_member(m) for m in args.members], args.work,
                                             args.models, args.data), indent=1))
@@ -53,14 +53,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"sse.fer2013: error: {exc}", file=sys.stderr)
         return 1
     return 0
-
-
-def _machine() -> str:
-    import os
-    import platform
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
-                if line.startswith("model name")), platform.processor())
-    return f"{cpu}, {os.cpu_count()} cores, CPU only"
 
 
 if __name__ == "__main__":

@@ -8,6 +8,8 @@ once for what was chosen (and once per test-time augmentation mode, reported sep
 from __future__ import annotations
 
 import json
+import os
+import platform
 import re
 import shutil
 from dataclasses import dataclass
@@ -27,6 +29,14 @@ from .recipe import Member
 
 SUBSET = 500  # the first faces of PublicTest that a shipped model's test re-scores
 PREFIX = "fer2013_"
+
+
+def describe_machine() -> str:
+    """'<CPU model>, <n> cores, CPU only', for model cards and the benchmark table."""
+    with open("/proc/cpuinfo") as f:
+        cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")),
+                   platform.processor())
+    return f"{cpu}, {os.cpu_count()} cores, CPU only"
 
 
 def preprocessing(work: Path) -> Preprocessing:
@@ -95,7 +105,7 @@ def select(member: Member, work: str | Path, data: str | Path, log=print) -> Sel
     best_iter = max(curve, key=lambda c: (c[1], c[0]))[0]
     model = EmotionModel(deploy, dict(snaps)[best_iter], prep)
     private_faces, private_labels = load_split(data, "PrivateTest")
-    public, private = {}, {}
+    public, private, private_probs = {}, {}, {}
     out = work / member.name
     for tta in TTA_MODES:
         for split, faces, labels, acc in (("public", public_faces, public_labels, public),
@@ -103,9 +113,11 @@ def select(member: Member, work: str | Path, data: str | Path, log=print) -> Sel
             probs = model.probs(faces, tta)
             np.save(out / f"{split}_{tta}.npy", probs)
             acc[tta] = float((probs.argmax(1) == labels).mean())
+            if split == "private":
+                private_probs[tta] = probs
         log(f"{member.name} iteration {best_iter}, {tta}: PublicTest {public[tta]:.4f}, "
             f"PrivateTest {private[tta]:.4f}")
-    result = evaluate(np.load(out / "private_none.npy"), private_labels)
+    result = evaluate(private_probs["none"], private_labels)
     sel = Selection(name=member.name, form=member.form, curve=curve, best_iter=best_iter, public=public,
                     private=private, private_macro_f1=float(result.macro_f1),
                     private_recall=[float(r) for r in result.recall],

@@ -8,7 +8,6 @@ from sse.faces.cli import main
 from test_faces_cli_batch import write_faceless_video
 
 
-
 def test_second_run_into_the_same_out_lists_the_first_runs_videos_too(tmp_path):
     out = tmp_path / "faces"
     earlier = out / "Happy" / "first"

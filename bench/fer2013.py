@@ -24,6 +24,7 @@ sys.path.insert(0, str(REPO))
 
 from sse.classes import CLASS_NAMES  # noqa: E402
 from sse.fer2013 import MEMBERS, get_member  # noqa: E402
+from sse.fer2013.recipe import describe_schedule  # noqa: E402
 from sse.fer2013.ship import (PREFIX, build_ensemble, describe_machine, load_selection, select, ship,  # noqa: E402
                                training_stats)
 
@@ -57,10 +58,9 @@ def report(work: Path, models: Path) -> str:
              f"Machine: {describe_machine()}, torch threads 1 per model; the four models trained side by side "
              "on the two cores, sharing them with other work of the session.", "",
              f"Protocol: FER2013 official splits; SSE-HoloNet at 48x48x1 in four forms, each trained with "
-             f"`models/train_fer2013.sh` for {any_member.iterations} iterations of batch {any_member.batch} "
-             f"({any_member.iterations * any_member.batch / 28709:.1f} epochs), SGD momentum 0.9, lr "
-             f"{any_member.base_lr:g} decaying linearly to 0, weight decay {any_member.weight_decay:g}, random "
-             "48x48 crops of the face padded by 4 px, mirror, rotation ±10°, scale ±10 %. The snapshot of "
+             f"`models/train_fer2013.sh`: SGD momentum 0.9, weight decay {any_member.weight_decay:g}, "
+             f"{describe_schedule(any_member)} (4conv-c + Concat: {describe_schedule(get_member(ENSEMBLE_MEMBERS[1]))}, "
+             "see its card); random 48x48 crops of the face padded by 4 px, mirror, rotation ±10°, scale ±10 %. The snapshot of "
              "each model, its default test-time augmentation and the ensemble weights were chosen on "
              "PublicTest; PrivateTest was scored once for each of them (and once per augmentation mode, "
              "shown separately). Model cards: `models/fer2013_*/README.md`.", "",

@@ -3,6 +3,10 @@ the toolkit's order) and each shipped model's nets follow its recipe."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -14,6 +18,9 @@ from caffe.io import datum_to_array
 from caffe.proto import caffe_pb2
 from sse import fer2013
 from sse.classes import class_index
+from sse.fer2013.ship import training_stats
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _write_split(root, split, n, seed):
@@ -70,6 +77,70 @@ def test_member_nets_crop_jitter_and_snapshot_where_the_recipe_says(fake_fer, tm
     assert (tp.crop_size, tp.mirror, tp.max_rotation) == (48, True, member.max_rotation)
     info = json.loads((tmp_path / "work" / "data.json").read_text())
     assert tp.mean_value[0] == pytest.approx(info["mean_value"])
+
+
+def test_each_stage_has_its_own_max_iter_and_the_last_is_the_default(fake_fer, tmp_path):
+    data, _ = fake_fer
+    fer2013.prepare(data, tmp_path / "work")
+    member = fer2013.get_member("holonet48_3conv-s_concat")
+    assert len(member.stages) >= 2 and list(member.stages) == sorted(member.stages)
+    for stage, max_iter in enumerate(member.stages):
+        solver = model_io.read_solver(fer2013.make_nets(member, tmp_path / "work", stage)["solver"])
+        assert (solver.max_iter, solver.test_interval) == (max_iter, max_iter + 1)
+    solver = model_io.read_solver(fer2013.make_nets(member, tmp_path / "work")["solver"])
+    assert solver.max_iter == member.iterations == member.stages[-1]
+    with pytest.raises(fer2013.Fer2013Error, match="stage 5"):
+        fer2013.make_nets(member, tmp_path / "work", 5)
+
+
+_FAKE_CAFFE = """#!/usr/bin/env python3
+import re, sys
+from pathlib import Path
+args = dict(a.lstrip("-").split("=", 1) for a in sys.argv[2:] if "=" in a)
+text = Path(args["solver"]).read_text()
+max_iter = int(re.search(r"max_iter: (\\d+)", text).group(1))
+prefix = re.search(r'snapshot_prefix: "([^"]+)"', text).group(1)
+with open(Path(prefix).parent / "calls.txt", "a") as calls:
+    calls.write(f"{max_iter} {Path(args.get('snapshot', 'none')).name}\\n")
+Path(f"{prefix}_iter_{max_iter}.solverstate").write_text("")
+print("I0101 00:00:00.000000 1 solver.cpp:289] Solving fake")
+"""
+
+
+def test_the_training_script_runs_each_stage_once_resuming_from_the_stage_before(fake_fer, tmp_path):
+    data, _ = fake_fer
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "caffe").write_text(_FAKE_CAFFE)
+    (bin_dir / "caffe").chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "FER2013": str(data),
+           "PYTHONPATH": str(ROOT)}
+    member = fer2013.get_member("holonet48_4conv-c_concat")
+    run = [str(ROOT / "models" / "train_fer2013.sh"), member.name, str(tmp_path / "work")]
+    subprocess.run(run, cwd=ROOT, env=env, check=True, capture_output=True)
+    calls = (tmp_path / "work" / member.name / "calls.txt").read_text().splitlines()
+    resumed = ["none"] + [f"snap_iter_{it}.solverstate" for it in member.stages[:-1]]
+    assert calls == [f"{it} {snap}" for it, snap in zip(member.stages, resumed)]
+    subprocess.run(run, cwd=ROOT, env=env, check=True, capture_output=True)
+    assert len((tmp_path / "work" / member.name / "calls.txt").read_text().splitlines()) == len(calls)
+    assert "Solving fake" in (tmp_path / "work" / member.name / "train.log").read_text()
+
+
+def test_training_time_sums_the_runs_of_a_log_and_not_the_pauses_between_them(tmp_path):
+    log = tmp_path / "train.log"
+    log.write_text("\n".join([
+        "I1201 23:50:00.000000 7 solver.cpp:289] Solving net",
+        "I1201 23:50:00.100000 7 solver.cpp:239] Iteration 0 (0 iter/s, 0.1s/100 iters), loss = 2",
+        "I1201 23:59:00.000000 7 solver.cpp:239] Iteration 100 (1 iter/s, 540s/100 iters), loss = 1",
+        "I1202 00:01:00.000000 7 solver.cpp:239] Iteration 200 (1 iter/s, 120s/100 iters), loss = 1",
+        "I1202 00:01:30.000000 7 solver.cpp:327] Iteration 200, loss = 1",
+        "I1202 05:00:00.000000 9 solver.cpp:289] Solving net",
+        "I1202 05:00:01.000000 9 solver.cpp:239] Iteration 200 (0 iter/s, 0.1s/100 iters), loss = 1",
+        "I1202 05:05:01.000000 9 solver.cpp:239] Iteration 300 (1 iter/s, 300s/100 iters), loss = 1",
+    ]) + "\n")
+    stats = training_stats(log, batch=64)
+    assert stats["seconds"] == 11 * 60 + 300
+    assert stats["images_per_s"] == pytest.approx(300 * 64 / (11 * 60 + 300))
 
 
 def test_a_missing_or_foreign_split_is_named(tmp_path):

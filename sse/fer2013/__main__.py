@@ -1,4 +1,5 @@
-"""``python -m sse.fer2013 prepare | nets | curve | select | ship | ensemble``: the FER2013 recipe's steps."""
+"""``python -m sse.fer2013 prepare | stages | nets | curve | select | ship | ensemble``: the FER2013
+recipe's steps."""
 from __future__ import annotations
 
 import argparse
@@ -17,12 +18,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--models", default="models", help="where shipped model folders go")
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("prepare", help="LMDBs of the three splits and data.json")
-    for name, what in (("nets", "prototxts and solver of one model"),
+    for name, what in (("stages", "the max_iter of each stage of one model's schedule"),
+                       ("nets", "prototxts and solver of one model"),
                        ("curve", "score the new snapshots on PublicTest (during training too)"),
                        ("select", "score every snapshot on PublicTest, the best once on PrivateTest"),
                        ("ship", "write models/fer2013_<model>/ with its card")):
         cmd = sub.add_parser(name, help=what)
         cmd.add_argument("member", choices=sorted(MEMBERS))
+        if name == "nets":
+            cmd.add_argument("--stage", type=int, default=-1, help="the stage's solver (default: the last)")
         if name == "ship":
             cmd.add_argument("--log", required=True, help="the caffe train log of the model")
             cmd.add_argument("--machine", default="", help="the machine it trained on, for the card")
@@ -32,8 +36,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "prepare":
             print(json.dumps(prepare(args.data, args.work)))
+        elif args.command == "stages":
+            print(" ".join(str(it) for it in get_member(args.member).stages))
         elif args.command == "nets":
-            for path in make_nets(get_member(args.member), args.work).values():
+            for path in make_nets(get_member(args.member), args.work, args.stage).values():
                 print(path)
         elif args.command == "curve":
             for it, acc in score_snapshots(get_member(args.member), args.work, args.data,

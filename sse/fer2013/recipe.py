@@ -13,13 +13,18 @@ from .data import SIZE, Fer2013Error
 
 @dataclass(frozen=True)
 class Member:
-    """One shipped FER2013 model: the SSE form, its head width and its training schedule."""
+    """One shipped FER2013 model: the SSE form, its head width and its training schedule.
+
+    ``stages`` are the ``max_iter`` of each stage of the schedule: a stage resumes from the last
+    snapshot of the one before with a longer ``max_iter``, so the linearly decaying rate jumps back up
+    (to ``base_lr * (1 - start / max_iter)``) and decays to zero again: a warm restart that keeps the
+    momentum history, and the way a run was lengthened once it had converged on a shorter schedule."""
 
     name: str
     form: str
     head_width: int | None = None
     seed: int = 1701
-    iterations: int = 6000
+    stages: tuple[int, ...] = (6000, 24000)
     batch: int = 64
     base_lr: float = 0.02
     weight_decay: float = 5e-4
@@ -28,17 +33,33 @@ class Member:
     max_scale_jitter: float = 0.1
     note: str = ""  # how the shipped run departed from this recipe, for the card
 
+    @property
+    def iterations(self) -> int:
+        """The whole schedule's length: the last stage's ``max_iter``."""
+        return self.stages[-1]
+
 
 MEMBERS = {m.name: m for m in (
     Member("holonet48_3conv-s_concat", "3conv-s+concat", seed=1701),
-    Member("holonet48_4conv-c_concat", "4conv-c+concat", head_width=128, seed=1702, iterations=4000,
-           note="The shipped run started on a 6000-iteration schedule and was shortened to 4000 at "
+    Member("holonet48_4conv-c_concat", "4conv-c+concat", head_width=128, seed=1702, stages=(4000, 16000),
+           note="Its first stage started on a 6000-iteration schedule and was shortened to 4000 at "
                 "its snapshot of iteration 1000, to finish within the session (it trained at two "
                 "thirds of the speed of the -s forms): iterations 0-1000 decayed the rate from 0.02 "
-                "to 0.0167, the resumed run from 0.015 to 0 (the solver as written now)."),
+                "to 0.0167, the resumed run from 0.015 to 0 (the first stage's solver as written now)."),
     Member("holonet48_3conv-s_eltwise", "3conv-s+eltwise", seed=1703),
     Member("holonet48_original", "original", seed=1704),
 )}
+
+
+def describe_schedule(member: Member, training_faces: int = 28709) -> str:
+    """The member's learning-rate schedule in words, stage by stage (for cards and the benchmark)."""
+    parts = [f"base_lr {member.base_lr:g} decaying linearly to 0 (`poly`, power 1) over "
+             f"{member.stages[0]} iterations"]
+    for start, max_iter in zip(member.stages, member.stages[1:]):
+        parts.append(f"then resumed from its snapshot of iteration {start} with max_iter {max_iter} (the "
+                     f"rate back at {member.base_lr * (1 - start / max_iter):.3g}, decaying to 0 again)")
+    return (", ".join(parts) + f": {member.iterations} iterations of batch {member.batch} in all "
+            f"({member.iterations * member.batch / training_faces:.1f} epochs)")
 
 
 def get_member(name: str) -> Member:
@@ -47,12 +68,18 @@ def get_member(name: str) -> Member:
     return MEMBERS[name]
 
 
-def make_nets(member: Member, work: str | Path) -> dict[str, Path]:
-    """The member's train/test/deploy prototxts and solver under ``work/<name>/``.
+def make_nets(member: Member, work: str | Path, stage: int = -1) -> dict[str, Path]:
+    """The member's train/test/deploy prototxts and the solver of one stage (default: the last)
+    under ``work/<name>/``.
 
     SGD with momentum 0.9 and a linear decay of the rate to zero (``poly``, power 1) over the
-    schedule; Caffe's own test runs are off (``select`` scores every snapshot on PublicTest)."""
+    stage's ``max_iter``; Caffe's own test runs are off (``select`` scores every snapshot on
+    PublicTest)."""
     work = Path(work)
+    try:
+        max_iter = member.stages[stage]
+    except IndexError:
+        raise Fer2013Error(f"{member.name} has {len(member.stages)} stage(s), not stage {stage}") from None
     info = json.loads((work / "data.json").read_text())
     cfg = DataConfig(input_size=SIZE, channels=1, mean_value=(info["mean_value"],), mirror=True,
                      crop_size=SIZE, max_rotation=member.max_rotation,
@@ -60,7 +87,7 @@ def make_nets(member: Member, work: str | Path) -> dict[str, Path]:
                      train_source=str(work / "training_lmdb"), val_source=str(work / "publictest_lmdb"),
                      test_list="test_file_list.txt", train_batch=member.batch, val_batch=97, test_batch=97)
     folder = work / member.name
-    paths = write_variant("holonet", member.form, folder, cfg, max_iter=member.iterations,
+    paths = write_variant("holonet", member.form, folder, cfg, max_iter=max_iter,
                           solver_mode="CPU", head_width=member.head_width)
     solver = model_io.read_solver(paths["solver"])
     solver.base_lr = member.base_lr
@@ -71,7 +98,7 @@ def make_nets(member: Member, work: str | Path) -> dict[str, Path]:
     solver.weight_decay = member.weight_decay
     solver.display = 100
     solver.average_loss = 100
-    solver.test_interval = member.iterations + 1
+    solver.test_interval = max_iter + 1
     solver.test_initialization = False
     del solver.test_iter[:]
     solver.test_iter.append(1)

@@ -13,6 +13,7 @@ import platform
 import re
 import shutil
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +26,7 @@ from ..classes import CLASS_NAMES
 from ..fusion import evaluate, save_confusion_png, search_weights
 from ..shipped import TTA_MODES, EmotionModel, Ensemble, Preprocessing, fuse
 from .data import PAD, SIZE, Fer2013Error, load_split
-from .recipe import Member
+from .recipe import Member, describe_schedule
 
 SUBSET = 500  # the first faces of PublicTest that a shipped model's test re-scores
 PREFIX = "fer2013_"
@@ -134,25 +135,28 @@ def load_selection(member: Member, work: str | Path) -> Selection:
 
 
 def training_stats(log_path: Path, batch: int) -> dict:
-    """Wall time and images/s of a ``caffe train`` log (from its glog time stamps)."""
-    stamps, iters = [], []
-    pattern = re.compile(r"^I\d{4} (\d\d):(\d\d):(\d\d)\.\d+ .*Iteration (\d+) \(")
-    day = 0
-    last = None
+    """Training time and images/s of a ``caffe train`` log (from its glog time stamps): the log may
+    hold several runs (resumed stages, restarts, appended by ``train_fer2013.sh``), each starting at
+    its ``Solving`` line; the time between runs is not counted."""
+    stamp = re.compile(r"^I(\d\d)(\d\d) (\d\d):(\d\d):(\d\d)\.\d+ ")
+    display = re.compile(r"\] Iteration (\d+) \(")
+    runs: list[list[tuple[float, int]]] = []
     for line in log_path.read_text(errors="replace").splitlines():
-        m = pattern.match(line)
+        m = stamp.match(line)
         if not m:
             continue
-        t = int(m.group(1)) * 3600 + int(m.group(2)) * 60 + int(m.group(3))
-        if last is not None and t + day < last:
-            day += 86400
-        last = t + day
-        stamps.append(last)
-        iters.append(int(m.group(4)))
-    if len(stamps) < 2:
+        if "] Solving " in line or not runs:
+            runs.append([])
+        d = display.search(line)
+        if d:
+            when = datetime(2000, int(m.group(1)), int(m.group(2)), int(m.group(3)), int(m.group(4)),
+                            int(m.group(5)))
+            runs[-1].append(((when - datetime(2000, 1, 1)).total_seconds(), int(d.group(1))))
+    seconds = sum(run[-1][0] - run[0][0] for run in runs if len(run) > 1)
+    images = sum(run[-1][1] - run[0][1] for run in runs if len(run) > 1) * batch
+    if seconds <= 0:
         return {"seconds": 0.0, "images_per_s": 0.0}
-    seconds = stamps[-1] - stamps[0]
-    return {"seconds": float(seconds), "images_per_s": (iters[-1] - iters[0]) * batch / max(seconds, 1)}
+    return {"seconds": float(seconds), "images_per_s": images / seconds}
 
 
 def ship(member: Member, work: str | Path, models: str | Path, data: str | Path, log_path: Path,
@@ -220,10 +224,8 @@ def card(member: Member, sel: Selection, meta: dict, stats: dict, machine: str) 
         "```", "",
         f"Net: `sse-gen-nets --backbone holonet --variant {member.form} --input-size 48 --crop-size 48 "
         f"{head}--channels 1 --mirror true --max-rotation {member.max_rotation:g} --max-scale-jitter "
-        f"{member.max_scale_jitter:g}` ({sel.params / 1e6:.2f} M parameters). Solver: SGD, momentum 0.9, "
-        f"base_lr {member.base_lr:g} decaying linearly to 0 (`poly`, power 1), weight decay "
-        f"{member.weight_decay:g}, batch {member.batch}, {member.iterations} iterations "
-        f"({member.iterations * member.batch / 28709:.1f} epochs), random_seed {member.seed}, a snapshot "
+        f"{member.max_scale_jitter:g}` ({sel.params / 1e6:.2f} M parameters). Solver: SGD, momentum 0.9, weight decay "
+        f"{member.weight_decay:g}, {describe_schedule(member)}; random_seed {member.seed}, a snapshot "
         f"every {member.snapshot}." + (f" {member.note}" if member.note else ""), "",
         f"Machine: {machine}. Wall time {stats['seconds'] / 60:.0f} min, "
         f"{stats['images_per_s']:.0f} training images/s (one torch thread; four models trained side by "

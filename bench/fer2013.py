@@ -8,8 +8,10 @@ and the ensemble weights searched on PublicTest. Steps already done are not redo
 
     python bench/fer2013.py --work work/fer2013                 # everything
     python bench/fer2013.py --work work/fer2013 --report-only   # the table from finished steps
+    python bench/fer2013.py --work work/fer2013 --profile       # where a training iteration's time goes
 
-Writes ``bench/results/fer2013.md`` and merges it into ``bench/RESULTS.md``.
+Writes ``bench/results/fer2013.md`` (``--profile``: ``bench/results/fer2013_time.md``) and merges it
+into ``bench/RESULTS.md``.
 """
 from __future__ import annotations
 
@@ -17,6 +19,9 @@ import argparse
 import json
 import subprocess
 import sys
+import tempfile
+import time
+from collections import defaultdict
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -94,14 +99,82 @@ def report(work: Path, models: Path) -> str:
     return "\n".join(lines)
 
 
+def profile_member(work: Path, name: str, iterations: int = 20) -> dict:
+    """Seconds per training iteration of one member (one torch thread, as it trains): the whole
+    ``solver.step``, its forward and backward passes, the update (the rest), and the forward time of
+    each layer type run layer by layer (the Data layer's share is reading the LMDB and augmenting)."""
+    import caffe
+    import torch
+
+    from caffe import model_io
+
+    torch.set_num_threads(1)
+    param = model_io.read_solver(next((work / name).glob("SSE-*/*_train_solver.prototxt")))
+    param.snapshot, param.display, param.snapshot_after_train = 0, 0, False
+    with tempfile.TemporaryDirectory() as tmp:
+        param.snapshot_prefix = str(Path(tmp) / "snap")
+        model_io.write_text(param, Path(tmp) / "solver.prototxt")
+        solver = caffe.get_solver(str(Path(tmp) / "solver.prototxt"))
+    net = solver.net
+    solver.step(3)
+    t = time.perf_counter()
+    solver.step(iterations)
+    step = (time.perf_counter() - t) / iterations
+    forward = backward = 0.0
+    by_type: dict[str, float] = defaultdict(float)
+    for _ in range(iterations):
+        net.clear_param_diffs()
+        t = time.perf_counter()
+        loss = net.run()
+        middle = time.perf_counter()
+        loss.backward()
+        forward += middle - t
+        backward += time.perf_counter() - middle
+        with torch.no_grad():
+            for i, layer in enumerate(net.layers):
+                t = time.perf_counter()
+                net._forward_layer(i)
+                by_type[layer.type] += time.perf_counter() - t
+    n = iterations
+    layer_total = sum(by_type.values())
+    return {"step": step, "forward": forward / n, "backward": backward / n,
+            "update": max(step - (forward + backward) / n, 0.0),
+            "types": {k: v / layer_total for k, v in sorted(by_type.items(), key=lambda kv: -kv[1])}}
+
+
+def profile_report(work: Path, iterations: int = 20) -> str:
+    lines = ["## FER2013: where a training iteration's time goes (bench/fer2013.py --profile)", "",
+             f"Machine: {describe_machine()}; one torch thread, batch 64, each model alone on an otherwise "
+             f"idle machine, {iterations} iterations after 3 of warm-up. `step` is `solver.step(1)`; "
+             "forward and backward are the solver's passes; update is the rest of the step (SGD with "
+             "momentum and weight decay, diff clearing). The layer types' shares are of the forward pass "
+             "run layer by layer (Data: reading the LMDB, crop, mirror, rotation and scale).", "",
+             "| model | step ms | images/s | forward | backward | update | forward by layer type |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | --- |"]
+    for name in MEMBERS:
+        r = profile_member(work, name, iterations)
+        types = ", ".join(f"{k} {v:.0%}" for k, v in r["types"].items() if v >= 0.01)
+        lines.append(f"| {name} | {r['step'] * 1e3:.0f} | {64 / r['step']:.0f} | "
+                     f"{r['forward'] / r['step']:.0%} | {r['backward'] / r['step']:.0%} | "
+                     f"{r['update'] / r['step']:.0%} | {types} |")
+    return "\n".join(lines) + "\n"
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--work", default="work/fer2013")
     p.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "fer2013"))
     p.add_argument("--models", default=str(REPO / "models"))
     p.add_argument("--report-only", action="store_true", help="only write the table from finished steps")
+    p.add_argument("--profile", action="store_true", help="only time a training iteration of each model")
     args = p.parse_args()
     work, models = Path(args.work), Path(args.models)
+    if args.profile:
+        text = profile_report(work)
+        (REPO / "bench" / "results" / "fer2013_time.md").write_text(text)
+        subprocess.check_call([sys.executable, str(REPO / "bench" / "merge_results.py")])
+        print(text)
+        return 0
     if not args.report_only:
         train(work, list(MEMBERS))
         for name in MEMBERS:

@@ -88,6 +88,12 @@ def report(work: Path, models: Path) -> str:
               "PrivateTest recall per class, single crop (" + ", ".join(CLASS_NAMES) + "):", ""]
     for name, sel in sels.items():
         lines.append(f"- {name}: " + ", ".join(f"{r:.2f}" for r in sel.private_recall))
+    lines += ["", "What the second stage of the schedule bought: PublicTest accuracy (single crop) at the end "
+              "of each stage (the first stage's models: section \"FER2013: the first stage alone\"):", ""]
+    for name, sel in sels.items():
+        curve = dict(sel.curve)
+        lines.append(f"- {name}: " + ", ".join(f"iteration {it}: {curve[it]:.2%}" for it in get_member(name).stages
+                                                if it in curve))
     lines += ["", "PublicTest accuracy of each snapshot (single crop):", ""]
     for name, sel in sels.items():
         lines.append(f"- {name}: " + ", ".join(f"{it}: {acc:.3f}" for it, acc in sel.curve))

@@ -123,12 +123,12 @@ def profile_member(work: Path, name: str, iterations: int = 20) -> dict:
         solver = caffe.get_solver(str(Path(tmp) / "solver.prototxt"))
     net = solver.net
     solver.step(3)
-    t = time.perf_counter()
-    solver.step(iterations)
-    step = (time.perf_counter() - t) / iterations
-    forward = backward = 0.0
+    step = forward = backward = 0.0
     by_type: dict[str, float] = defaultdict(float)
-    for _ in range(iterations):
+    for _ in range(iterations):  # interleaved, so that a slow spell of the machine touches all alike
+        t = time.perf_counter()
+        solver.step(1)
+        step += time.perf_counter() - t
         net.clear_param_diffs()
         t = time.perf_counter()
         loss = net.run()
@@ -143,8 +143,8 @@ def profile_member(work: Path, name: str, iterations: int = 20) -> dict:
                 by_type[layer.type] += time.perf_counter() - t
     n = iterations
     layer_total = sum(by_type.values())
-    return {"step": step, "forward": forward / n, "backward": backward / n,
-            "update": max(step - (forward + backward) / n, 0.0),
+    return {"step": step / n, "forward": forward / n, "backward": backward / n,
+            "update": max(step - forward - backward, 0.0) / n,
             "types": {k: v / layer_total for k, v in sorted(by_type.items(), key=lambda kv: -kv[1])}}
 
 

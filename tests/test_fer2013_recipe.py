@@ -113,6 +113,7 @@ def test_the_training_script_runs_each_stage_once_resuming_from_the_stage_before
     bin_dir.mkdir()
     (bin_dir / "caffe").write_text(_FAKE_CAFFE)
     (bin_dir / "caffe").chmod(0o755)
+    (bin_dir / "python3").symlink_to(sys.executable)  # the script's python3 is the one running the tests
     env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "FER2013": str(data),
            "PYTHONPATH": str(ROOT)}
     member = fer2013.get_member("holonet48_4conv-c_concat")

@@ -64,11 +64,13 @@ def report(work: Path, models: Path) -> str:
              "on the two cores, sharing them with other work of the session.", "",
              f"Protocol: FER2013 official splits; SSE-HoloNet at 48x48x1 in four forms, each trained with "
              f"`models/train_fer2013.sh`: SGD momentum 0.9, weight decay {any_member.weight_decay:g}, "
-             f"{describe_schedule(any_member)} (4conv-c + Concat: {describe_schedule(get_member(ENSEMBLE_MEMBERS[1]))}, "
-             "see its card); random 48x48 crops of the face padded by 4 px, mirror, rotation ±10°, scale ±10 %. The snapshot of "
-             "each model, its default test-time augmentation and the ensemble weights were chosen on "
-             "PublicTest; PrivateTest was scored once for each of them (and once per augmentation mode, "
-             "shown separately). Model cards: `models/fer2013_*/README.md`.", "",
+             f"{describe_schedule(any_member)}"
+             + "".join(f" ({m.name}: {describe_schedule(m)}, see its card)" for m in MEMBERS.values()
+                       if m.stages != any_member.stages)
+             + "; random 48x48 crops of the face padded by 4 px, mirror, rotation ±10°, scale ±10 %. "
+             "The snapshot of each model, its default test-time augmentation and the ensemble weights were "
+             "chosen on PublicTest; PrivateTest was scored once for each of them (and once per augmentation "
+             "mode, shown separately). Model cards: `models/fer2013_*/README.md`.", "",
              "| model | form | parameters | snapshot | PublicTest | **PrivateTest** | + mirror | + ten-crop | "
              "macro-F1 | training | images/s |",
              "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
@@ -113,6 +115,7 @@ def profile_member(work: Path, name: str, iterations: int = 20) -> dict:
     import torch
 
     from caffe import model_io
+    from caffe.tools.caffe_cli import time_layer_forward, time_solver_pass
 
     torch.set_num_threads(1)
     param = model_io.read_solver(next((work / name).glob("SSE-*/*_train_solver.prototxt")))
@@ -129,18 +132,11 @@ def profile_member(work: Path, name: str, iterations: int = 20) -> dict:
         t = time.perf_counter()
         solver.step(1)
         step += time.perf_counter() - t
-        net.clear_param_diffs()
-        t = time.perf_counter()
-        loss = net.run()
-        middle = time.perf_counter()
-        loss.backward()
-        forward += middle - t
-        backward += time.perf_counter() - middle
-        with torch.no_grad():
-            for i, layer in enumerate(net.layers):
-                t = time.perf_counter()
-                net._forward_layer(i)
-                by_type[layer.type] += time.perf_counter() - t
+        forward_s, backward_s = time_solver_pass(net, net.device)
+        forward += forward_s
+        backward += backward_s
+        for i, layer in enumerate(net.layers):
+            by_type[layer.type] += time_layer_forward(net, i, net.device)
     n = iterations
     layer_total = sum(by_type.values())
     return {"step": step / n, "forward": forward / n, "backward": backward / n,

@@ -24,14 +24,14 @@ def test_totals_are_the_solver_pass_timed_once_per_iteration(tmp_path, monkeypat
     (tmp_path / "net.prototxt").write_text(NET)
     monkeypatch.chdir(tmp_path)
     passes = []
-    original = caffe_cli._time_solver_pass
+    original = caffe_cli.time_solver_pass
 
     def counted(net, device):
         forward_s, backward_s = original(net, device)
         passes.append((forward_s, backward_s))
         return forward_s, backward_s
 
-    monkeypatch.setattr(caffe_cli, "_time_solver_pass", counted)
+    monkeypatch.setattr(caffe_cli, "time_solver_pass", counted)
     assert caffe_cli.main(["time", "--model=net.prototxt", "--iterations=3"]) == 0
     err = capfd.readouterr().err
     assert len(passes) == 3
@@ -49,6 +49,6 @@ def test_the_solver_pass_runs_the_forward_and_the_loss_backward(tmp_path):
     net = caffe.Net(str(tmp_path / "net.prototxt"), caffe.TRAIN)
     net.blobs["data"].data[...] = np.random.default_rng(0).normal(size=(4, 3, 8, 8))
     net.blobs["label"].data[...] = [0, 1, 2, 0]
-    forward_s, backward_s = caffe_cli._time_solver_pass(net, net.device)
+    forward_s, backward_s = caffe_cli.time_solver_pass(net, net.device)
     assert forward_s > 0 and backward_s > 0
     assert net.params["ip"][0].diff.any()

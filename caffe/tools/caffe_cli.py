@@ -252,16 +252,11 @@ def time_net(args) -> int:
     start_total = time.perf_counter()
     for j in range(args.iterations):
         for i in range(n):
-            _sync(device)
-            t = time.perf_counter()
-            with torch.no_grad():
-                net._forward_layer(i)
-            _sync(device)
-            fwd[i] += time.perf_counter() - t
+            fwd[i] += time_layer_forward(net, i, device)
         if net.requires_backward:
             for i in reversed(range(n)):
                 bwd[i] += _time_layer_backward(net, i, device)
-        forward_s, backward_s = _time_solver_pass(net, device)
+        forward_s, backward_s = time_solver_pass(net, device)
         fwd_total += forward_s
         bwd_total += backward_s
         glog.log("caffe.cpp:397", f"Iteration: {j + 1} forward-backward time: "
@@ -281,7 +276,17 @@ def time_net(args) -> int:
     return 0
 
 
-def _time_solver_pass(net, device: torch.device) -> tuple[float, float]:
+def time_layer_forward(net, i: int, device: torch.device) -> float:
+    """Seconds for the forward of layer ``i`` alone, on its current bottoms, recording nothing."""
+    _sync(device)
+    t = time.perf_counter()
+    with torch.no_grad():
+        net._forward_layer(i)
+    _sync(device)
+    return time.perf_counter() - t
+
+
+def time_solver_pass(net, device: torch.device) -> tuple[float, float]:
     """Seconds of the solver's forward (``Net.run``) and of its backward from the loss."""
     net.clear_param_diffs()
     _sync(device)

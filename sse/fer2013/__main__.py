@@ -1,5 +1,5 @@
-"""``python -m sse.fer2013 prepare | stages | nets | curve | select | ship | ensemble``: the FER2013
-recipe's steps."""
+"""``python -m sse.fer2013 prepare | stages | nets | next | curve | select | ship | ensemble``: the
+FER2013 recipe's steps."""
 from __future__ import annotations
 
 import argparse
@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from . import MEMBERS, Fer2013Error, get_member, make_nets, prepare
+from .recipe import next_stage
 from .ship import build_ensemble, describe_machine, score_snapshots, select, ship
 
 
@@ -20,6 +21,7 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("prepare", help="LMDBs of the three splits and data.json")
     for name, what in (("stages", "the max_iter of each stage of one model's schedule"),
                        ("nets", "prototxts and solver of one model"),
+                       ("next", "write the solver of the next stage to train; print it, then the state to resume"),
                        ("curve", "score the new snapshots on PublicTest (during training too)"),
                        ("select", "score every snapshot on PublicTest, the best once on PrivateTest"),
                        ("ship", "write models/fer2013_<model>/ with its card")):
@@ -41,6 +43,14 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "nets":
             for path in make_nets(get_member(args.member), args.work, args.stage).values():
                 print(path)
+        elif args.command == "next":
+            step = next_stage(get_member(args.member), args.work)
+            if step is not None:
+                stage, state = step
+                solver = make_nets(get_member(args.member), args.work, stage)["solver"]
+                print(solver)
+                if state is not None:
+                    print(state)
         elif args.command == "curve":
             for it, acc in score_snapshots(get_member(args.member), args.work, args.data,
                                            log=lambda m: print(m, file=sys.stderr, flush=True)):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,6 +67,23 @@ def get_member(name: str) -> Member:
     if name not in MEMBERS:
         raise Fer2013Error(f"unknown FER2013 model '{name}' (one of {', '.join(MEMBERS)})")
     return MEMBERS[name]
+
+
+def snapshots(member: Member, work: str | Path, suffix: str = ".caffemodel") -> list[tuple[int, Path]]:
+    """(iteration, file) of every snapshot of the member (its weights; ``suffix=".solverstate"``:
+    its solver states), in iteration order."""
+    pattern = re.compile(r"snap_iter_(\d+)" + re.escape(suffix))
+    found = [(int(m.group(1)), p) for p in (Path(work) / member.name).glob(f"snap_iter_*{suffix}")
+             if (m := pattern.fullmatch(p.name))]
+    return sorted(found)
+
+
+def next_stage(member: Member, work: str | Path) -> tuple[int, Path | None] | None:
+    """The first stage whose ``max_iter`` the newest solver state has not reached, and that state to
+    resume it from (None: from scratch); None when the whole schedule is trained."""
+    states = snapshots(member, work, ".solverstate")
+    done, latest = states[-1] if states else (0, None)
+    return next(((stage, latest) for stage, max_iter in enumerate(member.stages) if done < max_iter), None)
 
 
 def make_nets(member: Member, work: str | Path, stage: int = -1) -> dict[str, Path]:

@@ -26,7 +26,7 @@ from ..classes import CLASS_NAMES
 from ..fusion import evaluate, save_confusion_png, search_weights
 from ..shipped import TTA_MODES, EmotionModel, Ensemble, Preprocessing, fuse
 from .data import PAD, SIZE, Fer2013Error, load_split
-from .recipe import Member, describe_schedule
+from .recipe import Member, describe_schedule, snapshots
 
 SUBSET = 500  # the first faces of PublicTest that a shipped model's test re-scores
 PREFIX = "fer2013_"
@@ -48,13 +48,6 @@ def preprocessing(work: Path) -> Preprocessing:
 
 def deploy_path(member: Member, work: Path) -> Path:
     return next((work / member.name).glob("SSE-*/*_deploy.prototxt"))
-
-
-def snapshots(member: Member, work: Path) -> list[tuple[int, Path]]:
-    """(iteration, caffemodel) of every snapshot of the member, in iteration order."""
-    found = [(int(m.group(1)), p) for p in (work / member.name).glob("snap_iter_*.caffemodel")
-             if (m := re.fullmatch(r"snap_iter_(\d+)\.caffemodel", p.name))]
-    return sorted(found)
 
 
 @dataclass
@@ -178,7 +171,8 @@ def ship(member: Member, work: str | Path, models: str | Path, data: str | Path,
     atomic.write_text(folder / "model.json", json.dumps(meta, indent=1) + "\n")
     model = EmotionModel.from_dir(folder)
     subset = model.probs(public_faces[:SUBSET])
-    meta["publictest_subset"] = {"faces": SUBSET, "accuracy": float((subset.argmax(1) == public_labels[:SUBSET]).mean())}
+    meta["publictest_subset"] = {"faces": SUBSET,
+                                 "accuracy": float((subset.argmax(1) == public_labels[:SUBSET]).mean())}
     atomic.write_text(folder / "model.json", json.dumps(meta, indent=1) + "\n")
     curves = read_log(log_path)
     for it, acc in sel.curve:
@@ -224,8 +218,8 @@ def card(member: Member, sel: Selection, meta: dict, stats: dict, machine: str) 
         "```", "",
         f"Net: `sse-gen-nets --backbone holonet --variant {member.form} --input-size 48 --crop-size 48 "
         f"{head}--channels 1 --mirror true --max-rotation {member.max_rotation:g} --max-scale-jitter "
-        f"{member.max_scale_jitter:g}` ({sel.params / 1e6:.2f} M parameters). Solver: SGD, momentum 0.9, weight decay "
-        f"{member.weight_decay:g}, {describe_schedule(member)}; random_seed {member.seed}, a snapshot "
+        f"{member.max_scale_jitter:g}` ({sel.params / 1e6:.2f} M parameters). Solver: SGD, momentum 0.9, "
+        f"weight decay {member.weight_decay:g}, {describe_schedule(member)}; random_seed {member.seed}, a snapshot "
         f"every {member.snapshot}." + (f" {member.note}" if member.note else ""), "",
         f"Machine: {machine}. Wall time {stats['seconds'] / 60:.0f} min, "
         f"{stats['images_per_s']:.0f} training images/s (one torch thread; four models trained side by "

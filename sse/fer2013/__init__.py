@@ -15,8 +15,8 @@ PublicTest and PrivateTest are stored at 48x48, where the centred crop is the fa
     python -m sse.fer2013 --work work/fer2013 ensemble holonet48_3conv-s_concat ...
 
 (``models/train_fer2013.sh`` runs the first three for each stage of the model's schedule,
-``python -m sse.fer2013 stages MODEL``, writing that stage's solver with ``nets MODEL --stage K``
-and resuming from the newest snapshot; ``ship`` and ``ensemble`` are in ``sse/fer2013/ship.py``.)
+``python -m sse.fer2013 stages MODEL``: ``next MODEL`` writes the solver of the stage to train and
+names the newest snapshot to resume from; ``ship`` and ``ensemble`` are in ``sse/fer2013/ship.py``.)
 PublicTest is the validation split (model selection, fusion weights); PrivateTest is the final
 test set: it is scored once per shipped model and never used to choose anything.
 """

@@ -163,6 +163,7 @@ def test_memory_data_serves_batches_in_order_and_wraps(tmp_path):
     seen = []
     for _ in range(3):
         net.forward()
-        seen.append(net.blobs["label"].data.tolist())
+        seen.append(net.blobs["label"].data.ravel().tolist())
     assert seen == [[0, 1], [2, 3], [0, 1]]
+    assert net.blobs["label"].data.shape == (2, 1, 1, 1)
     assert np.array_equal(net.blobs["data"].data, x[:2])

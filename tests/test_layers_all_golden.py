@@ -166,6 +166,34 @@ def test_recurrent_state_carries_over_between_forwards_unless_exposed(golden):
     assert not np.allclose(carried["rnn"], from_zero["rnn"])
 
 
+def test_forward_only_layers_match_caffe(golden):
+    """ArgMax breaks ties toward the higher index (Caffe sorts (value, index) pairs descending),
+    Threshold is strict, Dropout in TEST is the identity, and Accuracy counts ties against the
+    sample: every top of the TEST net equals Caffe's."""
+    case = _case(golden, "forward_only")
+    net = _net(case, phase=caffe.TEST)
+    net.forward()
+    expected = np.load(case / "expected_forward.npz")
+    for name in expected.files:
+        assert net.blobs[name].data.shape == expected[name].shape, name
+        np.testing.assert_array_equal(net.blobs[name].data, expected[name], err_msg=name)
+
+
+def test_memory_data_serves_arrays_in_order_untransformed_with_4d_labels(golden):
+    """Batches 0-1, 2-3, 4-5, 0-1 of ``set_input_arrays``, ``transform_param`` ignored, and the
+    label top N at setup and N x 1 x 1 x 1 after a forward (memory_data_layer.cpp)."""
+    case = _case(golden, "memory_data")
+    net = caffe.Net(str(case / "net.prototxt"), caffe.TEST)
+    assert net.blobs["label"].data.shape == (2,)
+    net.set_input_arrays(np.load(case / "input_arrays_data.npy"),
+                         np.load(case / "input_arrays_labels.npy"))
+    expected = np.load(case / "expected_forwards.npz")
+    for k in (1, 2, 3, 4):
+        net.forward()
+        for name in ("data", "label", "sum"):
+            assert rel_err(net.blobs[name].data, expected[f"forward{k}/{name}"]) <= 1e-6, (k, name)
+
+
 def test_hdf5_output_writes_its_bottoms_in_legacy_4d_shapes_once(golden, tmp_path, monkeypatch):
     import h5py
 

@@ -84,7 +84,7 @@ def test_set_input_arrays_feeds_a_memory_data_net() -> None:
     net.forward()
     np.testing.assert_array_equal(net.blobs["data"].data, data[:2])
     net.forward()
-    np.testing.assert_array_equal(net.blobs["label"].data, [2, 3])
+    np.testing.assert_array_equal(net.blobs["label"].data, np.reshape([2, 3], (2, 1, 1, 1)))
     with pytest.raises(TypeError):
         net.set_input_arrays(data.astype(np.float64), np.zeros(4, np.float32))
     with pytest.raises(ValueError, match="MemoryData"):

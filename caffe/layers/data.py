@@ -119,7 +119,8 @@ class ImageData(_PrefetchingData):
 @register("MemoryData")
 class MemoryData(Layer):
     """Batches cut from arrays given with ``set_input_arrays(data, labels)`` (pycaffe's
-    ``net.set_input_arrays``), in order, wrapping around; no transformation (as Caffe's Reset)."""
+    ``net.set_input_arrays``), in order, wrapping around; no transformation (as Caffe's Reset).
+    The label top is N at setup and N x 1 x 1 x 1 from the first forward on, as in Caffe."""
 
     min_bottoms, max_bottoms, min_tops, max_tops = 0, 0, 1, 2
 
@@ -134,9 +135,10 @@ class MemoryData(Layer):
         self._data: np.ndarray | None = None
         self._labels: np.ndarray | None = None
         self._pos = 0
+        self._label_shape: Shape = (self.batch_size,)
 
     def reshape(self, bottom_shapes: list[Shape]) -> list[Shape]:
-        return [(self.batch_size, *self.item_shape), (self.batch_size,)][:len(self.lp.top)]
+        return [(self.batch_size, *self.item_shape), self._label_shape][:len(self.lp.top)]
 
     def set_input_arrays(self, data: np.ndarray, labels: np.ndarray) -> None:
         """N x C x H x W data and N labels, N a multiple of batch_size (float32 as in pycaffe)."""
@@ -158,6 +160,8 @@ class MemoryData(Layer):
         b, pos = self.batch_size, self._pos
         device = self._device_probe.device
         data = torch.from_numpy(self._data[pos:pos + b].copy()).to(device)
-        labels = torch.from_numpy(self._labels[pos:pos + b].copy()).to(device)
+        self._label_shape = (b, 1, 1, 1)
+        labels = self._labels[pos:pos + b].reshape(self._label_shape)
+        labels = torch.from_numpy(labels.copy()).to(device)
         self._pos = (pos + b) % self._data.shape[0]
         return [data, labels][:len(self.lp.top)]

@@ -163,13 +163,21 @@ class ArgMax(Layer):
         n = shape[0]
         return [(n, 2 if p.out_max_val else 1, p.top_k)]
 
+    @staticmethod
+    def _top_k(x: torch.Tensor, k: int, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The k largest values along ``dim`` and their indices, in Caffe's order: it sorts
+        (value, index) pairs descending, so equal values go to the higher index first."""
+        last = x.shape[dim] - 1
+        values, flipped = torch.sort(x.flip(dim), dim=dim, descending=True, stable=True)
+        return values.narrow(dim, 0, k), last - flipped.narrow(dim, 0, k)
+
     @torch.no_grad()
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         p = self.lp.argmax_param
         if self.has_axis:
-            values, idx = torch.topk(x, p.top_k, dim=self.axis)
+            values, idx = self._top_k(x, p.top_k, self.axis)
             return [values if p.out_max_val else idx.to(x.dtype)]
-        values, idx = torch.topk(x.reshape(x.shape[0], -1), p.top_k, dim=1)
+        values, idx = self._top_k(x.reshape(x.shape[0], -1), p.top_k, 1)
         if p.out_max_val:
             return [torch.stack([idx.to(x.dtype), values], dim=1)]
         return [idx.to(x.dtype)[:, None, :]]

@@ -191,6 +191,15 @@ def test_max_pooling_mask_top_gives_flat_argmax_index():
             assert net.blobs["mask"].data[0, 0, i, j] == (2 * i + r) * 4 + 2 * j + c
 
 
+def test_max_pooling_mask_top_keeps_the_first_maximum_of_a_tie():
+    """Caffe replaces a window's maximum only by a strictly greater value, so a tie keeps the first
+    cell in row-major scan order (pooling_layer.cpp)."""
+    x = np.array([[0, 1, 2, 2], [1, 0, 2, 2], [3, 3, 0, 0], [3, 3, 0, 0]], np.float32)
+    net = _run('layer { name: "p" type: "Pooling" bottom: "x" top: "y" top: "mask" '
+               'pooling_param { pool: MAX kernel_size: 2 stride: 2 } }', {"x": x[None, None]})
+    np.testing.assert_array_equal(net.blobs["mask"].data[0, 0], [[1, 2], [8, 10]])
+
+
 def test_xavier_and_msra_fillers_have_caffe_scale():
     from caffe.fillers import fill
     from caffe.proto import caffe_pb2

@@ -1,4 +1,6 @@
-"""Helpers to compare engine output with Caffe's golden arrays."""
+"""Helpers to compare engine output with Caffe's golden arrays. A test file that reads golden cases
+names them in a module-level ``GOLDEN_CASES`` tuple; test_golden_cases_read fails for any case in
+tests/golden that no file names."""
 from __future__ import annotations
 
 import numpy as np

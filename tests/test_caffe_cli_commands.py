@@ -17,6 +17,8 @@ import pytest
 import caffe
 from caffe.tools.caffe_cli import main
 
+GOLDEN_CASES = ("sgd_training",)
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 

@@ -11,6 +11,8 @@ from caffe.tools import compute_image_mean
 
 from conftest import GOLDEN
 
+GOLDEN_CASES = ("datum_db",)
+
 DATUM_DB = GOLDEN / "datum_db"
 
 

@@ -14,6 +14,8 @@ from caffe.tools import convert_imageset
 
 from conftest import GOLDEN
 
+GOLDEN_CASES = ("datum_db",)
+
 DATUM_DB = GOLDEN / "datum_db"
 
 

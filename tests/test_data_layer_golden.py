@@ -12,6 +12,8 @@ from caffe.data import set_num_workers
 
 from conftest import GOLDEN
 
+GOLDEN_CASES = ("datum_db",)
+
 DATUM_DB = GOLDEN / "datum_db"
 
 CASES = {  # net -> (number of batches, files the net reads relative to the working directory)

@@ -13,6 +13,8 @@ from caffe.tools import extract_features
 
 from conftest import GOLDEN
 
+GOLDEN_CASES = ("datum_db",)
+
 DATUM_DB = GOLDEN / "datum_db"
 
 NETS = {  # net -> (blobs, batches, inputs it reads from the working directory)

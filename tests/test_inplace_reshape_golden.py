@@ -14,6 +14,9 @@ import caffe
 from caffe.inplace import InplaceReshapeWarning
 from golden_utils import param_key
 
+GOLDEN_CASES = ("inplace_reshape/conv_channels", "inplace_reshape/conv_stride",
+                "inplace_reshape/conv_chain", "inplace_reshape/conv_1x1", "inplace_reshape/ip_shrink",
+                "inplace_reshape/ip_grow", "inplace_reshape/ip_4d")
 CASES = ["conv_channels", "conv_stride", "conv_chain", "conv_1x1", "ip_shrink", "ip_grow", "ip_4d"]
 TOL = dict(rtol=1e-5, atol=1e-5)
 

@@ -18,6 +18,8 @@ from caffe.proto import caffe_pb2
 
 from conftest import GOLDEN
 
+GOLDEN_CASES = ("datum_db",)
+
 DATUM_DB = GOLDEN / "datum_db"
 
 

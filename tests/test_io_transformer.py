@@ -10,6 +10,8 @@ from caffe.errors import DataError
 
 from conftest import GOLDEN
 
+GOLDEN_CASES = ("datum_db",)
+
 DATUM_DB = GOLDEN / "datum_db"
 
 

@@ -11,6 +11,11 @@ import pytest
 import caffe
 from golden_utils import param_key, rel_err
 
+GOLDEN_CASES = ("layers_all/bias_scale", "layers_all/conv", "layers_all/forward_only",
+                "layers_all/hdf5_output", "layers_all/loss", "layers_all/memory_data",
+                "layers_all/neuron", "layers_all/norm", "layers_all/recurrent", "layers_all/rng",
+                "layers_all/shape", "layers_all/special", "layers_all/window_data")
+
 
 def _case(golden, name: str):
     case = golden / "layers_all" / name

@@ -10,6 +10,8 @@ import pytest
 import caffe
 from golden_utils import param_key, rel_err
 
+GOLDEN_CASES = ("layers_forward", "layers_backward", "loss_and_accuracy")
+
 
 def _fed_net(case, phase):
     net = caffe.Net(str(case / "net.prototxt"), phase, weights=str(case / "weights.caffemodel"))

@@ -16,6 +16,8 @@ import scipy.io
 from caffe.proto import caffe_pb2
 from sse.fusion.leveldb2mat import main
 
+GOLDEN_CASES = ("datum_db",)
+
 ROOT = Path(__file__).resolve().parents[1]
 GOLDEN = ROOT / "tests" / "golden" / "datum_db"
 OCTAVE = shutil.which("octave-cli")

@@ -10,6 +10,8 @@ from caffe.errors import CaffeError, ParseError, WeightsError
 
 from conftest import GOLDEN
 
+GOLDEN_CASES = ("layers_forward",)
+
 
 def test_malformed_prototxt_names_file_line_and_column(tmp_path):
     path = tmp_path / "bad.prototxt"

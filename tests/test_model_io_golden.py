@@ -12,6 +12,8 @@ from caffe.proto import caffe_pb2
 
 from conftest import GOLDEN
 
+GOLDEN_CASES = ("datum_db", "layers_forward", "sgd_training")
+
 
 # caffemodel -> the npz of its decoded blobs ("layer:index" keys) written beside it.
 def _caffemodels_with_params() -> list[tuple[Path, Path]]:

@@ -12,6 +12,8 @@ from caffe.proto import caffe_pb2
 
 from conftest import GOLDEN
 
+GOLDEN_CASES = ("layers_forward", "sgd_training")
+
 
 def test_write_text_round_trips_a_golden_net(tmp_path):
     source = GOLDEN / "layers_forward" / "net.prototxt"

@@ -11,6 +11,8 @@ import caffe
 from caffe.model_io import parse_net_text
 from golden_utils import param_key
 
+GOLDEN_CASES = ("pycaffe_api",)
+
 NET = """name: "t" force_backward: true
 layer { name: "data" type: "Input" top: "data" top: "label"
   input_param { shape { dim: 3 dim: 2 dim: 5 dim: 5 } shape { dim: 3 } } }

@@ -11,6 +11,8 @@ import caffe
 from caffe import model_io
 from caffe.tools.plot_log import LivePlot, main, parse_log, read_log
 
+GOLDEN_CASES = ("sgd_training",)
+
 TEST_LOG = """I1128 04:27:06.100000 12345 solver.cpp:347] Iteration 0, Testing net (#0)
 I1128 04:27:06.200000 12345 solver.cpp:414]     Test net output #0: accuracy = 0.25
 I1128 04:27:06.200000 12345 solver.cpp:414]     Test net output #1: loss = 1.6 (* 1 = 1.6 loss)

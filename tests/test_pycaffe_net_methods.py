@@ -13,6 +13,8 @@ import caffe
 from caffe.model_io import parse_net_text
 from golden_utils import param_key
 
+GOLDEN_CASES = ("pycaffe_api",)
+
 NET = """name: "m"
 layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 2 dim: 3 } } }
 layer { name: "ip" type: "InnerProduct" bottom: "data" top: "ip"

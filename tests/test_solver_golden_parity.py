@@ -13,6 +13,8 @@ import caffe
 from caffe import model_io
 from golden_utils import param_key
 
+GOLDEN_CASES = ("lr_policies", "sgd_training")
+
 
 def _workdir(tmp_path: Path, case: Path, solver_name: str) -> Path:
     """A run directory like the golden one: the net and a list file naming the golden train.h5,

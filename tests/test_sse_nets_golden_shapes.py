@@ -13,6 +13,8 @@ import caffe
 from sse.nets.common import input_form
 from sse.nets.variants import build_net, get_backbone
 
+GOLDEN_CASES = ("sse_shapes",)
+
 CASES = [
     ("holonet_1x128x128", "holonet", 1, 128),
     ("holonet_3x128x128", "holonet", 3, 128),

@@ -14,7 +14,7 @@ FER2013="${FER2013:-../shared/data/fer2013}"
 python3 -m sse.fer2013 --data "$FER2013" --work "$WORK" prepare >/dev/null
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}" CAFFE_DATA_WORKERS="${CAFFE_DATA_WORKERS:-0}"
 for _ in $(python3 -m sse.fer2013 stages "$MODEL"); do
-  { read -r SOLVER; read -r STATE || true; } <<<"$(python3 -m sse.fer2013 --work "$WORK" next "$MODEL")"
+  { read -r SOLVER; read -r START || true; } <<<"$(python3 -m sse.fer2013 --work "$WORK" next "$MODEL")"
   [ -n "$SOLVER" ] || break
-  caffe train --solver="$SOLVER" ${STATE:+"--snapshot=$STATE"} --no_progress 2>&1 | tee -a "$WORK/$MODEL/train.log"
+  caffe train --solver="$SOLVER" ${START:+"$START"} --no_progress 2>&1 | tee -a "$WORK/$MODEL/train.log"
 done

@@ -4,7 +4,13 @@ A model folder holds ``deploy.prototxt`` (an Input layer ``data``, a ``prob`` ou
 weights ``model.caffemodel``, the mean as ``mean.binaryproto`` and ``model.json``:
 
     {"name": ..., "input_size": 48, "channels": 1, "mean_value": [129.47], "scale": 1.0,
-     "classes": ["Angry", ...], "output": "prob", "tencrop_pad": 4}
+     "classes": ["Angry", ...], "output": "prob", "tencrop_pad": 4,
+     "crop": {"size": 48, "eye_distance": 0.35, "eye_height": 0.38, "anchors": "landmarks", "gray": true}}
+
+``crop`` (``sse.faces.crop.CropSpec``) is how the model's faces are cut from a source image and its
+68 landmarks, the same cut its training data was made with: ``probs_at(images, landmarks)`` and
+``sse-predict`` cut each model's own crop from the source (``FaceCrops``). A ``model.json`` without
+``crop`` takes the face pipeline's 128x128 crop resized to its input (the older behaviour).
 
 ``classes`` is the order of the net's outputs; probabilities are returned in the toolkit's order
 (``sse.classes``). A net trained with a mean image (``mean_file``, e.g. the demo's) is scored
@@ -37,6 +43,7 @@ import caffe
 from caffe.inference import optimize
 
 from .classes import CLASS_NAMES, reorder_columns
+from .faces.crop import AFEW_128, CropSpec, cut_crop
 from .fusion import fuse_models
 
 TTA_MODES = ("none", "mirror", "tencrop")
@@ -59,19 +66,61 @@ class Preprocessing:
     output: str = "prob"
     tencrop_pad: int = 4
     mean_image: np.ndarray | None = field(default=None, compare=False)  # C x H x W at the input size
+    crop: CropSpec | None = None  # None: the face pipeline's crop, resized to the input size
+
+    def __post_init__(self) -> None:
+        if self.crop is not None and (self.crop.size != self.input_size or self.crop.gray != (self.channels == 1)):
+            raise ModelError(f"the crop ({self.crop.size}x{self.crop.size}, {'gray' if self.crop.gray else 'colour'}) "
+                             f"is not the net's input ({self.input_size}x{self.input_size}, {self.channels} channel(s))")
 
     @classmethod
     def from_json(cls, path: Path) -> "Preprocessing":
         try:
             meta = json.loads(path.read_text())
+            crop = CropSpec.from_json(meta["crop"]) if "crop" in meta else None
             return cls(input_size=int(meta["input_size"]), channels=int(meta.get("channels", 1)),
                        mean_value=tuple(float(v) for v in meta.get("mean_value", ())),
                        scale=float(meta.get("scale", 1.0)),
                        classes=tuple(meta.get("classes", CLASS_NAMES)), output=meta.get("output", "prob"),
-                       tencrop_pad=int(meta.get("tencrop_pad", 4)))
+                       tencrop_pad=int(meta.get("tencrop_pad", 4)), crop=crop)
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise ModelError(f"{path}: not a model description with input_size, channels, mean_value "
-                             f"({exc})") from exc
+                             f"and an optional crop ({exc})") from exc
+
+
+class FaceCrops:
+    """The same N faces, cut for each model as it asks (``crops(spec)``): from source images and
+    their landmarks by ``cut_crop``, or, for models without a crop (``spec`` None), the given
+    ``default`` crops (the face pipeline's), which the model resizes."""
+
+    def __init__(self, by_spec: dict[CropSpec | None, np.ndarray]) -> None:
+        self.by_spec = dict(by_spec)
+
+    @classmethod
+    def from_images(cls, images: Sequence[np.ndarray], landmarks: Sequence[np.ndarray],
+                    specs: Sequence[CropSpec | None], default: np.ndarray | None = None) -> "FaceCrops":
+        """Face i cut from ``images[i]`` (BGR or gray uint8) at ``landmarks[i]`` (68 x 2) for each
+        spec; ``default`` stands for None (without it, None is the release's 128x128 crop)."""
+        if len(images) != len(landmarks):
+            raise ModelError(f"{len(images)} images but {len(landmarks)} landmark sets")
+        by_spec: dict[CropSpec | None, np.ndarray] = {}
+        for spec in dict.fromkeys(specs):
+            if spec is None and default is not None:
+                by_spec[None] = np.asarray(default)
+                continue
+            cut = spec or AFEW_128
+            by_spec[spec] = _stack([cut_crop(image, points, cut) for image, points in zip(images, landmarks)],
+                                   cut.size)
+        return cls(by_spec)
+
+    def crops(self, spec: CropSpec | None) -> np.ndarray:
+        if spec not in self.by_spec:
+            raise ModelError(f"no faces were cut with the crop {spec.to_json() if spec else 'of the face pipeline'}")
+        return self.by_spec[spec]
+
+
+def _stack(crops: list[np.ndarray], size: int) -> np.ndarray:
+    return np.stack(crops) if crops else np.zeros((0, size, size), np.uint8)
 
 
 class EmotionModel:
@@ -158,6 +207,19 @@ class EmotionModel:
         total = sum(self._forward(self._to_input(v)) for v in views) / len(views)
         return reorder_columns(total, self.prep.classes).astype(np.float32)
 
+    def crop_specs(self) -> list[CropSpec | None]:
+        """The crops this model's faces are cut with (None: the face pipeline's, resized)."""
+        return [self.prep.crop]
+
+    def score(self, faces: FaceCrops, tta: str = "none") -> np.ndarray:
+        """``probs`` of the model's own crop of each face."""
+        return self.probs(faces.crops(self.prep.crop), tta)
+
+    def probs_at(self, images: Sequence[np.ndarray], landmarks: Sequence[np.ndarray], tta: str = "none") -> np.ndarray:
+        """N x 7 probabilities of face i of ``images[i]`` (uint8, BGR or gray), cut at its 68
+        ``landmarks[i]`` with the model's crop."""
+        return self.score(FaceCrops.from_images(images, landmarks, self.crop_specs()), tta)
+
 
 class Ensemble:
     """Shipped models fused by a weighted mean of their probabilities (``sse.fusion.fuse_models``)."""
@@ -180,6 +242,16 @@ class Ensemble:
 
     def member_probs(self, faces: np.ndarray, tta: str = "none") -> list[np.ndarray]:
         return [m.probs(faces, tta) for m in self.members]
+
+    def crop_specs(self) -> list[CropSpec | None]:
+        return list(dict.fromkeys(m.prep.crop for m in self.members))
+
+    def score(self, faces: FaceCrops, tta: str = "none") -> np.ndarray:
+        """The fused probabilities of each member scoring its own crop of the faces."""
+        return self.combine([m.score(faces, tta) for m in self.members])
+
+    def probs_at(self, images: Sequence[np.ndarray], landmarks: Sequence[np.ndarray], tta: str = "none") -> np.ndarray:
+        return self.score(FaceCrops.from_images(images, landmarks, self.crop_specs()), tta)
 
     def combine(self, member_probs: Sequence[np.ndarray]) -> np.ndarray:
         """The fused probabilities of the members' outputs (one array per member, same rows)."""

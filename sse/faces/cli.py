@@ -55,6 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--upsample", type=int, default=1, help="HOG detector upsampling (default 1)")
     parser.add_argument("--detect-width", type=int, default=640, help="downscale wider frames to this width for detection (0: never)")
     parser.add_argument("--second-detector", choices=SECOND_DETECTORS, default="none", help="detector for frames HOG finds nothing in")
+    parser.add_argument("--photo-detector", choices=SECOND_DETECTORS, default="mmod",
+                        help="second detector on single photos, where HOG finds nothing (default mmod: dlib's CNN)")
     parser.add_argument("--max-gap", type=int, default=5, help="interpolate target gaps up to this many frames (default 5)")
     parser.add_argument("--psr-threshold", type=float, default=7.0, help="correlation tracker loss threshold (default 7)")
     parser.add_argument("--anchors", choices=ANCHOR_SETS, default="eyes", help="similarity alignment anchors (default eyes)")
@@ -83,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
             upsample=args.upsample,
             detect_width=args.detect_width,
             second_detector=args.second_detector,
+            photo_detector=args.photo_detector,
             psr_threshold=args.psr_threshold,
             max_gap=args.max_gap,
             size=args.size,

@@ -4,7 +4,9 @@ Frames wider than `detect_width` are downscaled before detection (HOG cost grows
 count; landmarks are still computed on the full frame), and boxes are scaled back. The second
 detector runs only when HOG finds nothing: 'haar' (OpenCV's frontal face cascade, fast, more false
 alarms) or 'mmod' (dlib's CNN detector from face_recognition_models, slow on a CPU, finds profile
-and small faces HOG misses).
+and small faces HOG misses). A call may name its own second detector (the pipeline uses mmod on
+single photos, where a missed face is a missed answer and time matters less than on video);
+each second detector is loaded on first use.
 """
 
 from __future__ import annotations
@@ -42,25 +44,33 @@ class FaceDetector:
         self.min_score = min_score
         self.second = second
         self._hog = dlib.get_frontal_face_detector()
-        self._haar = None
-        self._mmod = None
-        if second == "haar":
-            self._haar = cv2.CascadeClassifier(cv2.data.haarcascades + "haarcascade_frontalface_default.xml")
-        elif second == "mmod":
-            self._mmod = dlib.cnn_face_detection_model_v1(str(find_model_file(MMOD_MODEL)))
+        self._second: dict[str, object] = {}
+        if second != "none":
+            self._load(second)
 
-    def detect(self, gray: np.ndarray) -> list[Detection]:
-        """Faces in a grayscale uint8 frame, largest first."""
+    def _load(self, name: str):
+        if name not in self._second:
+            if name == "haar":
+                self._second[name] = cv2.CascadeClassifier(cv2.data.haarcascades + "haarcascade_frontalface_default.xml")
+            else:
+                self._second[name] = dlib.cnn_face_detection_model_v1(str(find_model_file(MMOD_MODEL)))
+        return self._second[name]
+
+    def detect(self, gray: np.ndarray, second: str | None = None) -> list[Detection]:
+        """Faces in a grayscale uint8 frame, largest first; ``second`` overrides the second detector."""
+        second = self.second if second is None else second
+        if second not in SECOND_DETECTORS:
+            raise ValueError(f"second detector must be one of {SECOND_DETECTORS}, got {second!r}")
         small, scale = self._downscale(gray)
         rects, scores, _ = self._hog.run(small, self.upsample, self.min_score)
         found = [Detection(Box.from_dlib(r).scaled(1 / scale), float(s), "hog") for r, s in zip(rects, scores)]
-        if not found and self._haar is not None:
-            faces = self._haar.detectMultiScale(small, scaleFactor=1.1, minNeighbors=5, minSize=(30, 30))
+        if not found and second == "haar":
+            faces = self._load("haar").detectMultiScale(small, scaleFactor=1.1, minNeighbors=5, minSize=(30, 30))
             found = [Detection(Box(x, y, x + w, y + h).scaled(1 / scale), 0.0, "haar") for x, y, w, h in faces]
-        if not found and self._mmod is not None:
+        if not found and second == "mmod":
             found = [
                 Detection(Box.from_dlib(d.rect).scaled(1 / scale), float(d.confidence), "mmod")
-                for d in self._mmod(small, self.upsample)
+                for d in self._load("mmod")(small, self.upsample)
             ]
         return sorted(found, key=lambda d: -d.box.area)
 

@@ -87,10 +87,13 @@ TEMPLATE_EYE_DISTANCE = 36.0 / 128.0
 TEMPLATE_EYE_HEIGHT = 40.0 / 128.0
 
 
-def template_landmarks(size: int = 128) -> np.ndarray:
-    """The 68 template landmark positions (float64, (68, 2)) in a size x size crop."""
-    scale = TEMPLATE_EYE_DISTANCE * size
-    origin = np.array([(size - 1) / 2.0, TEMPLATE_EYE_HEIGHT * size])
+def template_landmarks(size: int = 128, eye_distance: float = TEMPLATE_EYE_DISTANCE,
+                       eye_height: float = TEMPLATE_EYE_HEIGHT) -> np.ndarray:
+    """The 68 template landmark positions (float64, (68, 2)) in a size x size crop: the mean shape
+    with its eye distance ``eye_distance * size``, its eye centres ``eye_height * size`` from the top,
+    centred on the mirror axis (size - 1) / 2."""
+    scale = eye_distance * size
+    origin = np.array([(size - 1) / 2.0, eye_height * size])
     return MEAN_SHAPE * scale + origin
 
 

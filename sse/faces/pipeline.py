@@ -22,11 +22,12 @@ from typing import Iterator
 import cv2
 import numpy as np
 
-from .align import ANCHOR_SETS, align_face
+from .align import ANCHOR_SETS
 from .boxes import Box
-from .decode import MediaReader
-from .detect import FaceDetector
-from .frontalize import Frontalizer, Pose, estimate_pose
+from .crop import CropSpec, cut_crop
+from .decode import IMAGE_EXTENSIONS, MediaReader
+from .detect import SECOND_DETECTORS, FaceDetector
+from .frontalize import Pose, estimate_pose
 from .identity import SAME_PERSON_DISTANCE, ChipSampler, FaceDescriptor, face_chip
 from .landmarks import LandmarkPredictor
 from .people import LinkConfig, Person, describe_tracks, link_people
@@ -45,6 +46,7 @@ class PipelineConfig:
     upsample: int = 1
     detect_width: int = 640
     second_detector: str = "none"
+    photo_detector: str = "mmod"  # the second detector on a single photo (every face counts there)
     psr_threshold: float = 7.0
     max_gap: int = 5
     size: int = 128
@@ -67,6 +69,8 @@ class PipelineConfig:
             raise ValueError("stride and detect_every must be >= 1, size >= 16, max_gap >= 0")
         if self.anchors not in ANCHOR_SETS:
             raise ValueError(f"anchors must be one of {ANCHOR_SETS}")
+        if self.photo_detector not in SECOND_DETECTORS:
+            raise ValueError(f"photo_detector must be one of {SECOND_DETECTORS}, got {self.photo_detector!r}")
         if self.faces not in FACES_MODES:
             raise ValueError(f"faces must be one of {FACES_MODES}, got {self.faces!r}")
         if self.identity_samples < 2 or self.chips_per_track < 2 or self.min_person_frames < 1:
@@ -78,6 +82,11 @@ class PipelineConfig:
         settings.pop("identity_model")
         return settings
 
+    def crop_spec(self) -> CropSpec:
+        """The crop the pipeline writes: the release's 128 template at ``size``, as configured."""
+        return CropSpec(size=self.size, anchors=self.anchors, gray=self.gray, frontalize=self.frontalize,
+                        mirror_yaw_start=self.mirror_yaw_start, mirror_yaw_full=self.mirror_yaw_full)
+
     def link_config(self) -> LinkConfig:
         return LinkConfig(
             threshold=self.identity_threshold,
@@ -88,11 +97,10 @@ class PipelineConfig:
 
 @dataclass
 class FaceModels:
-    """The detector, landmark predictor, face descriptor and frontalizer, loaded once per worker."""
+    """The detector, landmark predictor and face descriptor, loaded once per worker."""
 
     detector: FaceDetector
     predictor: LandmarkPredictor
-    frontalizer: Frontalizer
     descriptor: FaceDescriptor
 
     @classmethod
@@ -102,7 +110,6 @@ class FaceModels:
         return cls(
             FaceDetector(config.upsample, config.detect_width, config.second_detector),
             LandmarkPredictor(landmarks),
-            Frontalizer(config.size, config.mirror_yaw_start, config.mirror_yaw_full),
             FaceDescriptor(identity),
         )
 
@@ -178,6 +185,7 @@ def to_gray(image: np.ndarray) -> np.ndarray:
 def analyse(path: Path, config: PipelineConfig, models: FaceModels) -> Analysis:
     """Pass 1: cuts, detection, tracking, landmarks, chips; people; interpolation, pose."""
     reader = MediaReader(path, config.stride)
+    second = config.photo_detector if is_photo(path) else None
     tracker = MultiFaceTracker(TrackerConfig(detect_every=config.detect_every, psr_threshold=config.psr_threshold))
     shots = ShotCutDetector(config.cut_threshold)
     landmarks: dict[tuple[int, int], np.ndarray] = {}
@@ -196,7 +204,7 @@ def analyse(path: Path, config: PipelineConfig, models: FaceModels) -> Analysis:
         if shots.is_cut(gray):
             cuts.append(frame.index)
             tracker.cut()
-        detections = models.detector.detect(gray) if tracker.needs_detection() else None
+        detections = models.detector.detect(gray, second) if tracker.needs_detection() else None
         rgb: list[np.ndarray] = []
         for track, index, image in tracker.step(frame.index, gray, detections):
             box = track.boxes[index]
@@ -225,6 +233,11 @@ def analyse(path: Path, config: PipelineConfig, models: FaceModels) -> Analysis:
         target, results, tracks, results[0].track_ids if results else [], (width, height), reader.backend,
         reader.fps, cuts, undecodable,
     )
+
+
+def is_photo(path: Path) -> bool:
+    """A single image file (not a video, not a folder of frames)."""
+    return Path(path).is_file() and Path(path).suffix.lower() in IMAGE_EXTENSIONS
 
 
 def _person_of(track_id: int, people: list[Person]) -> int | None:
@@ -304,8 +317,6 @@ def render(
 
 
 def crop_face(image: np.ndarray, record: FrameRecord, config: PipelineConfig, models: FaceModels) -> np.ndarray:
-    """The size x size crop of one frame: frontalized or similarity-aligned."""
-    if config.frontalize:
-        return models.frontalizer(image, record.landmarks, record.pose)
-    return align_face(image, record.landmarks, config.size, config.anchors)
+    """The size x size crop of one frame: frontalized or similarity-aligned (``crop.cut_crop``)."""
+    return cut_crop(image, record.landmarks, config.crop_spec(), pose=record.pose)
 

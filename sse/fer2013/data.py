@@ -13,6 +13,8 @@ from caffe import atomic
 from caffe.data.db import Writer
 from caffe.io import array_to_datum
 
+from ..faces.crop import CropSpec
+
 from ..classes import label_mapping
 
 SPLITS = ("Training", "PublicTest", "PrivateTest")
@@ -59,25 +61,58 @@ def write_lmdb(faces: np.ndarray, labels: np.ndarray, path: Path, shuffle: bool)
     tmp.rename(path)
 
 
-def prepare(data: str | Path, out: str | Path) -> dict:
-    """LMDBs of the three splits under ``out`` and ``data.json`` (counts, the Training pixel mean).
+def prepare(data: str | Path, out: str | Path, crop: CropSpec | None = None) -> dict:
+    """LMDBs of the three splits under ``out`` and ``data.json`` (counts, the Training pixel mean,
+    the crop and the share of faces the detector found).
 
-    Finished databases are kept when run again."""
+    With ``crop`` every face goes through the face pipeline (``framing``: detection and landmarks,
+    cached in ``out/landmarks_<split>.npz``) and is cut by ``cut_crop`` as the crop says, Training
+    with ``PAD`` pixels of real surroundings; without it the faces are FER2013's own 48x48 pictures,
+    Training padded by reflection. Finished databases are kept when run again."""
+    from .framing import cached_landmarks, cut_faces
+
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     info_path = out / "data.json"
     if info_path.exists() and all((out / f"{s.lower()}_lmdb").exists() for s in SPLITS):
         return json.loads(info_path.read_text())
     info: dict = {"source": str(Path(data).resolve()), "pad": PAD, "counts": {}}
+    if crop is not None:
+        if crop.size != SIZE:
+            raise Fer2013Error(f"the FER2013 nets take {SIZE}x{SIZE} faces, the crop is {crop.size}x{crop.size}")
+        info.update(crop=crop.to_json(), detected={})
     for split in SPLITS:
         faces, labels = load_split(data, split)
         info["counts"][split] = int(len(labels))
+        pad = PAD if split == "Training" else 0
+        if crop is not None:
+            landmarks, found = cached_landmarks(faces, out / f"landmarks_{split.lower()}.npz", _log)
+            info["detected"][split] = round(float(found.mean()), 4)
+            faces = cut_faces(faces, landmarks, crop, pad)
+        elif pad:
+            faces = pad_faces(faces, pad)
         if split == "Training":
-            info["mean_value"] = round(float(faces.mean()), 4)
-            faces = pad_faces(faces)
+            info["mean_value"] = round(float(faces[:, pad:faces.shape[1] - pad, pad:faces.shape[2] - pad].mean()), 4)
         db = out / f"{split.lower()}_lmdb"
         if not db.exists():
             write_lmdb(faces, labels, db, shuffle=split == "Training")
         print(f"{split}: {len(labels)} faces -> {db}", file=sys.stderr)
     atomic.write_text(info_path, json.dumps(info, indent=1) + "\n")
     return info
+
+
+def load_prepared(data: str | Path, work: str | Path, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """(faces, labels) of a split as the nets of ``work`` see them: cut with its data.json's crop
+    (from the cached landmarks), or FER2013's own pictures when it has none."""
+    info = json.loads((Path(work) / "data.json").read_text())
+    faces, labels = load_split(data, split)
+    if "crop" in info:
+        from .framing import cached_landmarks, cut_faces
+
+        landmarks, _ = cached_landmarks(faces, Path(work) / f"landmarks_{split.lower()}.npz", _log)
+        faces = cut_faces(faces, landmarks, CropSpec.from_json(info["crop"]))
+    return faces, labels
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)

@@ -3,14 +3,25 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from caffe import model_io
+from caffe import atomic, model_io
 
 from ..nets.common import DataConfig
 from ..nets.generate import write_variant
 from .data import SIZE, Fer2013Error
+
+@dataclass(frozen=True)
+class WarmStart:
+    """Weights a schedule starts from: a caffemodel committed in this repository at ``commit``
+    (``git show COMMIT:PATH``), and what those weights had been trained on, for the card."""
+
+    commit: str
+    path: str
+    history: str
+
 
 @dataclass(frozen=True)
 class Member:
@@ -33,6 +44,7 @@ class Member:
     max_rotation: float = 10.0
     max_scale_jitter: float = 0.1
     note: str = ""  # how the shipped run departed from this recipe, for the card
+    warm_start: WarmStart | None = None  # the first stage starts from these weights (else the fillers)
 
     @property
     def iterations(self) -> int:
@@ -40,21 +52,32 @@ class Member:
         return self.stages[-1]
 
 
+RAW_CROPS_COMMIT = "8e75d440b1a145fb9c56cf151a0c8d41da89150d"  # the last commit whose shipped models learned FER2013's own 48x48 pictures
+
+
+def _raw_crops(name: str, schedule: str) -> WarmStart:
+    return WarmStart(RAW_CROPS_COMMIT, f"models/fer2013_{name}/model.caffemodel",
+                     f"{schedule} of batch 64 on FER2013's own 48x48 pictures, base_lr 0.02 in two "
+                     f"linearly decaying stages")
+
+
 MEMBERS = {m.name: m for m in (
-    Member("holonet48_3conv-s_concat", "3conv-s+concat", seed=1701),
-    Member("holonet48_4conv-c_concat", "4conv-c+concat", head_width=128, seed=1702, stages=(4000, 16000),
-           note="Its first stage started on a 6000-iteration schedule and was shortened to 4000 at "
-                "its snapshot of iteration 1000, to finish within the session (it trained at two "
-                "thirds of the speed of the -s forms): iterations 0-1000 decayed the rate from 0.02 "
-                "to 0.0167, the resumed run from 0.015 to 0 (the first stage's solver as written now)."),
-    Member("holonet48_3conv-s_eltwise", "3conv-s+eltwise", seed=1703),
-    Member("holonet48_original", "original", seed=1704),
+    Member("holonet48_3conv-s_concat", "3conv-s+concat", seed=1711, stages=(3000,), base_lr=0.005,
+           warm_start=_raw_crops("holonet48_3conv-s_concat", "24000 iterations")),
+    Member("holonet48_4conv-c_concat", "4conv-c+concat", head_width=128, seed=1712, stages=(3000,),
+           base_lr=0.005, warm_start=_raw_crops("holonet48_4conv-c_concat", "16000 iterations")),
+    Member("holonet48_3conv-s_eltwise", "3conv-s+eltwise", seed=1713, stages=(3000,), base_lr=0.005,
+           warm_start=_raw_crops("holonet48_3conv-s_eltwise", "24000 iterations")),
+    Member("holonet48_original", "original", seed=1714, stages=(3000,), base_lr=0.005,
+           warm_start=_raw_crops("holonet48_original", "24000 iterations")),
 )}
 
 
 def describe_schedule(member: Member, training_faces: int = 28709) -> str:
     """The member's learning-rate schedule in words, stage by stage (for cards and the benchmark)."""
-    parts = [f"base_lr {member.base_lr:g} decaying linearly to 0 (`poly`, power 1) over "
+    start = f"from the weights of {member.warm_start.path} at commit {member.warm_start.commit[:7]} " \
+        f"({member.warm_start.history}), " if member.warm_start else ""
+    parts = [f"{start}base_lr {member.base_lr:g} decaying linearly to 0 (`poly`, power 1) over "
              f"{member.stages[0]} iterations"]
     for start, max_iter in zip(member.stages, member.stages[1:]):
         parts.append(f"then resumed from its snapshot of iteration {start} with max_iter {max_iter} (the "
@@ -80,10 +103,32 @@ def snapshots(member: Member, work: str | Path, suffix: str = ".caffemodel") -> 
 
 def next_stage(member: Member, work: str | Path) -> tuple[int, Path | None] | None:
     """The first stage whose ``max_iter`` the newest solver state has not reached, and that state to
-    resume it from (None: from scratch); None when the whole schedule is trained."""
+    resume it from (None: from the start); None when the whole schedule is trained."""
     states = snapshots(member, work, ".solverstate")
     done, latest = states[-1] if states else (0, None)
     return next(((stage, latest) for stage, max_iter in enumerate(member.stages) if done < max_iter), None)
+
+
+def resume_flag(member: Member, work: str | Path, state: Path | None) -> str:
+    """The ``caffe train`` flag that starts a stage: ``--snapshot=STATE`` to resume; for the first
+    stage of a warm-started member ``--weights=`` its warm-start weights (written once into
+    ``work/<name>/warm_start.caffemodel`` from git); else nothing (the fillers)."""
+    if state is not None:
+        return f"--snapshot={state}"
+    if member.warm_start is None:
+        return ""
+    path = Path(work) / member.name / "warm_start.caffemodel"
+    if not path.is_file():
+        ws = member.warm_start
+        try:
+            blob = subprocess.run(["git", "show", f"{ws.commit}:{ws.path}"], capture_output=True, check=True,
+                                  cwd=Path(__file__).resolve().parents[2]).stdout
+        except (OSError, subprocess.CalledProcessError) as exc:
+            raise Fer2013Error(f"{member.name}: cannot read its warm-start weights {ws.path} at commit "
+                               f"{ws.commit} from git ({exc})") from None
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic.write_bytes(path, blob)
+    return f"--weights={path}"
 
 
 def make_nets(member: Member, work: str | Path, stage: int = -1) -> dict[str, Path]:

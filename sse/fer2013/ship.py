@@ -25,7 +25,8 @@ from caffe.tools.plot_log import plot_curves, read_log
 from ..classes import CLASS_NAMES
 from ..fusion import evaluate, save_confusion_png, search_weights
 from ..shipped import TTA_MODES, EmotionModel, Ensemble, Preprocessing, fuse
-from .data import PAD, SIZE, Fer2013Error, load_split
+from ..faces.crop import CropSpec
+from .data import PAD, SIZE, Fer2013Error, load_prepared
 from .recipe import Member, describe_schedule, snapshots
 
 SUBSET = 500  # the first faces of PublicTest that a shipped model's test re-scores
@@ -42,8 +43,9 @@ def describe_machine() -> str:
 
 def preprocessing(work: Path) -> Preprocessing:
     info = json.loads((work / "data.json").read_text())
+    crop = CropSpec.from_json(info["crop"]) if "crop" in info else None
     return Preprocessing(input_size=SIZE, channels=1, mean_value=(info["mean_value"],),
-                         classes=CLASS_NAMES, tencrop_pad=PAD)
+                         classes=CLASS_NAMES, tencrop_pad=PAD, crop=crop)
 
 
 def deploy_path(member: Member, work: Path) -> Path:
@@ -77,7 +79,7 @@ def score_snapshots(member: Member, work: str | Path, data: str | Path, log=prin
     todo = [(it, path) for it, path in snapshots(member, work) if it not in cache]
     if todo:
         prep, deploy = preprocessing(work), deploy_path(member, work)
-        faces, labels = load_split(data, "PublicTest")
+        faces, labels = load_prepared(data, work, "PublicTest")
         for it, path in todo:
             probs = EmotionModel(deploy, path, prep).probs(faces)
             cache[it] = float((probs.argmax(1) == labels).mean())
@@ -94,11 +96,11 @@ def select(member: Member, work: str | Path, data: str | Path, log=print) -> Sel
     if not snaps:
         raise Fer2013Error(f"{work / member.name}: no snapshots (snap_iter_*.caffemodel) to select from")
     prep, deploy = preprocessing(work), deploy_path(member, work)
-    public_faces, public_labels = load_split(data, "PublicTest")
+    public_faces, public_labels = load_prepared(data, work, "PublicTest")
     curve = score_snapshots(member, work, data, log)
     best_iter = max(curve, key=lambda c: (c[1], c[0]))[0]
     model = EmotionModel(deploy, dict(snaps)[best_iter], prep)
-    private_faces, private_labels = load_split(data, "PrivateTest")
+    private_faces, private_labels = load_prepared(data, work, "PrivateTest")
     public, private, private_probs = {}, {}, {}
     out = work / member.name
     for tta in TTA_MODES:
@@ -167,7 +169,9 @@ def ship(member: Member, work: str | Path, models: str | Path, data: str | Path,
     meta = {"name": folder.name, "input_size": SIZE, "channels": 1, "mean_value": list(prep.mean_value),
             "scale": 1.0, "classes": list(CLASS_NAMES), "output": "prob", "tencrop_pad": PAD,
             "tta": max(TTA_MODES, key=lambda t: (sel.public[t], -TTA_MODES.index(t)))}
-    public_faces, public_labels = load_split(data, "PublicTest")
+    if prep.crop is not None:
+        meta["crop"] = prep.crop.to_json()
+    public_faces, public_labels = load_prepared(data, work, "PublicTest")
     atomic.write_text(folder / "model.json", json.dumps(meta, indent=1) + "\n")
     model = EmotionModel.from_dir(folder)
     subset = model.probs(public_faces[:SUBSET])
@@ -178,7 +182,7 @@ def ship(member: Member, work: str | Path, models: str | Path, data: str | Path,
     for it, acc in sel.curve:
         curves.add_test(it, 0, "PublicTest accuracy", acc)
     plot_curves(curves, folder / "training_curves.png", title=f"{folder.name} on FER2013 Training")
-    _, private_labels = load_split(data, "PrivateTest")
+    _, private_labels = load_prepared(data, work, "PrivateTest")
     result = evaluate(np.load(work / member.name / "private_none.npy"), private_labels)
     save_confusion_png(result, folder / "confusion_privatetest.png",
                        title=f"{folder.name}, FER2013 PrivateTest: {result.accuracy:.1%}")
@@ -248,8 +252,8 @@ def build_ensemble(members: list[Member], work: str | Path, models: str | Path, 
     """Weights searched on PublicTest (single crop) over the shipped members, applied once to
     PrivateTest; written as ``models/fer2013_ensemble.json``."""
     work, models = Path(work), Path(models)
-    _, public_labels = load_split(data, "PublicTest")
-    _, private_labels = load_split(data, "PrivateTest")
+    _, public_labels = load_prepared(data, work, "PublicTest")
+    _, private_labels = load_prepared(data, work, "PrivateTest")
     names = [f"{PREFIX}{m.name}" for m in members]
     public = {t: [np.load(work / m.name / f"public_{t}.npy") for m in members] for t in TTA_MODES}
     private = {t: [np.load(work / m.name / f"private_{t}.npy") for m in members] for t in TTA_MODES}
@@ -267,7 +271,7 @@ def build_ensemble(members: list[Member], work: str | Path, models: str | Path, 
     spec["tta"] = max(TTA_MODES, key=lambda t: (spec["public"][t], -TTA_MODES.index(t)))
     path = models / f"{PREFIX}ensemble.json"
     atomic.write_text(path, json.dumps(spec, indent=1) + "\n")
-    public_faces, _ = load_split(data, "PublicTest")
+    public_faces, _ = load_prepared(data, work, "PublicTest")
     subset = Ensemble.from_file(path).probs(public_faces[:SUBSET])
     spec["publictest_subset"] = {"faces": SUBSET,
                                  "accuracy": float((subset.argmax(1) == public_labels[:SUBSET]).mean())}

@@ -3,6 +3,10 @@
 Reads the face pipeline's folder of the video (``faces/<video id>/``: manifest.json with every
 person's frames, boxes and crops) and writes ``<out>/<video id>/``:
 
+Each model scores its own crop of every face (``model.json``'s ``crop``), cut from the source frame
+at the manifest's landmarks, as its training data was cut; a model without one scores the face
+pipeline's crop, resized.
+
 * ``predictions.csv``: one row per crop and model, columns ``PREDICTIONS_HEADER``: the source file,
   the video id, the person id (1 = most screen presence), the source frame index, its time in
   seconds (empty for a photo), the face box in source pixels (left, top, right, bottom), the frame
@@ -38,6 +42,9 @@ from sse.faces.contact import pick_evenly
 from sse.faces.decode import MediaReader
 from sse.fusion.evaluate import save_timeline_png
 
+from sse.faces.crop import CropSpec, cut_crop
+from sse.shipped import FaceCrops
+
 from .draw import annotate_face, sheet
 from .models import ModelError, Scorer
 
@@ -57,7 +64,8 @@ class Faces:
     frames: np.ndarray   # int, source frame index per crop
     boxes: np.ndarray    # float, N x 4
     statuses: list[str]
-    crops: list[np.ndarray]
+    crops: list[np.ndarray]  # the face pipeline's crops
+    landmarks: np.ndarray  # float, N x 68 x 2 in source pixels
 
     def times(self, fps: float | None) -> list[float | None]:
         return [round(f / fps, 4) if fps else None for f in self.frames.tolist()]
@@ -76,7 +84,38 @@ def read_faces(manifest: dict, faces_dir: Path) -> Faces:
     return Faces(np.array([e.get("person") or 1 for e in entries], np.int64),
                  np.array([e["index"] for e in entries], np.int64),
                  np.array([e["box"] for e in entries], np.float64).reshape(-1, 4),
-                 [e["status"] for e in entries], crops)
+                 [e["status"] for e in entries], crops,
+                 np.array([e["landmarks"] for e in entries], np.float64).reshape(-1, 68, 2))
+
+
+def model_crops(manifest: dict, faces: Faces, specs: Sequence[CropSpec | None]) -> FaceCrops:
+    """Every face cut as each crop spec says, from the source frames (decoded once, at the
+    manifest's stride) and the manifest's landmarks; None stands for the face pipeline's crops."""
+    by_spec: dict[CropSpec | None, np.ndarray] = {}
+    if None in specs:
+        by_spec[None] = _stack(faces.crops)
+    wanted = [s for s in specs if s is not None]
+    if not wanted or not len(faces.frames):
+        return FaceCrops({**by_spec, **{s: np.zeros((0, s.size, s.size), np.uint8) for s in wanted}})
+    rows: dict[int, list[int]] = {}
+    for r, frame in enumerate(faces.frames.tolist()):
+        rows.setdefault(frame, []).append(r)
+    cut: dict[CropSpec, list] = {s: [None] * len(faces.frames) for s in wanted}
+    source = Path(manifest["source"])
+    for frame in MediaReader(source, int(manifest.get("settings", {}).get("stride", 1))).frames():
+        if frame.image is not None:
+            for r in rows.get(frame.index, []):
+                for spec in wanted:
+                    cut[spec][r] = cut_crop(frame.image, faces.landmarks[r], spec)
+        if frame.index >= faces.frames.max():
+            break
+    for spec, crops in cut.items():
+        missing = [int(faces.frames[r]) for r, c in enumerate(crops) if c is None]
+        if missing:
+            raise OSError(f"{source}: frame {missing[0]} no longer decodes (the face pipeline read it); "
+                          f"{len(missing)} face(s) cannot be cut for the models")
+        by_spec[spec] = np.stack(crops)
+    return FaceCrops(by_spec)
 
 
 def is_done(video_out: Path, settings: dict) -> bool:
@@ -92,8 +131,8 @@ def predict_video(manifest: dict, faces_dir: Path, video_out: Path, scorers: Seq
                   tta: str, settings: dict, annotate: bool) -> dict:
     """Score the video's crops with every scorer and write its folder; returns the summary."""
     faces = read_faces(manifest, faces_dir)
-    stack = _stack(faces.crops)
-    probs = {s.name: s.probs(stack, tta) for s in scorers}
+    crops = model_crops(manifest, faces, list(dict.fromkeys(spec for s in scorers for spec in s.crop_specs())))
+    probs = {s.name: s.score(crops, tta) for s in scorers}
     for name, p in probs.items():
         bad = ~np.isfinite(p).all(axis=1)
         if bad.any():

@@ -62,13 +62,13 @@ def _raw_crops(name: str, schedule: str) -> WarmStart:
 
 
 MEMBERS = {m.name: m for m in (
-    Member("holonet48_3conv-s_concat", "3conv-s+concat", seed=1711, stages=(3000,), base_lr=0.005,
+    Member("holonet48_3conv-s_concat", "3conv-s+concat", seed=1711, stages=(9000,), base_lr=0.008,
            warm_start=_raw_crops("holonet48_3conv-s_concat", "24000 iterations")),
-    Member("holonet48_4conv-c_concat", "4conv-c+concat", head_width=128, seed=1712, stages=(3000,),
-           base_lr=0.005, warm_start=_raw_crops("holonet48_4conv-c_concat", "16000 iterations")),
-    Member("holonet48_3conv-s_eltwise", "3conv-s+eltwise", seed=1713, stages=(3000,), base_lr=0.005,
+    Member("holonet48_4conv-c_concat", "4conv-c+concat", head_width=128, seed=1712, stages=(6000,),
+           base_lr=0.008, warm_start=_raw_crops("holonet48_4conv-c_concat", "16000 iterations")),
+    Member("holonet48_3conv-s_eltwise", "3conv-s+eltwise", seed=1713, stages=(9000,), base_lr=0.008,
            warm_start=_raw_crops("holonet48_3conv-s_eltwise", "24000 iterations")),
-    Member("holonet48_original", "original", seed=1714, stages=(3000,), base_lr=0.005,
+    Member("holonet48_original", "original", seed=1714, stages=(9000,), base_lr=0.008,
            warm_start=_raw_crops("holonet48_original", "24000 iterations")),
 )}
 

@@ -34,6 +34,11 @@ class DataError(CaffeError, ValueError):
     """Bad input data: missing database, missing image, inconsistent Datum sizes."""
 
 
+class JobError(CaffeError, RuntimeError):
+    """A job of several ranks that cannot train: a rank missing at the rendezvous, a rank that
+    ended or failed, ranks given different nets or solvers."""
+
+
 class BlobNameError(NetError, KeyError):
     """A blob name the net does not have (pycaffe's dict lookup raised KeyError)."""
 

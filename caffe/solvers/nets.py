@@ -46,8 +46,13 @@ def load_weights(net: Net, weights: str, log: Log) -> None:
         net.copy_from(name)
 
 
-def build_train_net(param, log: Log) -> Net:
-    sources = [f for f in ("net", "net_param", "train_net", "train_net_param") if param.HasField(f)]
+TRAIN_NET_SOURCES = ("net", "net_param", "train_net", "train_net_param")
+
+
+def train_net_parameter(param, log: Log | None = None) -> tuple[caffe_pb2.NetParameter, str]:
+    """The train net a solver names, as read from its file or copied from the solver, and where
+    it came from (the file's path, or the solver field's name)."""
+    sources = [f for f in TRAIN_NET_SOURCES if param.HasField(f)]
     if len(sources) != 1:
         raise SolverError("the solver must specify exactly one train net with one of: net, "
                           f"net_param, train_net, train_net_param (found {len(sources)}: "
@@ -55,12 +60,19 @@ def build_train_net(param, log: Log) -> Net:
     source = sources[0]
     if source in ("net", "train_net"):
         path = getattr(param, source)
-        log("solver.cpp:102", f"Creating training net from {source.replace('_', ' ')} file: {path}")
-        net_param = _read_net(path, f"{source} file")
-    else:
+        if log is not None:
+            log("solver.cpp:102",
+                f"Creating training net from {source.replace('_', ' ')} file: {path}")
+        return _read_net(path, f"{source} file"), path
+    if log is not None:
         log("solver.cpp:97", f"Creating training net specified in {source}.")
-        net_param = caffe_pb2.NetParameter()
-        net_param.CopyFrom(getattr(param, source))
+    net_param = caffe_pb2.NetParameter()
+    net_param.CopyFrom(getattr(param, source))
+    return net_param, source
+
+
+def build_train_net(param, log: Log) -> Net:
+    net_param, _ = train_net_parameter(param, log)
     state = _merged_state(TRAIN, net_param, param.train_state if param.HasField("train_state") else None)
     net = _build(net_param, state)
     for weights in param.weights:

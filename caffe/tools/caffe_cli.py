@@ -2,7 +2,7 @@
 
     caffe train --solver=S [--weights=W[,W2] | --snapshot=T] [--gpu=0|0,1|all]
                 [--sigint_effect=stop|snapshot|none] [--sighup_effect=...] [--stage=a,b] [--level=N]
-                [--plot=curves.png] [--no_progress]
+                [--plot=curves.png] [--no_progress] [--rendezvous_timeout=SECONDS]
     caffe test --model=M --weights=W [--iterations=50] [--gpu=0]
     caffe time --model=M [--iterations=50] [--phase=TRAIN|TEST] [--gpu=0]
     caffe device_query [--gpu=0]
@@ -12,7 +12,10 @@ Caffe's glog lines on stderr; errors print as one line (``--traceback`` for the 
 
 Started by torchrun or srun (``caffe.launch``), ``caffe train`` is one rank of a job over several
 machines: gloo on the CPU, or NCCL on its local device with ``--gpu`` or a GPU solver_mode (the one
-device it sees, or ``--gpu``'s entry at its local rank); rank 0 logs, tests and snapshots."""
+device it sees, or ``--gpu``'s entry at its local rank); rank 0 logs, tests and snapshots. The ranks
+wait for each other at most ``--rendezvous_timeout`` seconds (else ``$CAFFE_RENDEZVOUS_TIMEOUT``,
+else 300) and check that they train the same net and solver; a rank missing, failed or ended, or
+ranks that differ, end every rank with one line naming it and exit code 1 (``caffe.rendezvous``)."""
 from __future__ import annotations
 
 import argparse
@@ -65,6 +68,9 @@ def _parser() -> argparse.ArgumentParser:
     flag("sighup_effect", default="snapshot", help="on SIGHUP: snapshot, stop or none")
     p.add_argument("--no_progress", "--no-progress", action="store_true",
                    help="no progress bar, even on a terminal")
+    flag("rendezvous_timeout", default="", metavar="SECONDS",
+         help="train with several ranks: how long a rank waits for the others to start (default: "
+              "$CAFFE_RENDEZVOUS_TIMEOUT, else 300)")
     p.add_argument("--plot", default="", metavar="PNG",
                    help="train: redraw the training curves into this PNG as training goes")
     return p
@@ -118,8 +124,10 @@ def _train_setup(args):
 def train(args) -> int:
     from ..distributed import SignalFlags, parse_gpus, train_parallel, train_rank
     from ..launch import launch_environment
+    from ..rendezvous import rendezvous_timeout
     from ..solver import get_solver
     job = launch_environment()
+    timeout_s = rendezvous_timeout(args.rendezvous_timeout)
     if job is not None:
         glog.set_enabled(job.rank == 0)
     if not args.solver:
@@ -150,15 +158,16 @@ def train(args) -> int:
         device = _launcher_device(gpus, job)
         glog.log("caffe.cpp:239", f"Starting Optimization: rank {job.rank} of {job.world_size} "
                  f"({job.launcher}, rendezvous {job.master_addr}:{job.master_port}, "
-                 f"{'NCCL' if device is not None else 'gloo'})")
+                 f"{'NCCL' if device is not None else 'gloo'}), waiting at most {timeout_s:g} s "
+                 "for the other ranks")
         train_rank(param, job, device, args.snapshot or None,
-                   (args.sigint_effect, args.sighup_effect), setup)
+                   (args.sigint_effect, args.sighup_effect), setup, timeout_s)
         glog.log("caffe.cpp:250", "Optimization Done.")
         return 0
     if len(gpus) > 1:
         glog.log("caffe.cpp:239", "Starting Optimization")
         train_parallel(param, len(gpus), gpus, args.snapshot or None, args.sigint_effect,
-                       args.sighup_effect)
+                       args.sighup_effect, timeout_s)
         glog.log("caffe.cpp:250", "Optimization Done.")
         return 0
     flags = SignalFlags(args.sigint_effect, args.sighup_effect)

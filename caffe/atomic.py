@@ -99,11 +99,16 @@ def sweep_once(folder: str | os.PathLike) -> None:
 def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[str]:
     """A temporary path beside ``path`` to write to; on normal exit it replaces ``path``, on an
     exception it is removed and ``path`` is left as it was. An OSError without a file name (a full
-    disk while writing) is raised again naming ``path``."""
+    disk while writing) or naming the temporary file (a missing folder) is raised again naming
+    ``path``."""
     path = Path(path)
     folder = path.parent or Path(".")
     sweep_once(folder)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{writer_tag()}.", suffix=suffix, dir=folder)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{writer_tag()}.", suffix=suffix,
+                                   dir=folder)
+    except OSError as exc:  # it names the hidden temporary file, not the output the user gave
+        raise OSError(exc.errno, exc.strerror, str(path)) from exc
     try:
         os.fchmod(fd, 0o666 & ~current_umask())
     finally:

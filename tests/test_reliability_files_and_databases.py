@@ -91,6 +91,13 @@ def test_full_disk_while_writing_names_the_file_and_keeps_the_old_one(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["net.caffemodel"]
 
 
+def test_a_missing_folder_is_named_by_the_output_not_its_temporary_file(tmp_path):
+    target = tmp_path / "missing" / "net.prototxt"
+    with pytest.raises(OSError) as err:
+        atomic.write_text(target, "name: 'x'\n")
+    assert err.value.filename == str(target) and err.value.errno == errno.ENOENT
+
+
 def test_tool_prints_a_full_disk_as_one_line_naming_the_file(tmp_path, capsys):
     def body() -> None:
         with atomic.atomic_path(tmp_path / "snap_iter_5.solverstate"):

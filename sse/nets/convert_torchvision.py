@@ -161,7 +161,7 @@ def convert(state: dict[str, torch.Tensor], arch: str | None = None,
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m sse.nets.convert_torchvision",
+    p = argparse.ArgumentParser(prog="sse-convert-torchvision",
                                 description=__doc__.split("\n\n")[0])
     p.add_argument("pth", help="torchvision state_dict (.pth)")
     p.add_argument("caffemodel", help="output .caffemodel")

@@ -7,7 +7,7 @@ any label, -1 included, passes. With ``size`` the ImageData layer resizes every 
 (``new_height`` / ``new_width``), so crops of any size feed a net of any input size. The result is a
 plain Caffe prototxt: a real Caffe build runs it too.
 
-    python -m sse.nets.extract_net TEST.prototxt OUT.prototxt [--size N]
+    sse-extract-net TEST.prototxt OUT.prototxt [--size N]    (or python -m sse.nets.extract_net)
 """
 from __future__ import annotations
 
@@ -18,6 +18,9 @@ import sys
 from caffe.errors import CaffeError
 from caffe.model_io import read_net, write_text
 from caffe.proto import caffe_pb2
+from caffe.tools.cli_util import report_error
+
+PROG = "sse-extract-net"
 
 _DATA_TYPES = ("ImageData", "Data", "HDF5Data", "MemoryData", "WindowData")
 
@@ -59,7 +62,7 @@ def write_extraction_net(test_prototxt: str | os.PathLike, out: str | os.PathLik
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m sse.nets.extract_net", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     p.add_argument("test_prototxt")
     p.add_argument("out")
     p.add_argument("--size", type=int, help="ImageData resizes every image to SIZE x SIZE")
@@ -67,8 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         write_extraction_net(args.test_prototxt, args.out, args.size)
     except (ExtractNetError, CaffeError, OSError) as exc:
-        print(f"extract_net: error: {exc}", file=sys.stderr)
-        return 1
+        return report_error(PROG, exc)
     return 0
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -107,15 +108,23 @@ print("I0101 00:00:00.000000 1 solver.cpp:289] Solving fake")
 """
 
 
-def test_the_training_script_runs_each_stage_once_resuming_from_the_stage_before(fake_fer, tmp_path):
-    data, _ = fake_fer
+def _script_env(tmp_path: Path, data: Path) -> dict[str, str]:
+    """The environment of train_fer2013.sh: a stand-in ``caffe``, and a ``python3`` that runs the
+    interpreter running the tests (a wrapper: a symlink to a venv's interpreter, outside the venv,
+    would not find the venv's packages)."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     (bin_dir / "caffe").write_text(_FAKE_CAFFE)
-    (bin_dir / "caffe").chmod(0o755)
-    (bin_dir / "python3").symlink_to(sys.executable)  # the script's python3 is the one running the tests
-    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "FER2013": str(data),
-           "PYTHONPATH": str(ROOT)}
+    (bin_dir / "python3").write_text(f'#!/bin/sh\nexec {shlex.quote(sys.executable)} "$@"\n')
+    for tool in ("caffe", "python3"):
+        (bin_dir / tool).chmod(0o755)
+    return {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "FER2013": str(data),
+            "PYTHONPATH": str(ROOT)}
+
+
+def test_the_training_script_runs_each_stage_once_resuming_from_the_stage_before(fake_fer, tmp_path):
+    data, _ = fake_fer
+    env = _script_env(tmp_path, data)
     member = fer2013.get_member("holonet48_4conv-c_concat")
     run = [str(ROOT / "models" / "train_fer2013.sh"), member.name, str(tmp_path / "work")]
     subprocess.run(run, cwd=ROOT, env=env, check=True, capture_output=True)
@@ -125,6 +134,23 @@ def test_the_training_script_runs_each_stage_once_resuming_from_the_stage_before
     subprocess.run(run, cwd=ROOT, env=env, check=True, capture_output=True)
     assert len((tmp_path / "work" / member.name / "calls.txt").read_text().splitlines()) == len(calls)
     assert "Solving fake" in (tmp_path / "work" / member.name / "train.log").read_text()
+
+
+def test_the_training_script_without_a_model_prints_its_usage_and_exits_2(fake_fer, tmp_path):
+    env = _script_env(tmp_path, fake_fer[0])
+    script = str(ROOT / "models" / "train_fer2013.sh")
+    for args in ([], ["holonet48_original", "work", "extra"]):
+        done = subprocess.run([script, *args], cwd=tmp_path, env=env, capture_output=True, text=True)
+        assert done.returncode == 2 and done.stderr.startswith("usage: "), done.stderr
+        assert "MODEL [WORK]" in done.stderr and "unbound" not in done.stderr
+
+
+def test_the_training_script_refuses_an_unknown_model_before_building_data(fake_fer, tmp_path):
+    env = _script_env(tmp_path, fake_fer[0])
+    run = [str(ROOT / "models" / "train_fer2013.sh"), "holonet48_nosuch", str(tmp_path / "work")]
+    done = subprocess.run(run, cwd=ROOT, env=env, capture_output=True, text=True)
+    assert done.returncode != 0 and "holonet48_nosuch" in done.stderr, done.stderr
+    assert not (tmp_path / "work").exists()
 
 
 def test_training_time_sums_the_runs_of_a_log_and_not_the_pauses_between_them(tmp_path):

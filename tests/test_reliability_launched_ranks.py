@@ -147,3 +147,19 @@ def test_the_rendezvous_timeout_comes_from_the_flag_then_the_environment():
             rendezvous_timeout(bad, {})
     with pytest.raises(CaffeError, match="CAFFE_RENDEZVOUS_TIMEOUT"):
         rendezvous_timeout(None, {"CAFFE_RENDEZVOUS_TIMEOUT": "x"})
+
+
+def test_a_spawned_process_killed_ends_the_job_with_one_line(monkeypatch):
+    """``caffe train --gpu 0,1``: a process that ends by a signal is named, without a traceback."""
+    import torch.multiprocessing as mp
+
+    from caffe import distributed
+    from caffe.errors import SolverError
+
+    def killed(*args, **kwargs):
+        raise mp.ProcessExitedException("process 1 terminated with signal SIGKILL", error_index=1,
+                                        error_pid=4242, exit_code=-9, signal_name="SIGKILL")
+
+    monkeypatch.setattr(mp, "spawn", killed)
+    with pytest.raises(SolverError, match="^training process 1 ended with signal SIGKILL$"):
+        distributed.train_parallel(model_io.parse_solver_text(SOLVER % (3, 3)), world_size=2)

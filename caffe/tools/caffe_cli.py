@@ -127,7 +127,6 @@ def train(args) -> int:
     from ..rendezvous import rendezvous_timeout
     from ..solver import get_solver
     job = launch_environment()
-    timeout_s = rendezvous_timeout(args.rendezvous_timeout)
     if job is not None:
         glog.set_enabled(job.rank == 0)
     if not args.solver:
@@ -156,6 +155,7 @@ def train(args) -> int:
     setup = _train_setup(args)
     if job is not None:
         device = _launcher_device(gpus, job)
+        timeout_s = rendezvous_timeout(args.rendezvous_timeout)
         glog.log("caffe.cpp:239", f"Starting Optimization: rank {job.rank} of {job.world_size} "
                  f"({job.launcher}, rendezvous {job.master_addr}:{job.master_port}, "
                  f"{'NCCL' if device is not None else 'gloo'}), waiting at most {timeout_s:g} s "
@@ -167,7 +167,7 @@ def train(args) -> int:
     if len(gpus) > 1:
         glog.log("caffe.cpp:239", "Starting Optimization")
         train_parallel(param, len(gpus), gpus, args.snapshot or None, args.sigint_effect,
-                       args.sighup_effect, timeout_s)
+                       args.sighup_effect, rendezvous_timeout(args.rendezvous_timeout))
         glog.log("caffe.cpp:250", "Optimization Done.")
         return 0
     flags = SignalFlags(args.sigint_effect, args.sighup_effect)

@@ -95,6 +95,7 @@ class FaceCrops:
 
     def __init__(self, by_spec: dict[CropSpec | None, np.ndarray]) -> None:
         self.by_spec = dict(by_spec)
+        self.scored: dict[tuple[int, str], np.ndarray] = {}  # (id of a model, tta) -> its probabilities
 
     @classmethod
     def from_images(cls, images: Sequence[np.ndarray], landmarks: Sequence[np.ndarray],
@@ -212,8 +213,12 @@ class EmotionModel:
         return [self.prep.crop]
 
     def score(self, faces: FaceCrops, tta: str = "none") -> np.ndarray:
-        """``probs`` of the model's own crop of each face."""
-        return self.probs(faces.crops(self.prep.crop), tta)
+        """``probs`` of the model's own crop of each face (computed once per model and faces: a
+        model that is also an ensemble member is not run twice)."""
+        key = (id(self), tta)
+        if key not in faces.scored:
+            faces.scored[key] = self.probs(faces.crops(self.prep.crop), tta)
+        return faces.scored[key]
 
     def probs_at(self, images: Sequence[np.ndarray], landmarks: Sequence[np.ndarray], tta: str = "none") -> np.ndarray:
         """N x 7 probabilities of face i of ``images[i]`` (uint8, BGR or gray), cut at its 68
@@ -230,14 +235,22 @@ class Ensemble:
         self.members, self.weights, self.name = list(members), list(weights), name
 
     @classmethod
-    def from_file(cls, path: str | Path, batch: int = 128) -> "Ensemble":
+    def from_file(cls, path: str | Path, batch: int = 128, loaded: dict[Path, EmotionModel] | None = None
+                  ) -> "Ensemble":
+        """The ensemble of a file; ``loaded`` shares member models already loaded (by folder)."""
         path = Path(path)
         try:
             spec = json.loads(path.read_text())
             entries = [(m["model"], float(m["weight"])) for m in spec["members"]]
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise ModelError(f"{path}: not an ensemble file with members [{{model, weight}}] ({exc})") from exc
-        members = [EmotionModel.from_dir(path.parent / model, batch) for model, _ in entries]
+        loaded = {} if loaded is None else loaded
+        members = []
+        for model, _ in entries:
+            folder = (path.parent / model).resolve()
+            if folder not in loaded:
+                loaded[folder] = EmotionModel.from_dir(folder, batch)
+            members.append(loaded[folder])
         return cls(members, [w for _, w in entries], name=path.stem)
 
     def member_probs(self, faces: np.ndarray, tta: str = "none") -> list[np.ndarray]:
@@ -267,11 +280,16 @@ def fuse(member_probs: Sequence[np.ndarray], weights: Sequence[float],
     return fuse_models(member_probs, weights, names=names).astype(np.float32)
 
 
-def load(path: str | Path, batch: int = 128) -> EmotionModel | Ensemble:
-    """A model folder or an ensemble ``.json`` file."""
+def load(path: str | Path, batch: int = 128, loaded: dict[Path, EmotionModel] | None = None
+         ) -> EmotionModel | Ensemble:
+    """A model folder or an ensemble ``.json`` file; ``loaded`` (folder -> model) shares the models
+    of several calls, so a folder that is also an ensemble's member is one model, run once per faces."""
     path = Path(path)
+    loaded = {} if loaded is None else loaded
     if path.is_dir():
-        return EmotionModel.from_dir(path, batch)
+        if path.resolve() not in loaded:
+            loaded[path.resolve()] = EmotionModel.from_dir(path, batch)
+        return loaded[path.resolve()]
     if path.suffix == ".json" and path.is_file():
-        return Ensemble.from_file(path, batch)
+        return Ensemble.from_file(path, batch, loaded)
     raise ModelError(f"{path}: neither a model folder nor an ensemble .json file")

@@ -20,8 +20,8 @@ names the newest snapshot to resume from; ``ship`` and ``ensemble`` are in ``sse
 PublicTest is the validation split (model selection, fusion weights); PrivateTest is the final
 test set: it is scored once per shipped model and never used to choose anything.
 """
-from .data import PAD, SIZE, SPLITS, Fer2013Error, load_split, pad_faces, prepare, write_lmdb
+from .data import PAD, SIZE, SPLITS, Fer2013Error, load_prepared, load_split, pad_faces, prepare, write_lmdb
 from .recipe import MEMBERS, Member, get_member, make_nets
 
-__all__ = ["PAD", "SIZE", "SPLITS", "Fer2013Error", "load_split", "pad_faces", "prepare", "write_lmdb",
+__all__ = ["PAD", "SIZE", "SPLITS", "Fer2013Error", "load_prepared", "load_split", "pad_faces", "prepare", "write_lmdb",
            "MEMBERS", "Member", "get_member", "make_nets"]

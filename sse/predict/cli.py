@@ -30,8 +30,9 @@ from caffe.errors import CaffeError
 from caffe.launch import add_shard_argument, resolve_shard
 from sse.faces import atomic
 from sse.faces.batch import run_batch
+from sse.faces.detect import SECOND_DETECTORS
 from sse.faces.errors import FacesError
-from sse.faces.inputs import discover
+from sse.faces.inputs import IMAGE_FOLDER_MODES, discover
 from sse.faces.pipeline import PipelineConfig
 from sse.faces.video import read_manifest
 from sse.shipped import TTA_MODES, ModelError
@@ -63,6 +64,11 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--detect-every", type=int, default=5, metavar="N", help="detector every N sampled frames (default 5)")
     f.add_argument("--size", type=int, default=128, help="crop side in pixels (default 128)")
     f.add_argument("--frontalize", action="store_true", help="frontalize instead of similarity alignment")
+    f.add_argument("--image-folders", choices=IMAGE_FOLDER_MODES, default="auto",
+                   help="a folder of images is the frames of one clip ('sequence'), a set of photos ('photos'), "
+                        "or guessed from its files ('auto', the default)")
+    f.add_argument("--photo-detector", choices=SECOND_DETECTORS, default="mmod",
+                   help="second detector on single photos, where HOG finds nothing (default mmod: dlib's CNN)")
     f.add_argument("--landmarks-model", type=Path, metavar="PATH", help="shape_predictor_68_face_landmarks.dat")
     f.add_argument("--identity-model", type=Path, metavar="PATH", help="dlib_face_recognition_resnet_model_v1.dat")
     add_shard_argument(p, "videos")
@@ -71,12 +77,12 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def usable_inputs(inputs: list[Path]) -> tuple[list[Path], list[tuple[str, str]]]:
+def usable_inputs(inputs: list[Path], image_folders: str = "auto") -> tuple[list[Path], list[tuple[str, str]]]:
     """The inputs discover() accepts, and (input, reason) for each one it refuses."""
     good, bad = [], []
     for path in inputs:
         try:
-            discover([path])
+            discover([path], image_folders=image_folders)
             good.append(path)
         except (FacesError, ValueError, OSError) as exc:
             bad.append((str(path), str(exc)))
@@ -88,12 +94,12 @@ def run(args: argparse.Namespace) -> int:
     scorers = load_scorers(args.model, args.batch)
     main_scorer = primary(scorers)
     config = PipelineConfig(stride=args.stride, detect_every=args.detect_every, size=args.size,
-                            frontalize=args.frontalize, faces="all",
+                            frontalize=args.frontalize, faces="all", photo_detector=args.photo_detector,
                             landmarks_model=str(args.landmarks_model) if args.landmarks_model else None,
                             identity_model=str(args.identity_model) if args.identity_model else None)
     shard = resolve_shard(args.shard)
-    good, refused = usable_inputs(args.inputs)
-    jobs = shard.select(discover(good)) if good else []
+    good, refused = usable_inputs(args.inputs, args.image_folders)
+    jobs = shard.select(discover(good, image_folders=args.image_folders)) if good else []
     out = args.out
     faces_dir = out / FACES_DIR
     show = sys.stderr.isatty() and not args.no_progress

@@ -98,10 +98,12 @@ def load_scorers(specs: Sequence[Sequence[str]] | None, batch: int = 128,
                              f"ENSEMBLE.json | DEPLOY CAFFEMODEL MEAN")
         specs = [[str(p)] for p in found]
     scorers: list[Scorer] = []
+    loaded: dict[Path, EmotionModel] = {}
     for spec in specs:
         if len(spec) == 1:
             try:
-                scorers.append(load(spec[0], batch))
+                scorer = load(spec[0], batch, loaded)
+                scorers.append(load(spec[0], batch) if any(scorer is s for s in scorers) else scorer)
             except CaffeError as exc:
                 raise ModelError(str(exc)) from None
         elif len(spec) == 3:

@@ -142,10 +142,17 @@ def save_timeline_png(frame_probs: np.ndarray, path: str | os.PathLike, title: s
                       class_names: Sequence[str] = CLASS_NAMES,
                       frame_labels: Sequence[str] | None = None,
                       frame_indices: Sequence[int] | None = None, fps: float | None = None) -> None:
+    """``timeline_figure`` written as a PNG."""
+    _save(timeline_figure(frame_probs, title, class_names, frame_labels, frame_indices, fps), path)
+
+
+def timeline_figure(frame_probs: np.ndarray, title: str = "", class_names: Sequence[str] = CLASS_NAMES,
+                    frame_labels: Sequence[str] | None = None, frame_indices: Sequence[int] | None = None,
+                    fps: float | None = None):
     """One video's class probabilities over its frames, one line per class, the per-frame argmax
-    as a colour strip underneath. With ``frame_indices`` (the rows' frame numbers in the source
-    video) the x axis is the source frame, or with ``fps`` too the time in seconds, and frames the
-    pipeline did not see leave gaps in the lines."""
+    as a colour strip underneath (a matplotlib Figure). With ``frame_indices`` (the rows' frame
+    numbers in the source video) the x axis is the source frame, or with ``fps`` too the time in
+    seconds, and frames the pipeline did not see leave gaps in the lines."""
     plt = _pyplot()
     probs = np.asarray(frame_probs, dtype=np.float64)
     if probs.ndim != 2 or probs.shape[1] != len(class_names) or len(probs) == 0:
@@ -177,7 +184,7 @@ def save_timeline_png(frame_probs: np.ndarray, path: str | os.PathLike, title: s
     if frame_labels is not None and len(frame_labels) <= 20 and frame_indices is None:
         strip.set_xticks(x, list(frame_labels), rotation=45, ha="right", fontsize=7)
     fig.tight_layout()
-    _save(fig, path)
+    return fig
 
 
 def _timeline_axis(probs: np.ndarray, frame_indices: Sequence[int] | None,

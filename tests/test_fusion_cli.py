@@ -118,6 +118,8 @@ def test_bad_input_prints_one_line_error_and_exits_1(tmp_path, capsys):
     assert err.startswith("sse-fuse: error: 2_model_predictions.txt has 10 rows but 1_model_predictions.txt has 9")
     assert "Traceback" not in err and not (tmp_path / "x.txt").exists()
     assert fuse_main([str(p) for p in paths[1:3]] + ["--weights", "1,-1", "-o", str(tmp_path / "x.txt")]) == 1
+    assert "must not be negative" in capsys.readouterr().err
+    assert fuse_main([str(p) for p in paths[1:3]] + ["--weights", "0,0", "-o", str(tmp_path / "x.txt")]) == 1
     assert "sum to a positive number" in capsys.readouterr().err
 
 

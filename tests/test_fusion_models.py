@@ -28,10 +28,16 @@ def test_models_with_different_row_counts_are_rejected_naming_both():
         fuse_models([_probs(rng, 10), _probs(rng, 9)], names=["video", "audio"])
 
 
-@pytest.mark.parametrize("weights", [[0, 0], [1, -1], [-1, -2]])
-def test_weights_must_sum_to_a_positive_number(weights):
+def test_weights_must_sum_to_a_positive_number():
     rng = np.random.default_rng(0)
     with pytest.raises(FusionError, match="sum to a positive number"):
+        fuse_models([_probs(rng, 4), _probs(rng, 4)], [0, 0])
+
+
+@pytest.mark.parametrize("weights", [[1, -1], [-1, -2], [2, -1]])
+def test_a_negative_weight_is_refused(weights):
+    rng = np.random.default_rng(0)
+    with pytest.raises(FusionError, match="must not be negative"):
         fuse_models([_probs(rng, 4), _probs(rng, 4)], weights)
 
 

@@ -153,7 +153,21 @@ def _labels(args: argparse.Namespace, inputs: _Inputs) -> np.ndarray:
     return labels
 
 
+def _check_fuse_options(args: argparse.Namespace) -> float:
+    """Refuse option values that cannot work (before any file is read); returns the grid step."""
+    if args.samples is not None and args.samples < 1:
+        raise FusionError(f"--samples must be at least 1, got {args.samples}")
+    if args.top < 0:
+        raise FusionError(f"--top must not be negative, got {args.top}")
+    step = _parse_numbers(args.step, "--step")
+    if len(step) != 1 or not 0 < step[0] <= 1:
+        raise FusionError(f"--step must be one number in (0, 1] that divides 1 (e.g. 0.1, 0.05, 1/14), "
+                          f"got {args.step!r}")
+    return step[0]
+
+
 def _fuse(args: argparse.Namespace) -> None:
+    step = _check_fuse_options(args)
     inputs = _Inputs(args, args.models)
     scores = _score_indices(args.scores, len(inputs.models))
     if args.fit:
@@ -164,7 +178,7 @@ def _fuse(args: argparse.Namespace) -> None:
         return
     if args.search:
         search = search_weights(inputs.models, _labels(args, inputs),
-                                step=float(Fraction(args.step)) if args.samples is None else None,
+                                step=step if args.samples is None else None,
                                 samples=args.samples, seed=args.seed, names=inputs.names,
                                 scores=scores, strict=args.strict)
         print(search.report(args.top))

@@ -63,12 +63,15 @@ def _check_distribution(name: str, a: np.ndarray, strict: bool, atol: float) -> 
 
 
 def normalise_weights(weights: Sequence[float], count: int) -> np.ndarray:
-    """Weights as an array summing to 1; their number must be ``count`` and their sum positive."""
+    """Weights as an array summing to 1; their number must be ``count``, each finite and
+    non-negative (a negative weight would give negative probabilities), their sum positive."""
     w = np.asarray(weights, dtype=np.float64).ravel()
     if w.size != count:
         raise FusionError(f"{w.size} weights given for {count} models")
     if not np.all(np.isfinite(w)):
         raise FusionError(f"weights must be finite numbers, got {w.tolist()}")
+    if (w < 0).any():
+        raise FusionError(f"weights must not be negative, got {w.tolist()}")
     total = w.sum()
     if not total > 0:
         raise FusionError(f"weights must sum to a positive number, got sum {total:g} for {w.tolist()}")

@@ -15,7 +15,14 @@ weights ``model.caffemodel``, the mean as ``mean.binaryproto`` and ``model.json`
 ``classes`` is the order of the net's outputs; probabilities are returned in the toolkit's order
 (``sse.classes``). A net trained with a mean image (``mean_file``, e.g. the demo's) is scored
 with ``Preprocessing.mean_image`` (C x H x W at the input size) subtracted. Faces go in as uint8
-crops (N x H x W gray, or N x H x W x 3 BGR) and are resized to the input size when they differ.
+crops (N x H x W gray, or N x H x W x 3 BGR, pixels 0..255) and are resized to the input size when
+they differ; any other dtype (floats in 0..1, 16-bit images, NaN) is refused with a ModelError that
+says how to convert it, so nothing but 0..255 pixels reaches a net.
+
+A model is checked when it is loaded, before any face is scored: the net's input must be the
+``channels`` x ``input_size`` x ``input_size`` of ``model.json``, its output must have one value per
+class of ``classes`` (a permutation of the toolkit's seven), the mean finite and of the right size,
+``batch`` at least 1.
 
 Test-time augmentation (``tta``): ``none``; ``mirror`` (the face and its mirror image);
 ``tencrop`` (the face padded by ``tencrop_pad`` pixels with reflected edges, as the training
@@ -27,7 +34,8 @@ An ensemble file (JSON) names member folders and weights:
     {"members": [{"model": "fer2013_holonet48_3conv-s_concat", "weight": 0.4}, ...],
      "fusion": "weighted mean of probabilities", ...}
 
-Member folders are resolved next to the file. ``load(path)`` takes either.
+Member folders are resolved next to the file; weights must be finite, non-negative and not all
+zero (a ModelError naming the file otherwise). ``load(path)`` takes either.
 """
 from __future__ import annotations
 
@@ -42,7 +50,7 @@ import numpy as np
 import caffe
 from caffe.inference import optimize
 
-from .classes import CLASS_NAMES, reorder_columns
+from .classes import CLASS_NAMES, label_mapping, reorder_columns
 from .faces.crop import AFEW_128, CropSpec, cut_crop
 from .fusion import fuse_models
 
@@ -104,6 +112,8 @@ class FaceCrops:
         spec; ``default`` stands for None (without it, None is the release's 128x128 crop)."""
         if len(images) != len(landmarks):
             raise ModelError(f"{len(images)} images but {len(landmarks)} landmark sets")
+        for i, image in enumerate(images):
+            check_pixels(image, f"image {i}")
         by_spec: dict[CropSpec | None, np.ndarray] = {}
         for spec in dict.fromkeys(specs):
             if spec is None and default is not None:
@@ -124,6 +134,67 @@ def _stack(crops: list[np.ndarray], size: int) -> np.ndarray:
     return np.stack(crops) if crops else np.zeros((0, size, size), np.uint8)
 
 
+def check_pixels(faces: np.ndarray, what: str = "faces") -> None:
+    """Refuse anything but uint8 pixels (0..255): floats (0..1 or 0..255, NaN), 16-bit images and
+    other integers would be scored as if they were 0..255 pixels; the error says how to convert."""
+    dtype = np.asarray(faces).dtype
+    if dtype == np.uint8:
+        return
+    if np.issubdtype(dtype, np.floating):
+        hint = ("floats in 0..1: (x * 255).round().astype(np.uint8); floats in 0..255: "
+                "x.round().astype(np.uint8); NaN pixels have no valid value")
+    elif dtype in (np.uint16, np.int16):
+        hint = "a 16-bit image: (x >> 8).astype(np.uint8), or cv2.imread without IMREAD_UNCHANGED"
+    elif np.issubdtype(dtype, np.integer):
+        hint = "integers in 0..255: x.astype(np.uint8)"
+    else:
+        hint = "8-bit pixel values"
+    raise ModelError(f"{what} must be uint8 pixels (0..255), got dtype {dtype}; convert {hint}")
+
+
+def check_weights(weights: Sequence[float], where: str) -> list[float]:
+    """An ensemble's weights as floats: finite, non-negative, not all zero (ModelError naming ``where``)."""
+    try:
+        values = [float(w) for w in weights]
+    except (TypeError, ValueError) as exc:
+        raise ModelError(f"{where}: weights must be numbers ({exc})") from None
+    if not values:
+        raise ModelError(f"{where}: no members")
+    bad = [w for w in values if not np.isfinite(w) or w < 0]
+    if bad:
+        raise ModelError(f"{where}: weights must be finite and non-negative, got {bad[0]:g} in {values}")
+    if not sum(values) > 0:
+        raise ModelError(f"{where}: the weights are all zero {values}: at least one member must weigh more than 0")
+    return values
+
+
+def _check_preprocessing(prep: Preprocessing) -> None:
+    """Values of a model description that would score wrongly or fail late: class names that are
+    not the seven classes, a mean or scale that is not a finite number of the right size."""
+    if isinstance(prep.classes, str) or not all(isinstance(c, str) for c in prep.classes):
+        raise ModelError(f"classes must be a list of class names, got {prep.classes!r}")
+    try:
+        label_mapping(list(prep.classes))
+    except ValueError as exc:
+        raise ModelError(f"classes: {exc}") from None
+    if prep.channels not in (1, 3):
+        raise ModelError(f"channels must be 1 or 3, got {prep.channels}")
+    if prep.input_size < 1 or prep.tencrop_pad < 0 or prep.tencrop_pad >= prep.input_size:
+        raise ModelError(f"input_size must be positive and tencrop_pad in 0..input_size-1, got "
+                         f"input_size {prep.input_size}, tencrop_pad {prep.tencrop_pad}")
+    if len(prep.mean_value) not in (0, 1, prep.channels) or not np.all(np.isfinite(prep.mean_value)):
+        raise ModelError(f"mean_value must be 1 or {prep.channels} finite numbers, got {list(prep.mean_value)}")
+    if not np.isfinite(prep.scale) or prep.scale == 0:
+        raise ModelError(f"scale must be a finite non-zero number, got {prep.scale}")
+    if prep.mean_image is not None:
+        wanted = (prep.channels, prep.input_size, prep.input_size)
+        if tuple(prep.mean_image.shape) != wanted:
+            raise ModelError(f"the mean image is {' x '.join(map(str, prep.mean_image.shape))}, the input "
+                             f"{' x '.join(map(str, wanted))}")
+        if not np.all(np.isfinite(prep.mean_image)):
+            raise ModelError("the mean image holds NaN or infinite values")
+
+
 class EmotionModel:
     """A deploy net with its weights and preprocessing; ``probs`` scores face crops."""
 
@@ -131,11 +202,32 @@ class EmotionModel:
                  name: str = "", batch: int = 128) -> None:
         self.name = name or Path(weights).stem
         self.prep = prep
-        self.batch = batch
+        if isinstance(batch, bool) or not isinstance(batch, (int, np.integer)) or batch < 1:
+            raise ModelError(f"{self.name}: batch must be a positive integer, got {batch!r}")
+        self.batch = int(batch)
+        _check_preprocessing(prep)
         self.net = caffe.Net(str(deploy), caffe.TEST, weights=str(weights))
+        self._check_net(Path(deploy))
+        self._fast = optimize(self.net)
+
+    def _check_net(self, deploy: Path) -> None:
+        """The net takes the preprocessing's input and gives one output per class (at load, not
+        after a video has been read)."""
+        prep = self.prep
+        if "data" not in self.net.blobs:
+            raise ModelError(f"{deploy}: no input blob 'data'")
+        shape = tuple(self.net.blobs["data"].data.shape)
+        wanted = (prep.channels, prep.input_size, prep.input_size)
+        if len(shape) != 4 or shape[1:] != wanted:
+            raise ModelError(f"the net {deploy} takes {' x '.join(map(str, shape[1:]))} but the preprocessing "
+                             f"gives {' x '.join(map(str, wanted))} (channels x input_size x input_size)")
         if prep.output not in self.net.blobs:
             raise ModelError(f"{deploy}: no output blob '{prep.output}'")
-        self._fast = optimize(self.net)
+        out = self.net.blobs[prep.output].data
+        per_item = int(np.prod(out.shape[1:])) if out.ndim > 1 else 1
+        if per_item != len(prep.classes):
+            raise ModelError(f"{deploy}: output '{prep.output}' has {per_item} values per face but "
+                             f"{len(prep.classes)} classes are named ({', '.join(prep.classes)})")
 
     @classmethod
     def from_dir(cls, folder: str | Path, batch: int = 128) -> "EmotionModel":
@@ -144,8 +236,11 @@ class EmotionModel:
         for name in MODEL_FILES:
             if not (folder / name).is_file():
                 raise ModelError(f"{folder}: model folder without {name}")
-        return cls(folder / "deploy.prototxt", folder / "model.caffemodel",
-                   Preprocessing.from_json(folder / "model.json"), name=folder.name, batch=batch)
+        prep = Preprocessing.from_json(folder / "model.json")
+        try:
+            return cls(folder / "deploy.prototxt", folder / "model.caffemodel", prep, name=folder.name, batch=batch)
+        except ModelError as exc:
+            raise ModelError(f"{folder / 'model.json'}: {exc}") from None
 
     def _to_input(self, faces: np.ndarray) -> np.ndarray:
         """uint8 faces (N x H x W or N x H x W x 3) -> float32 N x C x H x W, mean and scale applied."""
@@ -187,6 +282,7 @@ class EmotionModel:
         if faces.ndim not in (3, 4) or (faces.ndim == 4 and faces.shape[-1] not in (1, 3)):
             raise ModelError(f"{self.name}: faces must be N x H x W (gray) or N x H x W x 3 (BGR), "
                              f"got shape {faces.shape}")
+        check_pixels(faces, f"{self.name}: faces")
         size = self.prep.input_size
         faces = self._resize(faces, size)
         if tta == "none":
@@ -232,7 +328,7 @@ class Ensemble:
     def __init__(self, members: Sequence[EmotionModel], weights: Sequence[float], name: str = "ensemble") -> None:
         if len(members) != len(weights) or not members:
             raise ModelError(f"{name}: {len(members)} members but {len(weights)} weights")
-        self.members, self.weights, self.name = list(members), list(weights), name
+        self.members, self.weights, self.name = list(members), check_weights(weights, name), name
 
     @classmethod
     def from_file(cls, path: str | Path, batch: int = 128, loaded: dict[Path, EmotionModel] | None = None
@@ -244,6 +340,7 @@ class Ensemble:
             entries = [(m["model"], float(m["weight"])) for m in spec["members"]]
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise ModelError(f"{path}: not an ensemble file with members [{{model, weight}}] ({exc})") from exc
+        check_weights([w for _, w in entries], str(path))
         loaded = {} if loaded is None else loaded
         members = []
         for model, _ in entries:

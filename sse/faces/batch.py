@@ -1,13 +1,20 @@
 """Many videos: worker processes, a progress bar, resume, the final summary.
 
-A video whose folder already holds a finished manifest made with the same output settings is
-skipped; any other folder is (re)done from scratch. Each worker process loads the models once. The
-list files are rebuilt from every finished manifest under the output folder (lists.py).
+A video whose folder already holds a finished manifest made with the same output settings from
+the same source (video.source_key: path, size, time) is skipped; any other folder is (re)done from
+scratch. Each worker process loads the models once. The list files are rebuilt from every finished
+manifest under the output folder (lists.py).
+
+Also what the command lines that run batches share: ``discover_outside`` finds the inputs but
+never inside the output folder (a second run would take its own crops and sheets for new photos);
+``quiet_decoders`` keeps FFmpeg's own messages ("moov atom not found") off the terminal, where the
+tools' one-line reports say what could not be read.
 """
 
 from __future__ import annotations
 
 import multiprocessing
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +22,8 @@ from pathlib import Path
 import cv2
 from tqdm import tqdm
 
-from .inputs import VideoJob
+from .errors import FacesError, InputNotFoundError
+from .inputs import VideoJob, discover
 from .lists import ListsWritten, write_lists
 from .pipeline import FaceModels, PipelineConfig
 from .video import is_done, process_video, read_manifest
@@ -70,8 +78,65 @@ class Summary:
         return "\n".join(lines)
 
 
+def quiet_decoders() -> None:
+    """Keep the decoders' own log lines off stderr: FFmpeg inside OpenCV (OPENCV_FFMPEG_LOGLEVEL,
+    read when OpenCV first opens a video; a value the user set is kept) and inside PyAV. What
+    cannot be read is reported by the tools, in one line per input."""
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
+    try:
+        import av.logging
+    except ImportError:
+        return
+    if av.logging.get_level() is not None:  # PyAV < 13 logs by default
+        av.logging.set_level(av.logging.PANIC)
+
+
+def _within(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
+
+
+def discover_outside(inputs: list[Path], out: Path, label_csv: Path | None = None,
+                     image_folders: str = "auto", output_roots: list[Path] | None = None) -> list[VideoJob]:
+    """``inputs.discover`` without what lies in the output folder ``out`` when ``out`` is inside an
+    input folder (the tool's own crops, sheets and annotated pictures are not new inputs).
+
+    An input folder that is ``out`` is refused; one inside ``out`` is read as given, unless a
+    video's outputs (``<root>/<video id>`` for each of ``output_roots``, default ``[out]``) would
+    land inside it, where the next run would read them back: that is refused too."""
+    out_real = Path(out).resolve()
+    roots = [Path(p).resolve() for p in inputs]
+    for path, root in zip(inputs, roots):
+        if root == out_real and Path(path).is_dir():
+            raise FacesError(f"{path}: the input folder is the output folder; its outputs would be read "
+                             "back as inputs next time: choose another --out")
+    jobs = discover(inputs, label_csv, image_folders)
+    deliberate = [(path, r) for path, r in zip(inputs, roots) if _within(r, out_real) and r.is_dir()]
+    kept = [job for job in jobs if not _within(_real(job.path), out_real)
+            or any(_within(_real(job.path), r) for _, r in deliberate)]
+    for path, root in zip(inputs, roots):
+        if root.is_dir() and _within(out_real, root) and not any(_within(_real(j.path), root) for j in kept):
+            raise InputNotFoundError(f"{path}: no video or image found in this folder outside the output "
+                                     f"folder {out}")
+    for job in kept:
+        for base in output_roots or [Path(out)]:
+            folder = base.resolve() / job.video_id
+            for path, root in deliberate:
+                if _within(folder, root):
+                    raise FacesError(f"{path}: the outputs of {job.video_id} would be written to "
+                                     f"{base / job.video_id}, inside this input folder, and read back as "
+                                     "inputs next time: choose an --out that does not hold the inputs")
+    return kept
+
+
+def _real(path: Path) -> Path:
+    """The path with its folder resolved (a symlinked clip keeps its own name)."""
+    path = Path(path)
+    return path.parent.resolve() / path.name
+
+
 def _init_worker(config: PipelineConfig, single_thread: bool = False) -> None:
     global _worker_models, _worker_config
+    quiet_decoders()
     if single_thread:
         cv2.setNumThreads(1)  # the worker processes already share the cores
     _worker_config = config
@@ -96,10 +161,13 @@ def run_batch(
     With ``lists`` false (one share of inputs split between processes, possibly on several machines,
     writing into one folder) the list files are left alone: they are built once, after every share.
     """
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"the number of worker processes must be a positive integer, got {workers!r}")
+    quiet_decoders()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     summary = Summary()
-    todo = [job for job in jobs if not is_done(out_dir / job.video_id, config)]
+    todo = [job for job in jobs if not is_done(out_dir / job.video_id, config, job.path)]
     summary.skipped = len(jobs) - len(todo)
     show = sys.stderr.isatty() if progress is None else progress
     bar = tqdm(total=len(todo), unit="video", disable=not show, file=sys.stderr)

@@ -5,7 +5,9 @@
 Writes DIR/<video id>/ (crops, manifest.json, contact_sheet.png), and, from every finished video in
 DIR, DIR/list.txt, DIR/frames.csv, DIR/videos.txt and DIR/labels.txt (see sse.faces.video and
 sse.faces.lists for the formats); prints a summary that names every input or frame it could not
-use. Re-running with the same settings skips the finished videos.
+use. Re-running with the same settings skips the finished videos made from the same sources (path,
+size, time). An --out inside an input folder is left out of the inputs; bad option values (--jobs 0)
+are refused before any input is read.
 
 --shard K/N (or torchrun's / srun's rank and world size) processes every N-th input from the K-th
 (counted from 0) and leaves the list files alone; once all shares are done, running the same
@@ -23,10 +25,10 @@ from caffe.launch import add_shard_argument, resolve_shard
 from caffe.tools.cli_util import report_error
 
 from .align import ANCHOR_SETS
-from .batch import run_batch
+from .batch import discover_outside, quiet_decoders, run_batch
 from .detect import SECOND_DETECTORS
 from .errors import FacesError
-from .inputs import IMAGE_FOLDER_MODES, discover
+from .inputs import IMAGE_FOLDER_MODES
 from .pipeline import FACES_MODES, PipelineConfig
 
 
@@ -76,9 +78,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def check_options(args: argparse.Namespace) -> None:
+    """Refuse option values the pipeline cannot use, before any input is read (one-line error)."""
+    for flag, value, least in (("--jobs", args.jobs, 1), ("--stride", args.stride, 1),
+                               ("--detect-every", args.detect_every, 1), ("--size", args.size, 16),
+                               ("--upsample", args.upsample, 0), ("--detect-width", args.detect_width, 0),
+                               ("--max-gap", args.max_gap, 0)):
+        if value < least:
+            raise ValueError(f"{flag} must be at least {least}, got {value}")
+    for flag, value in (("--psr-threshold", args.psr_threshold), ("--identity-threshold", args.identity_threshold),
+                        ("--mirror-yaw", args.mirror_yaw[0]), ("--mirror-yaw", args.mirror_yaw[1])):
+        if value != value:
+            raise ValueError(f"{flag} must be a number, got {value}")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    quiet_decoders()
     try:
+        check_options(args)
         config = PipelineConfig(
             stride=args.stride,
             detect_every=args.detect_every,
@@ -100,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
             identity_model=str(args.identity_model) if args.identity_model else None,
         )
         shard = resolve_shard(args.shard)
-        jobs = shard.select(discover(args.inputs, args.label_csv, args.image_folders))
+        jobs = shard.select(discover_outside(args.inputs, args.out, args.label_csv, args.image_folders))
         summary = run_batch(
             jobs, args.out, config, args.jobs, progress=False if args.no_progress else None, lists=shard.count == 1
         )

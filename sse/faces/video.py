@@ -5,6 +5,8 @@ digits>.png`, directly in the folder for the target (`faces='target'`, the defau
 per person `p<person id>/` (`faces='all'`); `contact_sheet.png` (person 1's frames); `manifest.json`:
 
     {"format": "sse.faces.manifest/2", "video": id, "source": path, "label": int | null,
+     "source_key": {"path": absolute path, "size": bytes, "mtime_ns": int} (a folder of frames:
+                   {"path", "files": n, "size": total bytes, "listing": digest of names, sizes, times}),
      "status": "ok" | "no_face" | "unreadable" | "error", "reason": str,
      "settings": {...PipelineConfig.output_settings()...}, "backend": "opencv" | "pyav" | "images",
      "fps": float | null, "frame_size": [w, h], "frames_sampled": n, "counts": {status: n}, "crops": n,
@@ -28,18 +30,28 @@ is the kept person holding most of its frames (a track split by identity feeds t
 no kept person (too few frames, or not the target with faces='target') have person null.
 
 The manifest is written last and atomically, so its presence marks a finished video; a folder
-without one is a half-done video that a resumed run redoes (after removing its stale crops).
+without one is a half-done video that a resumed run redoes (after removing its stale crops). A
+video is finished only for the source it was made from: a manifest whose `source_key` is not the
+input's now (another folder's file of the same id, or the same path with a changed picture) is
+redone. Redoing a video removes only what the pipeline wrote there (the crops its manifest lists,
+or without a manifest the files named as crops, the contact sheet, the manifest): anything else a
+user put into the folder stays.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
-import shutil
+import os
+import re
 import time
 from pathlib import Path
 
+from caffe.atomic import remove_leftovers
+
 from . import atomic
 from .contact import contact_sheet, pick_evenly
+from .decode import list_images
 from .errors import FacesError, UnreadableMediaError
 from .inputs import VideoJob
 from .pipeline import FaceModels, PipelineConfig, analyse, render
@@ -48,6 +60,8 @@ MANIFEST = "manifest.json"
 MANIFEST_FORMAT = "sse.faces.manifest/2"
 CONTACT_SHEET = "contact_sheet.png"
 SHEET_TILES = 48
+_CROP_NAME = re.compile(r"^(?:p\d+/)?\d{6,}\.png$")
+_PERSON_FOLDER = re.compile(r"^p\d+$")
 
 
 def crop_name(index: int, person: int | None = None) -> str:
@@ -65,10 +79,59 @@ def read_manifest(video_dir: Path) -> dict | None:
     return manifest if manifest.get("complete") is True else None
 
 
-def is_done(video_dir: Path, config: PipelineConfig) -> bool:
-    """True if the folder holds a finished manifest made with the same output settings."""
+def source_key(path: Path) -> dict:
+    """What a finished video is keyed by besides its id: the source's absolute path, size and
+    modification time (a folder of frames: its images' count, total size and a digest of their
+    names, sizes and times), so that another file of the same id or a changed file is redone."""
+    path = Path(path)
+    key: dict = {"path": os.path.abspath(path)}
+    try:
+        if path.is_dir():
+            stats = [(f.name, f.stat()) for f in list_images(path)]
+            listing = "\n".join(f"{name}\t{st.st_size}\t{st.st_mtime_ns}" for name, st in stats)
+            key.update(files=len(stats), size=sum(st.st_size for _, st in stats),
+                       listing=hashlib.sha256(listing.encode("utf-8", "surrogateescape")).hexdigest())
+        else:
+            st = path.stat()
+            key.update(size=st.st_size, mtime_ns=st.st_mtime_ns)
+    except OSError as exc:
+        key["error"] = exc.strerror or str(exc)
+    return key
+
+
+def is_done(video_dir: Path, config: PipelineConfig, source: Path) -> bool:
+    """True if the folder holds a finished manifest made with the same output settings from the
+    same source (``source_key``)."""
     manifest = read_manifest(video_dir)
-    return manifest is not None and manifest.get("settings") == config.output_settings()
+    return (manifest is not None and manifest.get("settings") == config.output_settings()
+            and manifest.get("source_key") == source_key(source))
+
+
+def clear_video_dir(video_dir: Path) -> None:
+    """Remove what the pipeline wrote into a video's folder (the crops its manifest lists, or
+    without a finished manifest every file named as a crop; the contact sheet; the manifest last),
+    and person folders left empty; nothing else."""
+    video_dir = Path(video_dir)
+    manifest = read_manifest(video_dir)
+    if manifest is not None:
+        crops = {f["crop"] for f in manifest.get("frames", [])
+                 if isinstance(f, dict) and isinstance(f.get("crop"), str)}
+    else:
+        crops = {p.relative_to(video_dir).as_posix() for p in video_dir.glob("*.png")}
+        crops |= {p.relative_to(video_dir).as_posix() for p in video_dir.glob("p*/*.png")}
+    for name in sorted(crops):
+        if _CROP_NAME.match(name):
+            (video_dir / name).unlink(missing_ok=True)
+    (video_dir / CONTACT_SHEET).unlink(missing_ok=True)
+    (video_dir / MANIFEST).unlink(missing_ok=True)
+    for folder in [video_dir, *sorted(video_dir.glob("p*"))]:
+        if folder == video_dir or (folder.is_dir() and _PERSON_FOLDER.match(folder.name)):
+            remove_leftovers(folder)
+            if folder != video_dir:
+                try:
+                    folder.rmdir()  # only when empty
+                except OSError:
+                    pass
 
 
 def process_video(job: VideoJob, out_dir: Path, config: PipelineConfig, models: FaceModels) -> dict:
@@ -78,12 +141,13 @@ def process_video(job: VideoJob, out_dir: Path, config: PipelineConfig, models: 
     so a batch goes on."""
     video_dir = Path(out_dir) / job.video_id
     if video_dir.exists():
-        shutil.rmtree(video_dir)
-    video_dir.mkdir(parents=True)
+        clear_video_dir(video_dir)
+    video_dir.mkdir(parents=True, exist_ok=True)
     manifest = {
         "format": MANIFEST_FORMAT,
         "video": job.video_id,
         "source": str(job.path),
+        "source_key": source_key(job.path),
         "label": job.label,
         "status": "ok",
         "reason": "",

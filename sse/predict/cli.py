@@ -8,7 +8,9 @@ resumable as sse-preprocess is), then every model on every crop (sse.predict.mod
 then per video DIR/<video id>/ (files in sse.predict.video), and for the whole run
 DIR/predictions.csv (every video's rows, inputs in order) and DIR/summary.json (every video's
 summary, and every input that could not be used with the reason). A rerun skips the videos whose
-summary was written with the same models and settings.
+summary was written with the same models and settings from the same source (path, size and
+modification time: another folder's x.jpg, or a changed x.jpg, is redone). DIR inside an input
+folder is not read as input. Options and models are checked before any video is read.
 
 --shard K/N (or torchrun's / srun's rank and world size) takes every N-th video from the K-th
 (counted from 0) and writes its videos' folders only; once every shard is done, the same command
@@ -29,10 +31,10 @@ from tqdm import tqdm
 from caffe.errors import CaffeError
 from caffe.launch import add_shard_argument, resolve_shard
 from sse.faces import atomic
-from sse.faces.batch import run_batch
+from sse.faces.batch import discover_outside, quiet_decoders, run_batch
 from sse.faces.detect import SECOND_DETECTORS
 from sse.faces.errors import FacesError
-from sse.faces.inputs import IMAGE_FOLDER_MODES, discover
+from sse.faces.inputs import IMAGE_FOLDER_MODES
 from sse.faces.pipeline import PipelineConfig
 from sse.faces.video import read_manifest
 from sse.shipped import TTA_MODES, ModelError
@@ -77,20 +79,46 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def usable_inputs(inputs: list[Path], image_folders: str = "auto") -> tuple[list[Path], list[tuple[str, str]]]:
-    """The inputs discover() accepts, and (input, reason) for each one it refuses."""
+def usable_inputs(inputs: list[Path], image_folders: str = "auto", out: Path | None = None
+                  ) -> tuple[list[Path], list[tuple[str, str]]]:
+    """The inputs discovery accepts (outside the output folder ``out``: see
+    sse.faces.batch.discover_outside), and (input, reason) for each one it refuses."""
     good, bad = [], []
     for path in inputs:
         try:
-            discover([path], image_folders=image_folders)
+            _discover([path], image_folders, out)
             good.append(path)
         except (FacesError, ValueError, OSError) as exc:
             bad.append((str(path), str(exc)))
     return good, bad
 
 
+def _discover(inputs: list[Path], image_folders: str, out: Path | None) -> list:
+    if out is None:
+        from sse.faces.inputs import discover
+        return discover(inputs, image_folders=image_folders)
+    jobs = discover_outside(inputs, out, image_folders=image_folders, output_roots=[out, out / FACES_DIR])
+    ids = {job.video_id: job.path for job in jobs}
+    for job in jobs:
+        inner = job.video_id[len(FACES_DIR) + 1:] if job.video_id.startswith(FACES_DIR + "/") else None
+        if inner in ids:
+            raise FacesError(f"{job.path} and {ids[inner]} map to one output folder {out / job.video_id} (its "
+                             f"predictions, and the face pipeline's crops of {inner}): rename one of them")
+    return jobs
+
+
+def check_options(args: argparse.Namespace) -> None:
+    """Refuse option values that cannot work, before any model is loaded or video read."""
+    for flag, value, least in (("--batch", args.batch, 1), ("--jobs", args.jobs, 1), ("--stride", args.stride, 1),
+                               ("--detect-every", args.detect_every, 1), ("--size", args.size, 16)):
+        if value < least:
+            raise ValueError(f"{flag} must be at least {least}, got {value}")
+
+
 def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
+    check_options(args)
+    quiet_decoders()
     scorers = load_scorers(args.model, args.batch)
     main_scorer = primary(scorers)
     config = PipelineConfig(stride=args.stride, detect_every=args.detect_every, size=args.size,
@@ -98,14 +126,14 @@ def run(args: argparse.Namespace) -> int:
                             landmarks_model=str(args.landmarks_model) if args.landmarks_model else None,
                             identity_model=str(args.identity_model) if args.identity_model else None)
     shard = resolve_shard(args.shard)
-    good, refused = usable_inputs(args.inputs, args.image_folders)
-    jobs = shard.select(discover(good, image_folders=args.image_folders)) if good else []
+    good, refused = usable_inputs(args.inputs, args.image_folders, args.out)
+    jobs = shard.select(_discover(good, args.image_folders, args.out)) if good else []
     out = args.out
     faces_dir = out / FACES_DIR
     show = sys.stderr.isatty() and not args.no_progress
     failures = [{"input": path, "status": "refused", "reason": reason} for path, reason in refused]
     if jobs:
-        run_batch(jobs, faces_dir, config, max(1, args.jobs), progress=show, lists=shard.count == 1)
+        run_batch(jobs, faces_dir, config, args.jobs, progress=show, lists=shard.count == 1)
     settings = {"models": [s.name for s in scorers], "primary": main_scorer.name, "tta": args.tta,
                 "annotate": args.annotate, "faces": config.output_settings()}
     summaries, csv_parts, frames = [], [], 0
@@ -122,7 +150,7 @@ def run(args: argparse.Namespace) -> int:
                              "status": "undecodable", "reason": bad["reason"]})
         video_out = out / job.video_id
         try:
-            if not is_done(video_out, settings):
+            if not is_done(video_out, settings, manifest):
                 predict_video(manifest, faces_dir, video_out, scorers, main_scorer, args.tta, settings, args.annotate)
             summaries.append(_read_json(video_out / SUMMARY))
             csv_parts.append((video_out / PREDICTIONS).read_text(encoding="utf-8").split("\n", 1)[1])

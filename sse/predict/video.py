@@ -17,17 +17,23 @@ pipeline's crop, resized.
 * ``contact_sheet.png``: up to 48 crops of each person, framed and captioned with the prediction;
 * with ``annotate``: ``annotated.mp4`` (a video) or ``annotated.png`` (a photo), every face boxed
   with its person, predicted class, probability and bars;
-* ``summary.json`` last (its presence, with the same settings, marks the video as done):
-  ``{"format": "sse.predict.summary/1", "video", "source", "fps", "settings", "primary",
+* ``summary.json`` last (its presence, with the same settings and the ``source_key`` of the face
+  pipeline's manifest, i.e. the same source path, size and time, marks the video as done):
+  ``{"format": "sse.predict.summary/1", "video", "source", "source_key", "fps", "settings", "primary",
   "people": [{"person", "frames", "first", "last", "seconds", "models": {model: {"mean": {class: p},
   "dominant": class}}, "mean", "dominant"}], "complete": true}`` (``mean`` and ``dominant`` of the
   primary model).
+
+Redoing a video first removes what an earlier run wrote into its folder (summary.json first, then
+predictions.csv, the timelines, the sheet, annotated.mp4/png), so no file of another source or
+another set of people is left beside the new ones; other files in the folder stay.
 """
 from __future__ import annotations
 
 import csv
 import io
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -118,18 +124,34 @@ def model_crops(manifest: dict, faces: Faces, specs: Sequence[CropSpec | None]) 
     return FaceCrops(by_spec)
 
 
-def is_done(video_out: Path, settings: dict) -> bool:
-    """True if the folder holds a finished summary made with the same settings."""
+def is_done(video_out: Path, settings: dict, manifest: dict) -> bool:
+    """True if the folder holds a finished summary made with the same settings from the source the
+    face pipeline's ``manifest`` was made from (its ``source_key``)."""
     try:
         summary = json.loads((video_out / SUMMARY).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
-    return summary.get("complete") is True and summary.get("settings") == settings
+    return (isinstance(summary, dict) and summary.get("complete") is True and summary.get("settings") == settings
+            and manifest.get("source_key") is not None and summary.get("source_key") == manifest.get("source_key"))
+
+
+_WRITTEN = re.compile(r"^(?:predictions\.csv|contact_sheet\.png|timeline_p\d+\.png|annotated\.(?:mp4|png))$")
+
+
+def clear_video_out(video_out: Path) -> None:
+    """Remove the files an earlier run wrote into a video's folder (summary.json first, so an
+    interrupted clear leaves the video unfinished); nothing else."""
+    (video_out / SUMMARY).unlink(missing_ok=True)
+    if video_out.is_dir():
+        for path in sorted(video_out.iterdir()):
+            if _WRITTEN.match(path.name) and path.is_file():
+                path.unlink(missing_ok=True)
 
 
 def predict_video(manifest: dict, faces_dir: Path, video_out: Path, scorers: Sequence[Scorer], primary: Scorer,
                   tta: str, settings: dict, annotate: bool) -> dict:
     """Score the video's crops with every scorer and write its folder; returns the summary."""
+    clear_video_out(video_out)
     faces = read_faces(manifest, faces_dir)
     crops = model_crops(manifest, faces, list(dict.fromkeys(spec for s in scorers for spec in s.crop_specs())))
     probs = {s.name: s.score(crops, tta) for s in scorers}
@@ -163,7 +185,8 @@ def predict_video(manifest: dict, faces_dir: Path, video_out: Path, scorers: Seq
         atomic.write_png(video_out / "contact_sheet.png", sheet(tiles))
     if annotate:
         annotate_source(Path(manifest["source"]), manifest, faces, main, video_out)
-    summary = {"format": SUMMARY_FORMAT, "video": manifest["video"], "source": manifest["source"], "fps": fps,
+    summary = {"format": SUMMARY_FORMAT, "video": manifest["video"], "source": manifest["source"],
+               "source_key": manifest.get("source_key"), "fps": fps,
                "settings": settings, "primary": primary.name, "people": people, "complete": True}
     atomic.write_json(video_out / SUMMARY, summary)
     return summary

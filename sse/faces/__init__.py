@@ -9,7 +9,10 @@ Modules, in the order the data flows:
   landmarks   dlib 68-point shape predictor and where its model file is found
   track       correlation trackers between detections, IoU association; a cut ends every track
   identity    dlib's 128-D face descriptor, face chips, bounded chip sampling per track
-  people      tracks split by identity and joined into people (descriptor distance and position)
+  quality     when a face's descriptor is evidence of identity (size, sharpness, pose, landmark fit);
+              when a track is not a face at all
+  people      false faces screened out; tracks split by identity and joined into people (trusted
+              descriptors and position); what each track became and why
   face_model  mean 68-point shape, generic 3D face, crop template
   align       similarity alignment to the template
   frontalize  head pose (solvePnP) and frontal rendering with symmetric filling

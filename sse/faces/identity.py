@@ -7,8 +7,8 @@ found like the landmark model: an explicit path (`--identity-model`), the `model
 
 A descriptor costs about 0.1 s on one CPU core, so the pipeline does not describe every frame: on
 the frames where a track is detected it cuts the 150x150 face chip (about 1 ms; `ChipSampler` keeps
-a bounded, evenly thinned set of them per track), and describes only a few chips per track once the
-clip is read (see people.py).
+a bounded, evenly thinned set of them per track, each with its quality: quality.py), and describes
+only a few chips per track once the clip is read (see people.py).
 """
 
 from __future__ import annotations
@@ -62,7 +62,8 @@ class FaceDescriptor:
 
 
 class ChipSampler:
-    """At most `capacity` face chips of one track, spread evenly over its frames.
+    """At most `capacity` face chips of one track, spread evenly over its frames, with the quality
+    of each (quality.FaceQuality) when the caller measures it.
 
     Chips are added in frame order; when the set is full every other chip is dropped, so memory
     stays bounded (capacity x 66 KB) on long tracks while the kept chips still span the track."""
@@ -72,6 +73,7 @@ class ChipSampler:
             raise ValueError(f"chip capacity must be >= 2, got {capacity}")
         self.capacity = capacity
         self.chips: dict[int, np.ndarray] = {}
+        self.qualities: dict[int, object] = {}
         self._step = 1
         self._seen = 0
 
@@ -79,12 +81,16 @@ class ChipSampler:
         """Whether the next offered chip will be kept (callers skip cutting it otherwise)."""
         return self._seen % self._step == 0
 
-    def add(self, index: int, chip_source) -> None:
-        """Offer the chip of frame `index`; `chip_source()` cuts it, called only if it is kept."""
+    def add(self, index: int, chip_source, quality_of=None) -> None:
+        """Offer the chip of frame `index`; `chip_source()` cuts it and `quality_of(chip)` measures
+        it, both called only if it is kept."""
         if self.wants():
-            self.chips[index] = chip_source()
+            chip = self.chips[index] = chip_source()
+            if quality_of is not None:
+                self.qualities[index] = quality_of(chip)
             if len(self.chips) > self.capacity:
                 self.chips = dict(sorted(self.chips.items())[::2])
+                self.qualities = {i: q for i, q in self.qualities.items() if i in self.chips}
                 self._step *= 2
         self._seen += 1
 

@@ -33,6 +33,7 @@ class Track:
     track_id: int
     boxes: dict[int, Box] = field(default_factory=dict)
     status: dict[int, str] = field(default_factory=dict)  # 'detected' | 'tracked'
+    scores: dict[int, float] = field(default_factory=dict)  # HOG detector score on its HOG detections
     active: bool = True
     misses: int = 0
     tracker: dlib.correlation_tracker | None = field(default=None, repr=False)
@@ -117,6 +118,7 @@ class MultiFaceTracker:
             box = detections[det_index].box
             track.boxes[index] = box
             track.status[index] = "detected"
+            _note_score(track, index, detections[det_index])
             track.misses = 0
             track.restart(image, box)
         for i, (track, box, psr) in enumerate(predicted):
@@ -135,6 +137,7 @@ class MultiFaceTracker:
                 track = Track(track_id=len(self.tracks))
                 track.boxes[index] = detection.box
                 track.status[index] = "detected"
+                _note_score(track, index, detection)
                 added += [(track, i, img) for i, img in self._follow_backwards(track, image, detection.box)]
                 track.restart(image, detection.box)
                 self.tracks.append(track)
@@ -172,3 +175,9 @@ class MultiFaceTracker:
         keep = iou[rows, cols] >= self.config.iou_threshold
         return list(rows[keep]), list(cols[keep])
 
+
+
+def _note_score(track: Track, index: int, detection: Detection) -> None:
+    """Keep the detector's score of a HOG detection (the second detectors score on other scales)."""
+    if detection.source == "hog":
+        track.scores[index] = detection.score

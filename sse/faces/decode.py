@@ -23,7 +23,9 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from .contact import pick_evenly
 from .errors import UnreadableMediaError
+from .shots import frame_difference, thumbnail
 
 VIDEO_EXTENSIONS = frozenset(
     {".avi", ".mp4", ".mkv", ".mov", ".webm", ".mpg", ".mpeg", ".m4v", ".wmv", ".flv", ".gif"}
@@ -60,20 +62,66 @@ _NUMBERED = re.compile(r"^(.*?)(\d+)(\D*)$")
 
 
 def is_frame_sequence(files: list[Path]) -> bool:
-    """Whether image files are the frames of one clip rather than a set of photos: all files named
-    `<prefix><number><suffix>` with one prefix and suffix (frame_0001.png, ...), and all of one size (read from the headers; unreadable files are not counted). Anything else
-    is a set of photos, each processed on its own."""
+    """Whether image files are the frames of one clip rather than a set of photos (folder_reading)."""
+    return folder_reading(files)[0]
+
+
+# A folder of numbered same-size images is a clip's frames unless more than this fraction of the
+# sampled neighbouring pairs differ as a shot cut does (shots.frame_difference >= CUT_DIFFERENCE).
+SAMPLED_PAIRS = 8
+CUT_DIFFERENCE = 0.08
+PHOTO_CUT_FRACTION = 0.5
+
+
+def folder_reading(files: list[Path]) -> tuple[bool, str]:
+    """(is a clip's frames, why) for the image files of one folder.
+
+    Frames of one clip are named `<prefix><number><suffix>` with one prefix and suffix
+    (frame_0001.png, ...), are all of one size (read from the headers; unreadable files are not
+    counted), and look alike from one to the next: of up to SAMPLED_PAIRS neighbouring pairs spread
+    over the folder, at most half differ as at a shot cut (shots.frame_difference on 64x36 gray
+    thumbnails, >= CUT_DIFFERENCE). A camera's IMG_0001.JPG ... IMG_0600.JPG passes the first two
+    tests but not the third. Anything else is a set of photos, each processed on its own."""
     if not files:
-        return False
+        return False, "no image"
     shapes = set()
     for path in files:
         match = _NUMBERED.match(path.stem)
         if match is None:
-            return False
+            return False, f"photos: {path.name} is not named <prefix><number>"
         shapes.add((match.group(1).lower(), match.group(3).lower(), path.suffix.lower()))
     if len(shapes) != 1:
-        return False
-    return len({size for size in map(_image_size, files) if size is not None}) <= 1
+        return False, "photos: the numbered names do not share one prefix and extension"
+    if len({size for size in map(_image_size, files) if size is not None}) > 1:
+        return False, "photos: the images are not all of one size"
+    if len(files) == 1:
+        return True, "a single numbered image"
+    cuts, compared = _neighbour_cuts(files)
+    if compared and cuts > PHOTO_CUT_FRACTION * compared:
+        return False, (f"photos: numbered names of one size, but {cuts} of {compared} sampled neighbouring pairs"
+                       " differ as at a shot cut")
+    return True, (f"numbered names of one size; {cuts} of {compared} sampled neighbouring pairs differ as at a"
+                  " shot cut")
+
+
+def _neighbour_cuts(files: list[Path]) -> tuple[int, int]:
+    """(pairs that differ as at a shot cut, pairs compared) over up to SAMPLED_PAIRS neighbouring
+    pairs spread evenly over the files (pairs with an unreadable image are not compared)."""
+    cuts = compared = 0
+    for start in pick_evenly(len(files) - 1, SAMPLED_PAIRS):
+        thumbs = [_thumbnail(files[start + k]) for k in (0, 1)]
+        if thumbs[0] is None or thumbs[1] is None:
+            continue
+        compared += 1
+        cuts += frame_difference(*thumbs) >= CUT_DIFFERENCE
+    return cuts, compared
+
+
+def _thumbnail(path: Path) -> np.ndarray | None:
+    """The shot-cut thumbnail of an image file (JPEGs decoded at 1/4 scale), None if unreadable."""
+    flag = cv2.IMREAD_REDUCED_GRAYSCALE_4 if path.suffix.lower() in (".jpg", ".jpeg") else cv2.IMREAD_GRAYSCALE
+    image = cv2.imread(str(path), flag)
+    return None if image is None else thumbnail(image)
 
 
 def _image_size(path: Path) -> tuple[int, int] | None:

@@ -2,9 +2,11 @@
 
 An input is a video file, a single image, an image folder or a tree (e.g. AFEW's Train/Angry/*.avi).
 In a tree every video file is one video. A folder that directly holds images is one image sequence
-when its images are the frames of a clip (decode.is_frame_sequence: numbered names, one size), and
-otherwise a set of photos, each photo its own "video" of one frame (no tracking or interpolation
-across photos); `image_folders` ('sequence' or 'photos') overrides that guess. A video's id (its
+when its images are the frames of a clip (decode.folder_reading: numbered names, one size, and
+neighbouring images alike, not shot cuts from one another), and otherwise a set of photos, each
+photo its own "video" of one frame (no tracking or interpolation across photos); `image_folders`
+('sequence' or 'photos') overrides that guess. Every job says how its input was read
+(`VideoJob.reading`, copied into the manifest and the summary). A video's id (its
 output folder under --out) is its path relative to the input's parent without the extension, e.g.
 `Train/Angry/000123` or `holiday/IMG_0042` for a photo; a file given directly is just its stem.
 
@@ -23,7 +25,7 @@ from pathlib import Path
 
 from sse.classes import CLASS_NAMES, class_index
 
-from .decode import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, is_frame_sequence, list_images
+from .decode import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, folder_reading, list_images
 from .errors import FacesError, InputNotFoundError, LabelError
 
 
@@ -34,6 +36,7 @@ class VideoJob:
     video_id: str
     path: Path
     label: int | None
+    reading: str = ""  # how the input was read: a video, a photo, an image folder as frames or as photos, and why
 
 
 def label_from_path(path: Path) -> int | None:
@@ -86,7 +89,7 @@ def discover(inputs: list[Path], label_csv: Path | None = None, image_folders: s
     if image_folders not in IMAGE_FOLDER_MODES:
         raise ValueError(f"image_folders must be one of {IMAGE_FOLDER_MODES}, got {image_folders!r}")
     csv_labels = read_label_csv(label_csv) if label_csv else {}
-    found: list[tuple[str, Path]] = []
+    found: list[tuple[str, Path, str]] = []
     for raw in inputs:
         path = Path(raw)
         if not path.exists():
@@ -94,14 +97,14 @@ def discover(inputs: list[Path], label_csv: Path | None = None, image_folders: s
         if path.is_file():
             if path.suffix.lower() not in VIDEO_EXTENSIONS | IMAGE_EXTENSIONS:
                 raise InputNotFoundError(f"{path}: not a video or image (extension {path.suffix!r})")
-            found.append((path.stem, path))
+            found.append((path.stem, path, "photo" if path.suffix.lower() in IMAGE_EXTENSIONS else "video"))
             continue
         before = len(found)
         found.extend(_walk(path, image_folders))
         if len(found) == before:
             raise InputNotFoundError(f"{path}: no video or image found in this folder")
     jobs, seen = [], {}
-    for video_id, path in found:
+    for video_id, path, reading in found:
         if video_id in seen:
             raise FacesError(f"two inputs map to the same output folder {video_id!r}: {seen[video_id]} and {path}")
         seen[video_id] = path
@@ -110,13 +113,13 @@ def discover(inputs: list[Path], label_csv: Path | None = None, image_folders: s
             if key in csv_labels:
                 label = csv_labels[key]
                 break
-        jobs.append(VideoJob(video_id, path, label))
+        jobs.append(VideoJob(video_id, path, label, reading))
     return jobs
 
 
-def _walk(root: Path, image_folders: str) -> list[tuple[str, Path]]:
-    """(id, path) of every video, sequence or photo under ``root``; ids are paths relative to
-    root's parent, taken as written (a symlinked clip keeps its name in the tree)."""
+def _walk(root: Path, image_folders: str) -> list[tuple[str, Path, str]]:
+    """(id, path, reading) of every video, sequence or photo under ``root``; ids are paths relative
+    to root's parent, taken as written (a symlinked clip keeps its name in the tree)."""
     base = Path(os.path.abspath(root)).parent
     found = []
     for folder, dirs, files in os.walk(root):
@@ -125,13 +128,19 @@ def _walk(root: Path, image_folders: str) -> list[tuple[str, Path]]:
         videos = sorted(f for f in files if Path(f).suffix.lower() in VIDEO_EXTENSIONS)
         for name in videos:
             path = folder_path / name
-            found.append((Path(os.path.abspath(path)).relative_to(base).with_suffix("").as_posix(), path))
+            found.append((Path(os.path.abspath(path)).relative_to(base).with_suffix("").as_posix(), path, "video"))
         if videos or not any(Path(f).suffix.lower() in IMAGE_EXTENSIONS for f in files):
             continue
         folder_id = Path(os.path.abspath(folder_path)).relative_to(base).as_posix()
         images = list_images(folder_path)
-        if image_folders == "sequence" or (image_folders == "auto" and is_frame_sequence(images)):
-            found.append((folder_id, folder_path))
+        if image_folders == "auto":
+            sequence, why = folder_reading(images)
         else:
-            found.extend((f"{folder_id}/{image.stem}", image) for image in images)
+            sequence, why = image_folders == "sequence", f"{image_folders}: as --image-folders says"
+        if sequence:
+            found.append((folder_id, folder_path, f"image folder {folder_id} read as frames of a clip ({why})"))
+        else:
+            why = why.removeprefix("photos: ")
+            reading = f"image folder {folder_id} read as {len(images)} photos ({why})"
+            found.extend((f"{folder_id}/{image.stem}", image, reading) for image in images)
     return found

@@ -6,7 +6,9 @@ least `ratio` times the mean difference of the last few frames (camera motion ra
 difference, a cut only one). On the clips in shared/data/media the cuts score 0.11-0.12 and the
 largest difference inside a shot 0.05. A cut ends every track (a correlation tracker would otherwise
 carry on onto whatever face is now at that place) and no gap is interpolated across it; photos of
-a set that is not a frame sequence are cuts from one another by construction.
+a set that is not a frame sequence are cuts from one another by construction. The same measure
+(`frame_difference`) tells a folder of numbered photos from a clip's frames (decode.py): most
+neighbouring photos differ as a cut does, neighbouring frames of a clip do not.
 """
 
 from __future__ import annotations
@@ -17,6 +19,16 @@ import cv2
 import numpy as np
 
 THUMBNAIL = (64, 36)
+
+
+def thumbnail(gray: np.ndarray) -> np.ndarray:
+    """The 64x36 float32 thumbnail the cut measure compares."""
+    return cv2.resize(gray, THUMBNAIL, interpolation=cv2.INTER_AREA).astype(np.float32)
+
+
+def frame_difference(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean absolute difference of two thumbnails, as a fraction of the 0-255 range."""
+    return float(np.abs(a - b).mean()) / 255.0
 
 
 class ShotCutDetector:
@@ -30,11 +42,11 @@ class ShotCutDetector:
 
     def is_cut(self, gray: np.ndarray) -> bool:
         """Whether this grayscale frame starts a new shot (the first frame does not)."""
-        thumb = cv2.resize(gray, THUMBNAIL, interpolation=cv2.INTER_AREA).astype(np.float32)
+        thumb = thumbnail(gray)
         previous, self._previous = self._previous, thumb
         if previous is None:
             return False
-        difference = float(np.abs(thumb - previous).mean()) / 255.0
+        difference = frame_difference(thumb, previous)
         usual = float(np.mean(self._recent)) if self._recent else 0.0
         self._recent.append(difference)
         return difference >= self.threshold and difference >= self.ratio * usual

@@ -10,6 +10,9 @@ Cases, each from an empty output folder (nothing resumed), best of --repeat runs
   + --annotate          the same and the annotated MP4 (the clip decoded a third time, every frame
                         drawn and encoded)
   + --tta tencrop       the same as sse-predict with ten views of every crop
+  shipped models        sse-predict with no --model: the shipped ensemble and every shipped model
+                        folder, each model cutting its own crop from the source frames (a second
+                        decode of the clip)
 The frame rate is the clip's source frames over the wall time of the command as a user runs it,
 in-process (interpreter start and imports excluded, model loading included). The CPU time of the
 process is given beside it: on a shared machine it says more than the wall time.
@@ -98,19 +101,22 @@ def main() -> int:
         def faces_alone(out: Path) -> None:
             run_batch(discover([args.clip]), out, config, args.jobs, progress=False)
 
-        def predict(*extra: str):
+        def predict(*extra: str, shipped: bool = False):
             def run(out: Path) -> None:
+                argv = [a for a in base if a not in model[:3] and a != "--model"] if shipped else base
                 with open(os.devnull, "w") as sink:
                     stdout, sys.stdout = sys.stdout, sink
                     try:
-                        assert predict_main(base + ["--out", str(out), *extra]) == 0
+                        assert predict_main(argv + ["--out", str(out), *extra]) == 0
                     finally:
                         sys.stdout = stdout
             return run
 
         cases = [("face pipeline alone (--faces all)", faces_alone), ("sse-predict", predict()),
                  ("sse-predict --annotate", predict("--annotate")),
-                 ("sse-predict --tta tencrop", predict("--tta", "tencrop"))]
+                 ("sse-predict --tta tencrop", predict("--tta", "tencrop")),
+                 ("sse-predict, shipped models (default: ensemble + every model folder, each cutting its own "
+                  "crop from the source frames)", predict(shipped=True))]
         rows = []
         for name, run in cases:
             best = None

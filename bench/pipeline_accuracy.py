@@ -42,7 +42,8 @@ sys.path.insert(0, str(REPO / "bench"))
 
 from bench_faces import cpu_model  # noqa: E402
 from caffe import atomic  # noqa: E402
-from sse.faces.crop import AFEW_128, CropSpec  # noqa: E402
+from sse.faces.crop import CropSpec  # noqa: E402
+from sse.faces.detect import SECOND_DETECTORS, FaceDetector  # noqa: E402
 from sse.fer2013.data import load_split  # noqa: E402
 from sse.fer2013.framing import FER2013_FRAMING  # noqa: E402
 from sse.predict.cli import main as predict_main  # noqa: E402
@@ -144,6 +145,21 @@ def compare_crops(commit: str, photos: Path, out: Path, ids: list[str], found: l
         return result
 
 
+def detector_recall(photos: Path, ids: list[str]) -> list[dict]:
+    """Per second detector (as the pipeline calls it on a photo: HOG at upsample 1, then the second
+    one where HOG finds nothing): the share of photos with a face and the mean time per photo."""
+    detector = FaceDetector()
+    images = [cv2.imread(str(photos / f"{v}.jpg"), cv2.IMREAD_GRAYSCALE) for v in ids]
+    rows = []
+    for second in SECOND_DETECTORS:
+        detector.detect(images[0], second)  # loads it
+        started = time.perf_counter()
+        found = sum(bool(detector.detect(image, second)) for image in images)
+        rows.append({"second": second, "found": found / len(images),
+                     "ms_per_photo": 1000 * (time.perf_counter() - started) / len(images)})
+    return rows
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--split", default="PublicTest", choices=("PublicTest", "PrivateTest"))
@@ -152,6 +168,7 @@ def main() -> int:
     p.add_argument("--data", type=Path, default=DATA)
     p.add_argument("--work", type=Path, help="keep photos and outputs here (default: a temporary folder)")
     p.add_argument("--compare-crops", metavar="COMMIT", help="also score crop definitions with this commit's models")
+    p.add_argument("--detectors", action="store_true", help="also time and count each second detector alone")
     p.add_argument("--cards", action="store_true", help="write the figures into the shipped model cards")
     args = p.parse_args()
     faces, labels = load_split(args.data, args.split)
@@ -185,8 +202,9 @@ def main() -> int:
         first = next(iter(predicted.values()), {})
         crops = (compare_crops(args.compare_crops, photos, out, ids, [v for v in ids if v in first], labels, faces)
                  if args.compare_crops else [])
+        detectors = detector_recall(photos, ids) if args.detectors else []
     report = {"split": args.split, "faces": len(ids), "seconds": seconds, "machine": cpu_model(), "models": rows,
-              "crop_definitions": crops, "compare_commit": args.compare_crops}
+              "crop_definitions": crops, "compare_commit": args.compare_crops, "detectors": detectors}
     atomic.write_text(RESULTS / f"pipeline_accuracy_{args.split.lower()}.json", json.dumps(report, indent=1) + "\n")
     atomic.write_text(RESULTS / f"pipeline_accuracy_{args.split.lower()}.md", markdown(report))
     print(markdown(report))
@@ -218,6 +236,11 @@ def markdown(report: dict) -> str:
                   "the pipeline's landmarks:", "", "| crop | accuracy | agreement with the faces as crops |",
                   "| --- | ---: | ---: |"]
         lines += [f"| {name} | {acc:.2%} | {agree:.1%} |" for name, acc, agree in report["crop_definitions"]]
+    if report["detectors"]:
+        lines += ["", "Detection on the same photos, HOG (upsample 1) then a second detector where HOG finds "
+                  "nothing (`sse-predict --photo-detector`, default mmod):", "",
+                  "| second detector | photos with a face | ms per photo |", "| --- | ---: | ---: |"]
+        lines += [f"| {d['second']} | {d['found']:.1%} | {d['ms_per_photo']:.0f} |" for d in report["detectors"]]
     return "\n".join(lines) + "\n"
 
 

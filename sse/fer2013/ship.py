@@ -187,13 +187,15 @@ def ship(member: Member, work: str | Path, models: str | Path, data: str | Path,
     save_confusion_png(result, folder / "confusion_privatetest.png",
                        title=f"{folder.name}, FER2013 PrivateTest: {result.accuracy:.1%}")
     stats = training_stats(log_path, member.batch)
-    atomic.write_text(folder / "README.md", card(member, sel, meta, stats, machine))
+    info = json.loads((work / "data.json").read_text())
+    atomic.write_text(folder / "README.md", card(member, sel, meta, stats, machine, info))
     return folder
 
 
-def card(member: Member, sel: Selection, meta: dict, stats: dict, machine: str) -> str:
+def card(member: Member, sel: Selection, meta: dict, stats: dict, machine: str, info: dict | None = None) -> str:
     """The model card (README.md of the model folder)."""
     recall = ", ".join(f"{c} {r:.2f}" for c, r in zip(CLASS_NAMES, sel.private_recall))
+    info = info or {}
     head = f"--head-width {member.head_width} " if member.head_width else ""
     lines = [
         f"# {meta['name']}: SSE-HoloNet {member.form} trained on FER2013", "",
@@ -210,8 +212,9 @@ def card(member: Member, sel: Selection, meta: dict, stats: dict, machine: str) 
         "## Data and protocol", "",
         "FER2013 (Goodfellow et al. 2013), official splits: Training (28,709 faces) to train, PublicTest "
         "(3,589) to choose the snapshot, the test-time augmentation default and the ensemble weights, "
-        "PrivateTest (3,589) scored once for what was chosen. Training augmentation: random 48x48 crops "
-        f"of the face padded by {PAD} px (reflected edges), random mirror, rotation up to "
+        "PrivateTest (3,589) scored once for what was chosen. " + faces_text(meta, info) + " Training augmentation: "
+        f"random 48x48 crops of the face {'cut' if 'crop' in meta else 'padded'} by {PAD} px "
+        f"({'real surroundings' if 'crop' in meta else 'reflected edges'}), random mirror, rotation up to "
         f"±{member.max_rotation:g}° and scale ±{member.max_scale_jitter:.0%} (the toolkit's "
         "`transform_param` extension `max_rotation` / `max_scale_jitter`, which real Caffe rejects).", "",
         "## How it was made", "",
@@ -227,7 +230,9 @@ def card(member: Member, sel: Selection, meta: dict, stats: dict, machine: str) 
         f"every {member.snapshot}." + (f" {member.note}" if member.note else ""), "",
         f"Machine: {machine}. Wall time {stats['seconds'] / 60:.0f} min, "
         f"{stats['images_per_s']:.0f} training images/s (one torch thread; four models trained side by "
-        "side on the two cores, which other work of the session also used).", "",
+        "side on the two cores, which other work of the session also used)"
+        + (", this schedule only (the warm-start weights' own training is in that commit's card)." if member.warm_start
+           else "."), "",
         "## Results", "",
         "| test-time augmentation | PublicTest | **PrivateTest** |", "| --- | ---: | ---: |",
     ]
@@ -242,9 +247,30 @@ def card(member: Member, sel: Selection, meta: dict, stats: dict, machine: str) 
         f"{meta['publictest_subset']['accuracy']:.2%} (single crop); `tests/test_models_shipped.py` checks it.",
         "", "## Limits", "",
         "FER2013 faces are small, frontal-ish web images with noisy labels (human accuracy is about 65 %); "
-        "Disgust has 436 training faces. Crops from `sse-preprocess` are aligned differently from "
-        "FER2013's, so expect lower accuracy on video frames than on this test set.", ""]
+        "Disgust has 436 training faces. "
+        + ("`sse-predict` and `sse.shipped` cut this model's own crop (`model.json` `crop`) from the source "
+           "frame at the face pipeline's landmarks, as its training data was cut; the section below measures "
+           "what is left of the gap between photos and ready-made crops." if "crop" in meta else
+           "Crops from `sse-preprocess` are aligned differently from FER2013's, so expect lower accuracy on "
+           "video frames than on this test set."), ""]
     return "\n".join(lines)
+
+
+def faces_text(meta: dict, info: dict) -> str:
+    """How the training faces were made, for the card."""
+    if "crop" not in meta:
+        return "Faces: FER2013's own 48x48 pictures."
+    crop = meta["crop"]
+    detected = info.get("detected", {})
+    return ("Faces: every FER2013 face through the toolkit's face pipeline (`python -m sse.fer2013 prepare`: "
+            "enlarged 3x with reflected surroundings, dlib HOG detection, 68 landmarks), then cut by "
+            "`sse.faces.crop.cut_crop` with the crop of `model.json`: the least-squares similarity of all 68 "
+            f"landmarks onto the mean face placed with its eye distance {crop['eye_distance']:g} and its eye line "
+            f"{crop['eye_height']:g} of the 48-pixel side, the median framing of the Training faces "
+            f"(`python -m sse.fer2013 framing`). The detector found {detected.get('Training', 0):.1%} of Training, "
+            f"{detected.get('PublicTest', 0):.1%} of PublicTest and {detected.get('PrivateTest', 0):.1%} of "
+            "PrivateTest; a face it misses is given the mean FER2013 landmarks (it is taken to be framed as "
+            "FER2013 frames its faces on average, and cut as its own picture).")
 
 
 def build_ensemble(members: list[Member], work: str | Path, models: str | Path, data: str | Path,

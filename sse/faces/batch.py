@@ -28,6 +28,7 @@ from .lists import ListsWritten, write_lists
 from .pipeline import FaceModels, PipelineConfig
 from .video import is_done, process_video, read_manifest
 
+SUMMARY_LINES = 20  # left-out tracks named in the summary (the manifests name every one)
 _worker_models: FaceModels | None = None
 _worker_config: PipelineConfig | None = None
 
@@ -44,6 +45,9 @@ class Summary:
     lists: ListsWritten | None = None  # None: not written (one share of a split batch)
     failures: list[tuple[str, str, str]] = field(default_factory=list)  # (video, status, reason)
     undecodable: list[tuple[str, int, str, str]] = field(default_factory=list)  # (video, frame, file, reason)
+    readings: list[str] = field(default_factory=list)  # how each image folder was read, once per folder
+    left_out: list[str] = field(default_factory=list)  # tracks in no person (not counting non-targets)
+    unlinked: list[str] = field(default_factory=list)  # people whose faces were never trusted for identity
 
     def add(self, manifest: dict) -> None:
         self.videos += 1
@@ -55,6 +59,16 @@ class Summary:
             self.failures.append((manifest["video"], status, manifest.get("reason", "")))
         for bad in manifest.get("undecodable", []):
             self.undecodable.append((manifest["video"], bad["index"], bad["file"], bad["reason"]))
+        reading = manifest.get("reading", "")
+        if reading.startswith("image folder") and reading not in self.readings:
+            self.readings.append(reading)
+        for out in manifest.get("left_out", []):
+            if "not the target" not in out["reason"]:
+                self.left_out.append(f"{manifest['video']} track {out['track']} (frames {out['first']}-{out['last']}):"
+                                     f" {out['reason']}")
+        apart = [str(p["id"]) for p in manifest.get("people", []) if p.get("identity", "").startswith("no face trusted")]
+        if apart:
+            self.unlinked.append(f"{manifest['video']} person {', '.join(apart)}")
 
     def text(self) -> str:
         statuses = ", ".join(f"{k} {v}" for k, v in sorted(self.statuses.items()))
@@ -70,6 +84,13 @@ class Summary:
                 f"list.txt: {self.lists.crops} crops of {len(self.lists.units)} videos/people"
                 f" ({self.lists.labelled} labelled in labels.txt)"
             )
+        lines += [f"  {reading}" for reading in self.readings]
+        lines += [f"  left out of people: {line}" for line in self.left_out[:SUMMARY_LINES]]
+        if len(self.left_out) > SUMMARY_LINES:
+            lines.append(f"  left out of people: {len(self.left_out) - SUMMARY_LINES} more tracks (see the manifests)")
+        if self.unlinked:
+            shown = "; ".join(self.unlinked[:SUMMARY_LINES]) + ("; ..." if len(self.unlinked) > SUMMARY_LINES else "")
+            lines.append(f"  no face trusted for identity, joined only in place (a person of its own): {shown}")
         lines += [f"  {status}: {video}: {reason}" for video, status, reason in self.failures]
         lines += [
             f"  undecodable frame: {video} frame {index}" + (f" ({name})" if name else "") + f": {reason}"

@@ -3,8 +3,15 @@
 The tracker (track.py) cuts a face's presence into fragments: a shot cut ends every track, a lost
 correlation tracker ends one. This module decides which fragments are one person:
 
+0. False faces are screened out (`screen_tracks`): a track whose box lies inside another track's
+   face box in most of its frames (a detector firing on an eye or a mouth), whose landmarks fit the
+   generic face badly, whose detector scores are all low, or whose box is implausibly small or
+   large for the frame is left out of people, with the reason (the manifest lists it).
 1. Each track is described: dlib's descriptor (identity.py) on `samples` of its face chips, spread
-   over the track. If two of them are farther apart than `split_check`, every kept chip of the track
+   over the track, among the chips whose face can be trusted (quality.TRUST: large, sharp, frontal
+   enough and fitting the generic face; measured in bench/results/identity_quality.md). The
+   descriptor of a face that fails the rule is not evidence of identity (a small, blurred face lands
+   near many people), so it is never computed: a track without a trusted face has no descriptor. If two of them are farther apart than `split_check`, every kept chip of the track
    is described and the track is split where the identity changes (a tracker that slid from one face
    onto another); the frames between the last chip of one identity and the first of the next are
    dropped, since they cannot be attributed. (On the clips, one person's chips within a shot lie up
@@ -16,7 +23,8 @@ correlation tracker ends one. This module decides which fragments are one person
    (the last described face before it and the first after: the same pose and light, so a turned
    head does not split a person), and the smaller distance counts, against the same threshold.
    Groups that share a frame are never joined (one person is in one place at a time); a fragment
-   without any descriptor joins only a group it continues in place.
+   without any descriptor (no trusted face) joins only a group it continues in place, so a small or
+   blurred face is a person of its own until a trusted face of it links it.
 3. People are ordered by screen presence (the sum of their box sizes over their frames: size x
    persistence) and numbered from 1, so person 1 is the clip's target.
 """
@@ -33,6 +41,7 @@ import numpy as np
 from .boxes import Box
 from .contact import pick_evenly
 from .identity import SAME_PERSON_DISTANCE, ChipSampler, descriptor_distance
+from .quality import PLAUSIBLE, TRUST, FaceQuality, Plausibility, TrustRule
 from .track import Track
 
 
@@ -45,6 +54,7 @@ class LinkConfig:
     samples: int = 3
     link_gap: int = 10
     min_iou: float = 0.3
+    trust: TrustRule = TRUST
 
 
 @dataclass
@@ -55,6 +65,7 @@ class Fragment:
     boxes: dict[int, Box]
     status: dict[int, str]
     descriptors: dict[int, np.ndarray] = field(default_factory=dict)
+    qualities: dict[int, FaceQuality] = field(default_factory=dict)  # of the track's face chips
 
     @property
     def first(self) -> int:
@@ -105,19 +116,85 @@ Describe = Callable[[list[np.ndarray]], np.ndarray]
 
 def describe_tracks(tracks: list[Track], samplers: dict[int, ChipSampler], describe: Describe,
                     config: LinkConfig) -> list[Fragment]:
-    """Describe each track on a few chips and split those whose identity changes (step 1)."""
+    """Describe each track on a few trusted chips and split those whose identity changes (step 1).
+    A chip without a measured quality (a caller that measures none) counts as trusted."""
     fragments = []
     for track in tracks:
         sampler = samplers.get(track.track_id)
         chips = sampler.chips if sampler is not None else {}
-        indices = sorted(chips)
+        qualities = dict(sampler.qualities) if sampler is not None else {}
+        indices = [i for i in sorted(chips) if i not in qualities or config.trust.trusted(qualities[i])]
         picked = [indices[k] for k in pick_evenly(len(indices), config.samples)]
         descriptors = dict(zip(picked, describe([chips[i] for i in picked])))
         if _spread(descriptors) > config.split_check:
             rest = [i for i in indices if i not in descriptors]
             descriptors.update(zip(rest, describe([chips[i] for i in rest])))
-        fragments += _split(track, descriptors, config.threshold)
+        for piece in _split(track, descriptors, config.threshold):
+            piece.qualities = {i: q for i, q in qualities.items() if piece.first <= i <= piece.last}
+            fragments.append(piece)
     return fragments
+
+
+def screen_tracks(tracks: list[Track], samplers: dict[int, ChipSampler], frame_size: tuple[int, int],
+                  rule: Plausibility = PLAUSIBLE) -> tuple[list[Track], dict[int, str]]:
+    """The tracks that may be people, and {track id: why not} for those left out (step 0)."""
+    by_frame: dict[int, list[Track]] = {}
+    for track in tracks:
+        for index in track.boxes:
+            by_frame.setdefault(index, []).append(track)
+    width, height = frame_size
+    kept, left_out = [], {}
+    for track in tracks:
+        reason = _implausible(track, by_frame, samplers.get(track.track_id), width, height, rule)
+        if reason:
+            left_out[track.track_id] = reason
+        else:
+            kept.append(track)
+    return kept, left_out
+
+
+def _implausible(track: Track, by_frame: dict[int, list[Track]], sampler: ChipSampler | None, width: int,
+                 height: int, rule: Plausibility) -> str:
+    frames = len(track.boxes)
+    holders: dict[int, int] = {}
+    for index, box in track.boxes.items():
+        for other in by_frame[index]:
+            outer = other.boxes[index]
+            if (other is not track and outer.area >= rule.inside_ratio * box.area
+                    and _intersection(box, outer) >= rule.inside * box.area):
+                holders[other.track_id] = holders.get(other.track_id, 0) + 1
+                break
+    if holders:
+        holder = max(holders, key=holders.get)
+        if sum(holders.values()) >= rule.inside_frames * frames:
+            return f"false face: its box lies inside track {holder}'s face in {sum(holders.values())} of {frames} frames"
+    fits = [q.fit for q in sampler.qualities.values()] if sampler is not None else []
+    if fits and float(np.median(fits)) > rule.max_fit:
+        return (f"false face: its landmarks do not fit a face (median {float(np.median(fits)):.2f} eye distances"
+                f" > {rule.max_fit:g})")
+    if track.scores and max(track.scores.values()) < rule.min_score:
+        return f"false face: detector score at most {max(track.scores.values()):.2f} < {rule.min_score:g}"
+    side = float(np.median([b.size for b in track.boxes.values()]))
+    if width and height and not rule.min_size * max(width, height) <= side <= rule.max_size * min(width, height):
+        return f"false face: a {side:.0f} px face in a {width}x{height} frame"
+    return ""
+
+
+def _intersection(a: Box, b: Box) -> float:
+    w = min(a.right, b.right) - max(a.left, b.left)
+    h = min(a.bottom, b.bottom) - max(a.top, b.top)
+    return max(0.0, w) * max(0.0, h)
+
+
+def identity_note(qualities: dict[int, FaceQuality], rule: TrustRule = TRUST) -> str:
+    """How far a track's faces speak for its identity, for the manifest."""
+    if not qualities:
+        return "no face chip measured: joined only in place"
+    trusted = sum(rule.trusted(q) for q in qualities.values())
+    if trusted:
+        return f"{trusted} of {len(qualities)} faces trusted"
+    middle = sorted(qualities.items(), key=lambda item: item[1].size)[len(qualities) // 2][1]
+    return f"no face trusted ({rule.why_not(middle)}): joined only in place"
 
 
 def _spread(descriptors: dict[int, np.ndarray]) -> float:
@@ -167,27 +244,30 @@ def _identity_runs(values: np.ndarray, threshold: float) -> list[tuple[int, int]
 
 
 class _Group:
-    """Fragments joined so far, with what the linking reads: frames, boxes, descriptors by frame
-    and their mean."""
+    """Fragments joined so far, with what the linking reads: frames, boxes, the descriptors of
+    trusted faces by frame (a descriptor without a quality counts as trusted) and their mean."""
 
-    def __init__(self, fragments: list[Fragment]):
+    def __init__(self, fragments: list[Fragment], trust: TrustRule = TRUST):
         self.fragments = fragments
+        self.trust = trust
         self.boxes = {i: b for f in fragments for i, b in f.boxes.items()}
         self.frames = sorted(self.boxes)
-        self.described = sorted((i, d) for f in fragments for i, d in f.descriptors.items())
+        self.described = sorted((i, d) for f in fragments for i, d in f.descriptors.items()
+                                if i not in f.qualities or trust.trusted(f.qualities[i]))
         self.mean = np.mean([d for _, d in self.described], axis=0) if self.described else None
 
     def joined(self, other: "_Group") -> "_Group":
-        return _Group(sorted(self.fragments + other.fragments, key=lambda f: f.first))
+        return _Group(sorted(self.fragments + other.fragments, key=lambda f: f.first), self.trust)
 
 
 def link_people(fragments: list[Fragment], cuts: list[int], config: LinkConfig,
-                min_frames: int = 1) -> list[Person]:
+                min_frames: int = 1, short: list[Person] | None = None) -> list[Person]:
     """Join fragments into people (step 2) and number them by screen presence (step 3); people with
-    fewer than `min_frames` frames are left out. The closest joinable pair is taken from a heap whose
+    fewer than `min_frames` frames are left out (appended to `short`, unnumbered). The closest joinable pair is taken from a heap whose
     entries of groups already joined are skipped, so the cost grows as pairs x log pairs."""
     cut_list = sorted(cuts)
-    groups = {k: _Group([f]) for k, f in enumerate(sorted(fragments, key=lambda f: (f.first, f.track_id)))}
+    groups = {k: _Group([f], config.trust)
+              for k, f in enumerate(sorted(fragments, key=lambda f: (f.first, f.track_id)))}
     heap: list[tuple[float, int, int]] = []
 
     def offer(a: int, others: list[int]) -> None:
@@ -214,6 +294,8 @@ def link_people(fragments: list[Fragment], cuts: list[int], config: LinkConfig,
         offer(next_id, list(groups)[:-1])
         next_id += 1
     people = [Person(0, g.fragments) for g in groups.values() if len(g.boxes) >= min_frames]
+    if short is not None:
+        short.extend(Person(0, g.fragments) for g in groups.values() if len(g.boxes) < min_frames)
     people.sort(key=lambda p: -p.score)
     for number, person in enumerate(people, start=1):
         person.person_id = number
@@ -263,3 +345,42 @@ def _continues(a: _Group, b: _Group, cuts: list[int], config: LinkConfig) -> boo
     if start - end > config.link_gap or bisect_right(cuts, end) != bisect_right(cuts, start):
         return False
     return a.boxes[end].iou(b.boxes[start]) >= config.min_iou
+
+
+def track_entries(tracks: list[Track], samplers: dict[int, ChipSampler], fragments: list[Fragment],
+                  people: list[Person], kept: list[Person], short: list[Person], false_faces: dict[int, str],
+                  config: LinkConfig) -> list[dict]:
+    """The manifest's record of every track: its frames, its kept person (the one holding most of
+    its frames; a track split by identity feeds several), how far its faces speak for its identity,
+    whether it was split, and why it is in no kept person (`left_out`: a false face, a person
+    shorter than the minimum, or with faces='target' a person that is not the target)."""
+    why = dict(false_faces)
+    for person in short:
+        for track_id in person.track_ids:
+            why.setdefault(track_id, f"in a person of {len(person.boxes)} frames, too short to keep")
+    kept_ids = {p.person_id for p in kept}
+    for person in people:
+        if person.person_id not in kept_ids:
+            for track_id in person.track_ids:
+                why.setdefault(track_id, f"person {person.person_id}, not the target (faces='target')")
+    entries = []
+    for track in tracks:
+        sampler = samplers.get(track.track_id)
+        entry = {"id": track.track_id, "first": min(track.boxes), "last": max(track.boxes),
+                 "frames": len(track.boxes), "score": round(track.score, 1),
+                 "person": person_of(track.track_id, kept),
+                 "identity": identity_note(sampler.qualities if sampler is not None else {}, config.trust)}
+        pieces = sum(f.track_id == track.track_id for f in fragments)
+        if pieces > 1:
+            entry["split"] = f"split by identity into {pieces} fragments"
+        if entry["person"] is None and track.track_id in why:
+            entry["left_out"] = why[track.track_id]
+        entries.append(entry)
+    return entries
+
+
+def person_of(track_id: int, people: list[Person]) -> int | None:
+    """The person holding most of a track's frames (a track split by identity has several)."""
+    frames = {p.person_id: sum(len(f.boxes) for f in p.fragments if f.track_id == track_id) for p in people}
+    best = max(frames, key=frames.get, default=None)
+    return best if best is not None and frames[best] > 0 else None

@@ -30,7 +30,8 @@ from .detect import SECOND_DETECTORS, FaceDetector
 from .frontalize import Pose, estimate_pose
 from .identity import SAME_PERSON_DISTANCE, ChipSampler, FaceDescriptor, face_chip
 from .landmarks import LandmarkPredictor
-from .people import LinkConfig, Person, describe_tracks, link_people
+from .people import LinkConfig, Person, describe_tracks, identity_note, link_people, screen_tracks, track_entries
+from .quality import face_quality
 from .shots import ShotCutDetector
 from .track import MultiFaceTracker, TrackerConfig
 
@@ -145,6 +146,7 @@ class PersonRecords:
     track_ids: list[int]
     score: float
     records: list[FrameRecord]
+    identity: str = ""  # how far its faces speak for its identity (people.identity_note)
 
     def span(self) -> list[FrameRecord]:
         """The records from the person's first to its last frame with a face."""
@@ -160,6 +162,7 @@ class PersonRecords:
             "frames": len(present),
             "first": min(present, default=None),
             "last": max(present, default=None),
+            "identity": self.identity,
         }
 
 
@@ -176,6 +179,7 @@ class Analysis:
     fps: float | None = None
     cuts: list[int] = field(default_factory=list)
     undecodable: list[dict] = field(default_factory=list)  # {"index", "file", "reason"}
+    left_out: list[dict] = field(default_factory=list)  # {"track", "first", "last", "frames", "reason"}
 
 
 def to_gray(image: np.ndarray) -> np.ndarray:
@@ -211,40 +215,35 @@ def analyse(path: Path, config: PipelineConfig, models: FaceModels) -> Analysis:
             points = landmarks[track.track_id, index] = models.predictor(image, box)
             if index == frame.index and track.status[index] == "detected":
                 sampler = samplers.setdefault(track.track_id, ChipSampler(config.chips_per_track))
-                sampler.add(index, lambda: face_chip(_rgb(frame.image, rgb), box, points))
+                sampler.add(index, lambda: face_chip(_rgb(frame.image, rgb), box, points),
+                            lambda chip: face_quality(chip, box, points, (width, height)))
     reader.check_complete()
     link = config.link_config()
-    fragments = describe_tracks(tracker.tracks, samplers, models.descriptor, link)
-    people = link_people(fragments, cuts, link, min(config.min_person_frames, reader.decoded_frames))
+    plausible, false_faces = screen_tracks(tracker.tracks, samplers, (width, height))
+    fragments = describe_tracks(plausible, samplers, models.descriptor, link)
+    short: list[Person] = []
+    people = link_people(fragments, cuts, link, min(config.min_person_frames, reader.decoded_frames), short)
     kept = people if config.faces == "all" else people[:1]
     broken = {u["index"] for u in undecodable}
     results = [
         PersonRecords(p.person_id, p.track_ids, p.score,
-                      person_records(p, indices, landmarks, set(cuts), broken, config, (width, height)))
+                      person_records(p, indices, landmarks, set(cuts), broken, config, (width, height)),
+                      identity_note({i: q for f in p.fragments for i, q in f.qualities.items()}, link.trust))
         for p in kept
     ]
-    tracks = [
-        {"id": t.track_id, "first": min(t.boxes), "last": max(t.boxes), "frames": len(t.boxes),
-         "score": round(t.score, 1), "person": _person_of(t.track_id, kept)}
-        for t in tracker.tracks
-    ]
+    tracks = track_entries(tracker.tracks, samplers, fragments, people, kept, short, false_faces, link)
+    left_out = [{"track": e["id"], "first": e["first"], "last": e["last"], "frames": e["frames"],
+                 "reason": e["left_out"]} for e in tracks if "left_out" in e]
     target = results[0].records if results else _empty_records(indices, broken)
     return Analysis(
         target, results, tracks, results[0].track_ids if results else [], (width, height), reader.backend,
-        reader.fps, cuts, undecodable,
+        reader.fps, cuts, undecodable, left_out,
     )
 
 
 def is_photo(path: Path) -> bool:
     """A single image file (not a video, not a folder of frames)."""
     return Path(path).is_file() and Path(path).suffix.lower() in IMAGE_EXTENSIONS
-
-
-def _person_of(track_id: int, people: list[Person]) -> int | None:
-    """The kept person holding most of a track's frames (a track split by identity has several)."""
-    frames = {p.person_id: sum(len(f.boxes) for f in p.fragments if f.track_id == track_id) for p in people}
-    best = max(frames, key=frames.get, default=None)
-    return best if best is not None and frames[best] > 0 else None
 
 
 def _rgb(image: np.ndarray, cache: list[np.ndarray]) -> np.ndarray:

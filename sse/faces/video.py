@@ -12,8 +12,13 @@ per person `p<person id>/` (`faces='all'`); `contact_sheet.png` (person 1's fram
      "fps": float | null, "frame_size": [w, h], "frames_sampled": n, "counts": {status: n}, "crops": n,
      "cuts": [source frame indices that start a new shot],
      "undecodable": [{"index", "file", "reason"}],
-     "tracks": [{"id", "first", "last", "frames", "score", "person": person id | null}],
-     "people": [{"id", "tracks", "score", "frames", "first", "last"}],  # kept people, id 1 = target
+     "tracks": [{"id", "first", "last", "frames", "score", "person": person id | null,
+                 "identity": how far its faces speak for identity ("3 of 4 faces trusted", or "no face
+                             trusted (face 36 px < 40): joined only in place"),
+                 "split": present when identity split the track, "left_out": present when the track
+                 is in no kept person, saying why (a false face and which check, too short, not the target)}],
+     "left_out": [{"track", "first", "last", "frames", "reason"}],  # the tracks with "left_out"
+     "people": [{"id", "tracks", "score", "frames", "first", "last", "identity"}],  # kept, id 1 = target
      "target_person": 1 | null, "target_tracks": [track ids of the target],
      "frames": [{"index", "person": id | null,
                  "status": "detected" | "tracked" | "interpolated" | "none" | "undecodable",
@@ -149,6 +154,7 @@ def process_video(job: VideoJob, out_dir: Path, config: PipelineConfig, models: 
         "source": str(job.path),
         "source_key": source_key(job.path),
         "label": job.label,
+        "reading": job.reading,
         "status": "ok",
         "reason": "",
         "settings": config.output_settings(),
@@ -207,6 +213,7 @@ def _run(job: VideoJob, video_dir: Path, config: PipelineConfig, models: FaceMod
         "cuts": analysis.cuts,
         "undecodable": analysis.undecodable,
         "tracks": analysis.tracks,
+        "left_out": analysis.left_out,
         "people": [p.as_dict() for p in analysis.people],
         "target_person": target,
         "target_tracks": analysis.target_tracks,

@@ -1,4 +1,4 @@
-"""FER2013: the shipped SSE-HoloNet models, the Original form on the same schedule, their ensemble,
+"""FER2013: the shipped SSE-HoloNet models, the Original form beside them, their ensemble,
 single crop and test-time augmentation, beside the published figures of the models users compare.
 
 Runs the recipe of ``sse.fer2013`` for every member: ``models/train_fer2013.sh`` (LMDBs, nets,
@@ -67,7 +67,8 @@ def report(work: Path, models: Path) -> str:
              f"{describe_schedule(any_member)}"
              + "".join(f" ({m.name}: {describe_schedule(m)}, see its card)" for m in MEMBERS.values()
                        if m.stages != any_member.stages)
-             + "; random 48x48 crops of the face padded by 4 px, mirror, rotation ±10°, scale ±10 %. "
+             + "; " + faces_protocol(work) + ", random 48x48 crops of them with 4 px of surroundings, mirror, "
+             "rotation ±10°, scale ±10 %. "
              "The snapshot of each model, its default test-time augmentation and the ensemble weights were "
              "chosen on PublicTest; PrivateTest was scored once for each of them (and once per augmentation "
              "mode, shown separately). Model cards: `models/fer2013_*/README.md`.", "",
@@ -90,21 +91,33 @@ def report(work: Path, models: Path) -> str:
               "PrivateTest recall per class, single crop (" + ", ".join(CLASS_NAMES) + "):", ""]
     for name, sel in sels.items():
         lines.append(f"- {name}: " + ", ".join(f"{r:.2f}" for r in sel.private_recall))
-    lines += ["", "What the second stage of the schedule bought: PublicTest accuracy (single crop) at the end "
-              "of each stage (the first stage's models: section \"FER2013: the first stage alone\"):", ""]
+    lines += ["", "What the schedule bought: PublicTest accuracy (single crop) of the weights it started from "
+              "(iteration 0; for a warm start, weights trained on other faces, scored on these) and at the end "
+              "of each stage:", ""]
     for name, sel in sels.items():
         curve = dict(sel.curve)
-        lines.append(f"- {name}: " + ", ".join(f"iteration {it}: {curve[it]:.2%}" for it in get_member(name).stages
+        lines.append(f"- {name}: " + ", ".join(f"iteration {it}: {curve[it]:.2%}" for it in (0, *get_member(name).stages)
                                                 if it in curve))
     lines += ["", "PublicTest accuracy of each snapshot (single crop):", ""]
     for name, sel in sels.items():
         lines.append(f"- {name}: " + ", ".join(f"{it}: {acc:.3f}" for it, acc in sel.curve))
     lines += ["", "Published PrivateTest accuracy of the models users compare with (their authors' figures, "
               "not rerun here):", ""] + [f"- {what}: {acc}" for what, acc in PEERS]
-    lines += ["", "Does SSE help? Against the Original form trained on the same schedule, single crop, "
+    lines += ["", "Does SSE help? Against the Original form (schedules as above), single crop, "
               "PrivateTest: " + "; ".join(f"{sel.form} {100 * (sel.private['none'] - sels['holonet48_original'].private['none']):+.2f} points"
                                             for name, sel in sels.items() if name != "holonet48_original") + ".", ""]
     return "\n".join(lines)
+
+
+def faces_protocol(work: Path) -> str:
+    """How the faces were made, from the work folder's data.json."""
+    info = json.loads((work / "data.json").read_text())
+    if "crop" not in info:
+        return "faces: FER2013's own 48x48 pictures"
+    crop, found = info["crop"], info.get("detected", {})
+    return (f"faces: each FER2013 face through the face pipeline (dlib HOG found {found.get('Training', 0):.1%} of "
+            f"Training; the rest got the mean FER2013 landmarks) and cut by the shipped crop (all 68 landmarks "
+            f"onto the mean face, eye distance {crop['eye_distance']:g}, eye line {crop['eye_height']:g})")
 
 
 def profile_member(work: Path, name: str, iterations: int = 20) -> dict:

@@ -70,13 +70,20 @@ class Selection:
         return dict(self.__dict__)
 
 
+def candidates(member: Member, work: str | Path) -> list[tuple[int, Path]]:
+    """(iteration, weights) a member's shipped weights are chosen from: its snapshots, and for a
+    warm-started member the warm-start weights as iteration 0 (the schedule may not beat them)."""
+    start = Path(work) / member.name / "warm_start.caffemodel"
+    return ([(0, start)] if member.warm_start and start.is_file() else []) + snapshots(member, work)
+
+
 def score_snapshots(member: Member, work: str | Path, data: str | Path, log=print) -> list[tuple[int, float]]:
     """(iteration, PublicTest accuracy, single crop) of every snapshot; scores are kept in
     ``public_curve.json`` so that a run during training only scores the new snapshots."""
     work = Path(work)
     cache_path = work / member.name / "public_curve.json"
     cache = {int(k): v for k, v in json.loads(cache_path.read_text()).items()} if cache_path.exists() else {}
-    todo = [(it, path) for it, path in snapshots(member, work) if it not in cache]
+    todo = [(it, path) for it, path in candidates(member, work) if it not in cache]
     if todo:
         prep, deploy = preprocessing(work), deploy_path(member, work)
         faces, labels = load_prepared(data, work, "PublicTest")
@@ -92,8 +99,8 @@ def select(member: Member, work: str | Path, data: str | Path, log=print) -> Sel
     """Score every snapshot on PublicTest (single crop), keep the best, score it on PublicTest
     and PrivateTest with each test-time augmentation; probabilities saved as ``.npy``."""
     work = Path(work)
-    snaps = snapshots(member, work)
-    if not snaps:
+    snaps = candidates(member, work)
+    if not snapshots(member, work):
         raise Fer2013Error(f"{work / member.name}: no snapshots (snap_iter_*.caffemodel) to select from")
     prep, deploy = preprocessing(work), deploy_path(member, work)
     public_faces, public_labels = load_prepared(data, work, "PublicTest")
@@ -163,7 +170,7 @@ def ship(member: Member, work: str | Path, models: str | Path, data: str | Path,
     folder = models / f"{PREFIX}{member.name}"
     folder.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(deploy_path(member, work), folder / "deploy.prototxt")
-    shutil.copyfile(dict(snapshots(member, work))[sel.best_iter], folder / "model.caffemodel")
+    shutil.copyfile(dict(candidates(member, work))[sel.best_iter], folder / "model.caffemodel")
     mean = np.full((1, 1, SIZE, SIZE), prep.mean_value[0], np.float32)
     model_io.write_blobproto(array_to_blobproto(mean), folder / "mean.binaryproto")
     meta = {"name": folder.name, "input_size": SIZE, "channels": 1, "mean_value": list(prep.mean_value),
@@ -204,7 +211,8 @@ def card(member: Member, sel: Selection, meta: dict, stats: dict, machine: str, 
         "(`caffe.Net`, `sse.shipped.load`) and in OpenCV dnn 4.x (`cv2.dnn.readNetFromCaffe`).", "",
         "## Files", "",
         "* `deploy.prototxt`: Input `data` 1x1x48x48, output `prob` (Softmax).",
-        f"* `model.caffemodel`: the snapshot of iteration {sel.best_iter}, chosen on PublicTest.",
+        f"* `model.caffemodel`: the snapshot of iteration {sel.best_iter}, chosen on PublicTest"
+        + (" (iteration 0: the warm-start weights)." if member.warm_start else "."),
         f"* `mean.binaryproto` / `model.json` `mean_value`: the Training pixel mean {meta['mean_value'][0]:.4f} "
         "(subtracted, no scaling); `model.json` also holds the class order and the ten-crop padding.",
         "* `training_curves.png`: training loss and rate, and PublicTest accuracy of each snapshot; "

@@ -52,3 +52,16 @@ def test_predict_returns_the_csv_rows_and_the_people_of_the_run(model, tmp_path)
     assert figure.axes and figure.axes[0].get_lines()
     with pytest.raises(ValueError, match="no frames of person 99"):
         result.timeline(person=99)
+
+
+def test_the_run_report_names_the_tracks_left_out_of_people_and_how_folders_were_read():
+    from pathlib import Path
+
+    from sse.predict.cli import LEFT_OUT_LINES, report
+
+    left = [{"video": "talk", "track": k, "first": k, "last": k + 5, "reason": "false face: a 4 px face"}
+            for k in range(LEFT_OUT_LINES + 3)]
+    text = report([], [], 0, 1.0, Path("out"), left, ["image folder DCIM read as 6 photos (8 of 8 pairs differ)"])
+    assert "  image folder DCIM read as 6 photos" in text
+    assert "left out of people: talk track 0 (frames 0-5): false face: a 4 px face" in text
+    assert f"... and 3 more tracks left out" in text and text.count("left out of people") == LEFT_OUT_LINES

@@ -25,6 +25,7 @@ import sys
 import time
 import traceback
 from pathlib import Path
+from typing import Sequence
 
 from tqdm import tqdm
 
@@ -43,6 +44,7 @@ from .models import load_scorers, primary
 from .video import PREDICTIONS, PREDICTIONS_HEADER, SUMMARY, is_done, predict_video
 
 FACES_DIR = "faces"
+LEFT_OUT_LINES = 20
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -137,6 +139,8 @@ def run(args: argparse.Namespace) -> int:
     settings = {"models": [s.name for s in scorers], "primary": main_scorer.name, "tta": args.tta,
                 "annotate": args.annotate, "faces": config.output_settings()}
     summaries, csv_parts, frames = [], [], 0
+    left_out: list[dict] = []  # tracks the face pipeline kept out of people, and why
+    readings: list[str] = []  # how each image folder was read (frames of a clip or photos)
     for job in tqdm(jobs, unit="video", disable=not show, file=sys.stderr, desc="emotions"):
         manifest = read_manifest(faces_dir / job.video_id)
         if manifest is None or manifest["status"] != "ok":
@@ -145,6 +149,10 @@ def run(args: argparse.Namespace) -> int:
             failures.append({"input": str(job.path), "video": job.video_id, "status": status, "reason": reason})
             continue
         frames += manifest.get("frames_sampled", 0)
+        for track in manifest.get("left_out", []):
+            left_out.append({"input": str(job.path), "video": job.video_id, **track})
+        if job.reading and job.reading not in readings:
+            readings.append(job.reading)
         for bad in manifest.get("undecodable", []):
             failures.append({"input": bad["file"] or str(job.path), "video": job.video_id, "frame": bad["index"],
                              "status": "undecodable", "reason": bad["reason"]})
@@ -158,7 +166,7 @@ def run(args: argparse.Namespace) -> int:
             failures.append({"input": str(job.path), "video": job.video_id, "status": "error",
                              "reason": f"{type(exc).__name__}: {exc}"})
     if shard.count > 1:
-        print(report(summaries, failures, frames, time.perf_counter() - started, out))
+        print(report(summaries, failures, frames, time.perf_counter() - started, out, left_out, readings))
         print(f"this was shard {shard} ({shard.source}) of the videos; once every shard is done, run the "
               "same command as one process: it skips the finished videos and writes the run's files")
         return 0 if summaries or not failures else 1
@@ -166,14 +174,18 @@ def run(args: argparse.Namespace) -> int:
     atomic.write_text(out / PREDICTIONS, header + "".join(csv_parts))
     seconds = time.perf_counter() - started
     atomic.write_json(out / SUMMARY, {"format": "sse.predict.run/1", "settings": settings, "videos": summaries,
-                                      "failures": failures, "frames": frames, "seconds": round(seconds, 2)})
-    print(report(summaries, failures, frames, seconds, out))
+                                      "failures": failures, "left_out": left_out, "readings": readings,
+                                      "frames": frames, "seconds": round(seconds, 2)})
+    print(report(summaries, failures, frames, seconds, out, left_out, readings))
     return 0 if summaries or not failures else 1
 
 
-def report(summaries: list[dict], failures: list[dict], frames: int, seconds: float, out: Path) -> str:
-    """What the run found: one line per person, one per input or frame it could not use."""
+def report(summaries: list[dict], failures: list[dict], frames: int, seconds: float, out: Path,
+           left_out: Sequence[dict] = (), readings: Sequence[str] = ()) -> str:
+    """What the run found: one line per person, one per input or frame it could not use, one per
+    track left out of people (at most ``LEFT_OUT_LINES``, then a count), one per image folder read."""
     lines = [f"{len(summaries)} videos/photos, {frames} frames in {seconds:.1f} s -> {out}/"]
+    lines += [f"  {reading}" for reading in readings]
     for s in summaries:
         for person in s["people"]:
             lines.append(f"  {s['video']} person {person['person']}: {person['dominant']} "
@@ -181,6 +193,11 @@ def report(summaries: list[dict], failures: list[dict], frames: int, seconds: fl
     for f in failures:
         where = f" frame {f['frame']}" if "frame" in f else ""
         lines.append(f"  not used: {f['input']}{where}: {f['status']}: {f['reason']}")
+    for t in left_out[:LEFT_OUT_LINES]:
+        lines.append(f"  left out of people: {t['video']} track {t['track']} (frames {t['first']}-{t['last']}): "
+                     f"{t['reason']}")
+    if len(left_out) > LEFT_OUT_LINES:
+        lines.append(f"  ... and {len(left_out) - LEFT_OUT_LINES} more tracks left out (summary.json 'left_out')")
     return "\n".join(lines)
 
 

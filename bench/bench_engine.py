@@ -5,12 +5,16 @@
     PyTorch (bench/plain_torch_models.py), batch 32, repetitions interleaved, medians;
 (b) inference of the TEST nets, plain and optimised mode (caffe.inference), versus OpenCV dnn on
     the same prototxt and caffemodel, batch 1 and 32;
-(c) the train nets' forward+backward against real Caffe's published times, normalised by a numpy
-    float32 2048^3 matmul timed in the same run: with numpy's BLAS as the environment configures
-    it and, where OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE pin OpenBLAS to an older kernel (as this
-    workplace does on some processors), also with its native kernel, timed in a child process
-    without those variables; and the nets' convolution FLOPs expressed in matmuls, the floor
-    that no implementation running at the matmul's FLOP rate can go below.
+(c) the train nets' forward+backward in units of a numpy float32 2048^3 matmul timed in the same
+    run: with numpy's BLAS as the environment configures it and, where OPENBLAS_CORETYPE /
+    OPENBLAS_L2_SIZE pin OpenBLAS to an older kernel (as this workplace does on some processors),
+    also with its native kernel, timed in a child process without those variables; and the nets'
+    convolution FLOPs expressed in matmuls, the floor that no implementation running at the
+    matmul's FLOP rate can go below.
+
+No figure here comes from outside the run (the side-by-side comparison with a real Caffe build is
+issue 19's bench/vs_bvlc.py). The measurements are also written as JSON (``--json``, default
+next to ``--out``), and ``--from-json`` renders the report again from them without measuring.
 
 Run: ``python bench/bench_engine.py`` (``--reps``, ``--quick``, ``--threads``)."""
 from __future__ import annotations
@@ -41,10 +45,6 @@ from inference_helpers import MODELS, randomize_weights, sse_test_net_files, sse
 from caffe.atomic import write_text  # noqa: E402
 from caffe.inference import optimize  # noqa: E402
 
-# Real BVLC Caffe (OpenBLAS, CPU, 2 cores), one run: forward+backward at batch 32, and the numpy
-# float32 2048x2048x2048 matmul timed in that same run (figures given in the issue).
-CAFFE_MS = {"holonet": 2681.0, "densenet": 11330.0}
-CAFFE_MATMUL_MS = 223.5
 PLAIN_MODELS = {"holonet": SSEHoloNet, "densenet": SSEDenseNet121}
 
 
@@ -178,7 +178,7 @@ def bench_train(key: str, batch: int, reps: int, warmup: int) -> dict[str, float
 
     result = interleaved({"engine": engine_step, "plain": plain_step(plains["plain"]),
                           "plain_gemm": plain_step(plains["plain_gemm"])}, reps, warmup)
-    result["loss"] = engine_loss
+    result["loss"] = float(engine_loss)
     result["flop"] = conv_flop(net)
     return result
 
@@ -206,18 +206,24 @@ def bench_inference(key: str, batch: int, reps: int, warmup: int, folder: Path) 
                         "opencv": run_opencv}, reps, warmup)
 
 
-def render(info: dict[str, str], train: dict, infer: dict, matmul: float,
-           native: tuple[float, str] | None, args) -> str:
+def render(run: dict) -> str:
+    """The report of one run's measurements (as main stores them in the JSON file)."""
+    info, matmul = run["info"], run["matmul"]
+    train = run["train"]
+    infer = {(r["net"], r["batch"]): r for r in run["infer"]}
+    native = tuple(run["native"]) if run["native"] else None
+    threads = run["threads"]
     lines = ["## Engine benchmark (bench/bench_engine.py)", "",
-             f"Measured {time.strftime('%Y-%m-%d')} with `python bench/bench_engine.py "
-             f"--reps {args.reps}" + (f" --threads {args.threads}" if args.threads else "") +
+             f"Measured {run['date']} with `python bench/bench_engine.py "
+             f"--reps {run['reps']}" + (f" --threads {threads}" if threads else "") +
              "`; medians of interleaved repetitions.", "",
              "| machine | |", "| --- | --- |"]
     lines += [f"| {k} | {v} |" for k, v in info.items()]
+    cores = int(info["cores"])
     start_load = float(info["load average (start -> end)"].split()[0])
-    if start_load > 0.5 * (os.cpu_count() or 1):
+    if start_load > 0.5 * cores:
         lines += ["", f"The machine was shared with other jobs (load average {start_load:.1f} on "
-                  f"{os.cpu_count()} cores): every time is longer than on an idle machine; the "
+                  f"{cores} cores): every time is longer than on an idle machine; the "
                   "ratios of interleaved repetitions are less affected. Under such load PyTorch's "
                   "multi-threaded (OpenMP) operators stall at their barriers, so `--threads 1` "
                   "gives steadier numbers than the default."]
@@ -250,44 +256,38 @@ def render(info: dict[str, str], train: dict, infer: dict, matmul: float,
         lines.append(f"| {MODELS[key].title} | {batch} | {r['plain'] * 1e3:.1f} | "
                      f"{r['optimised'] * 1e3:.1f} | {r['opencv'] * 1e3:.1f} | "
                      f"{r['opencv'] / r['optimised']:.2f} | {r['opencv'] / r['plain']:.2f} |")
-    lines += ["", "### (c) against real Caffe, normalised by a numpy float32 2048^3 matmul", "",
-              f"Real Caffe (BVLC, OpenBLAS, CPU, 2 cores): HoloNet {CAFFE_MS['holonet']:.0f} ms, "
-              f"DenseNet-121 {CAFFE_MS['densenet']:.0f} ms for one forward+backward at batch 32, "
-              f"matmul {CAFFE_MATMUL_MS} ms in the same run. Here the matmul took "
-              f"{matmul * 1e3:.1f} ms with numpy's BLAS as this environment configures it "
-              f"({info['blas']}; OPENBLAS_CORETYPE {info['OPENBLAS_CORETYPE']})"]
+    lines += ["", "### (c) the train nets' forward+backward in units of a numpy float32 2048^3 matmul",
+              "", f"The matmul took {matmul * 1e3:.1f} ms with numpy's BLAS as this environment "
+              f"configures it ({info['blas']}; OPENBLAS_CORETYPE {info['OPENBLAS_CORETYPE']})"]
     yardsticks = [("configured kernel", matmul)]
     if native is not None:
         lines[-1] += (f", and {native[0] * 1e3:.1f} ms with OpenBLAS's native kernel "
                       f"({native[1]}; the pinning variables unset in a child process)")
         yardsticks.append(("native kernel", native[0]))
     lines[-1] += ". A matmul unit is one such matmul on the same machine."
-    lines += ["", "| net | Caffe (matmuls) | engine (ms) | " +
-              " | ".join(f"engine (matmuls, {name}) | speed-up, {name} (goal >= 3)"
-                         for name, _ in yardsticks) +
-              " | conv FLOP floor (matmuls) | raw time ratio Caffe/engine |",
-              "| --- | ---: | ---: | " + " | ".join("---: | ---:" for _ in yardsticks) +
-              " | ---: | ---: |"]
+    lines += ["", "| net | engine (ms) | " +
+              " | ".join(f"engine (matmuls, {name})" for name, _ in yardsticks) +
+              " | conv FLOP floor (matmuls) |",
+              "| --- | ---: | " + " | ".join("---:" for _ in yardsticks) + " | ---: |"]
     for key, r in train.items():
-        caffe_units = CAFFE_MS[key] / CAFFE_MATMUL_MS
-        cells = []
-        for _, seconds in yardsticks:
-            ours = r["engine"] / seconds
-            cells += [f"{ours:.2f}", f"{caffe_units / ours:.2f}x"]
-        lines.append(f"| {MODELS[key].title} | {caffe_units:.2f} | {r['engine'] * 1e3:.0f} | " +
-                     " | ".join(cells) + f" | {r['flop'] / MATMUL_FLOP:.2f} | "
-                     f"{CAFFE_MS[key] / (r['engine'] * 1e3):.2f}x |")
+        cells = [f"{r['engine'] / seconds:.2f}" for _, seconds in yardsticks]
+        lines.append(f"| {MODELS[key].title} | {r['engine'] * 1e3:.0f} | " + " | ".join(cells) +
+                     f" | {r['flop'] / MATMUL_FLOP:.2f} |")
     lines += ["", "The conv FLOP floor counts the multiply-adds of the Convolution and "
               "InnerProduct layers (forward, input and weight gradients) in units of the matmul's "
               "17.2 GFLOP: even an implementation running every product at the matmul's own FLOP "
               "rate, with BatchNorm, ReLU, Concat and pooling for free, needs that many matmul "
-              "units. A 3x speed-up over Caffe means Caffe's matmul count / 3; where that is "
-              "close to the floor, the goal asks for the whole step to run near the matmul's peak "
-              "rate, which a training step with memory-bound layers on 128x128 maps cannot. The "
-              "normalisation therefore depends on the kernel measured: a GEMM kernel pinned to an "
-              "older instruction set makes the matmul (and a current Caffe's GEMMs) slower, while "
-              "the engine's convolutions run in oneDNN's kernels for the processor either way."]
+              "units. The matmul units depend on the kernel measured: a GEMM kernel pinned to an "
+              "older instruction set makes the matmul slower, while the engine's convolutions run "
+              "in oneDNN's kernels for the processor either way."]
     return "\n".join(lines) + "\n"
+
+
+def write_report(run: dict, out: Path) -> None:
+    text = render(run)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_text(out, text)
+    print(text)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -298,8 +298,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None,
                         help="threads for torch, OpenCV and numpy's BLAS alike (default: torch's)")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "engine.md")
+    parser.add_argument("--json", type=Path, default=None,
+                        help="where the measurements go (default: --out with .json)")
+    parser.add_argument("--from-json", type=Path, default=None, metavar="JSON",
+                        help="measure nothing: write --out from the measurements of an earlier run")
     parser.add_argument("--matmul-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.from_json:
+        write_report(json.loads(args.from_json.read_text()), args.out)
+        return 0
     if args.quick:
         args.reps, args.warmup = 3, 1
     import cv2
@@ -332,10 +339,13 @@ def main(argv: list[str] | None = None) -> int:
     if native is not None:
         native = (statistics.median([native[0], native_matmul(args.reps, args.threads)[0]]), native[1])
     info["load average (start -> end)"] += f" -> {load_average()}"
-    text = render(info, train, infer, matmul, native, args)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    write_text(args.out, text)
-    print(text)
+    run = {"date": time.strftime("%Y-%m-%d"), "reps": args.reps, "threads": args.threads,
+           "info": info, "matmul": matmul, "native": list(native) if native else None,
+           "train": train, "infer": [dict(r, net=key, batch=batch) for (key, batch), r in infer.items()]}
+    json_path = args.json or args.out.with_suffix(".json")
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    write_text(json_path, json.dumps(run, indent=1) + "\n")
+    write_report(run, args.out)
     return 0
 
 

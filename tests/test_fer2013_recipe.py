@@ -20,6 +20,7 @@ from caffe.io import datum_to_array
 from caffe.proto import caffe_pb2
 from sse import fer2013
 from sse.classes import class_index
+from sse.fer2013 import recipe
 from sse.fer2013.ship import training_stats
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -176,3 +177,21 @@ def test_a_missing_or_foreign_split_is_named(tmp_path):
     np.savez(tmp_path / "Training.npz", x=np.zeros(3))
     with pytest.raises(fer2013.Fer2013Error, match="Training.npz.*jpeg_data"):
         fer2013.load_split(tmp_path, "Training")
+
+
+def test_a_warm_started_member_starts_from_its_committed_weights_and_resumes_from_its_snapshots(tmp_path):
+    member = fer2013.get_member("holonet48_original")
+    ws = member.warm_start
+    assert ws is not None and len(ws.commit) == 40
+    flag = recipe.resume_flag(member, tmp_path)
+    path = tmp_path / member.name / "warm_start.caffemodel"
+    assert flag == f"--weights={path}"
+    committed = subprocess.run(["git", "show", f"{ws.commit}:{ws.path}"], cwd=ROOT, capture_output=True,
+                               check=True).stdout
+    assert path.read_bytes() == committed and caffe_pb2.NetParameter.FromString(committed).layer
+    state = tmp_path / member.name / "snap_iter_1000.solverstate"
+    assert recipe.resume_flag(member, tmp_path, state) == f"--snapshot={state}"
+    assert recipe.resume_flag(dataclasses.replace(member, warm_start=None), tmp_path) == ""
+    broken = dataclasses.replace(member, warm_start=recipe.WarmStart("0" * 40, ws.path, ""))
+    with pytest.raises(fer2013.Fer2013Error, match="cannot read its warm-start weights"):
+        recipe.resume_flag(broken, tmp_path / "other")

@@ -109,7 +109,7 @@ def next_stage(member: Member, work: str | Path) -> tuple[int, Path | None] | No
     return next(((stage, latest) for stage, max_iter in enumerate(member.stages) if done < max_iter), None)
 
 
-def resume_flag(member: Member, work: str | Path, state: Path | None) -> str:
+def resume_flag(member: Member, work: str | Path, state: Path | None = None) -> str:
     """The ``caffe train`` flag that starts a stage: ``--snapshot=STATE`` to resume; for the first
     stage of a warm-started member ``--weights=`` its warm-start weights (written once into
     ``work/<name>/warm_start.caffemodel`` from git); else nothing (the fillers)."""

@@ -221,8 +221,9 @@ def card(member: Member, sel: Selection, meta: dict, stats: dict, machine: str, 
         "FER2013 (Goodfellow et al. 2013), official splits: Training (28,709 faces) to train, PublicTest "
         "(3,589) to choose the snapshot, the test-time augmentation default and the ensemble weights, "
         "PrivateTest (3,589) scored once for what was chosen. " + faces_text(meta, info) + " Training augmentation: "
-        f"random 48x48 crops of the face {'cut' if 'crop' in meta else 'padded'} by {PAD} px "
-        f"({'real surroundings' if 'crop' in meta else 'reflected edges'}), random mirror, rotation up to "
+        + (f"random 48x48 crops of the face cut with {PAD} px of real surroundings on each side, " if "crop" in meta
+           else f"random 48x48 crops of the face padded by {PAD} px (reflected edges), ")
+        + "random mirror, rotation up to "
         f"±{member.max_rotation:g}° and scale ±{member.max_scale_jitter:.0%} (the toolkit's "
         "`transform_param` extension `max_rotation` / `max_scale_jitter`, which real Caffe rejects).", "",
         "## How it was made", "",

@@ -8,7 +8,7 @@ import dlib
 import numpy as np
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Box:
     """A rectangle [left, right) x [top, bottom) in float pixels."""
 

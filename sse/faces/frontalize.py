@@ -26,7 +26,7 @@ from .align import apply_affine, fit_similarity
 from .face_model import JAW, MODEL_3D, template_landmarks
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Pose:
     """Head pose of one face: Euler angles (degrees), the turned-away side, the fit's error."""
 

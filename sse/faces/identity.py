@@ -96,3 +96,7 @@ class ChipSampler:
 
     def indices(self) -> list[int]:
         return sorted(self.chips)
+
+    def release(self) -> None:
+        """Drop the chips (images), keep their qualities: the track has ended and been described."""
+        self.chips = {}

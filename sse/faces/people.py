@@ -114,25 +114,53 @@ class Person:
 Describe = Callable[[list[np.ndarray]], np.ndarray]
 
 
+def describe_track(track: Track, sampler: ChipSampler | None, describe: Describe,
+                   config: LinkConfig) -> dict[int, np.ndarray]:
+    """A track's descriptors by frame (step 1): `samples` of its trusted chips, spread over the
+    track, and every trusted chip when those lie farther apart than `split_check`. Needs only the
+    track's own chips: the pipeline describes a track as soon as it ends and drops its chips."""
+    chips = sampler.chips if sampler is not None else {}
+    qualities = sampler.qualities if sampler is not None else {}
+    indices = [i for i in sorted(chips) if i not in qualities or config.trust.trusted(qualities[i])]
+    picked = [indices[k] for k in pick_evenly(len(indices), config.samples)]
+    descriptors = dict(zip(picked, describe([chips[i] for i in picked])))
+    if _spread(descriptors) > config.split_check:
+        rest = [i for i in indices if i not in descriptors]
+        descriptors.update(zip(rest, describe([chips[i] for i in rest])))
+    return descriptors
+
+
 def describe_tracks(tracks: list[Track], samplers: dict[int, ChipSampler], describe: Describe,
-                    config: LinkConfig) -> list[Fragment]:
+                    config: LinkConfig, described: dict[int, dict[int, np.ndarray]] | None = None
+                    ) -> list[Fragment]:
     """Describe each track on a few trusted chips and split those whose identity changes (step 1).
-    A chip without a measured quality (a caller that measures none) counts as trusted."""
+    A chip without a measured quality (a caller that measures none) counts as trusted. `described`
+    holds the descriptors of tracks described already (``describe_track``), by track id."""
     fragments = []
     for track in tracks:
         sampler = samplers.get(track.track_id)
-        chips = sampler.chips if sampler is not None else {}
         qualities = dict(sampler.qualities) if sampler is not None else {}
-        indices = [i for i in sorted(chips) if i not in qualities or config.trust.trusted(qualities[i])]
-        picked = [indices[k] for k in pick_evenly(len(indices), config.samples)]
-        descriptors = dict(zip(picked, describe([chips[i] for i in picked])))
-        if _spread(descriptors) > config.split_check:
-            rest = [i for i in indices if i not in descriptors]
-            descriptors.update(zip(rest, describe([chips[i] for i in rest])))
+        if described is not None and track.track_id in described:
+            descriptors = described[track.track_id]
+        else:
+            descriptors = describe_track(track, sampler, describe, config)
         for piece in _split(track, descriptors, config.threshold):
             piece.qualities = {i: q for i, q in qualities.items() if piece.first <= i <= piece.last}
             fragments.append(piece)
     return fragments
+
+
+def false_by_itself(track: Track, sampler: ChipSampler | None, rule: Plausibility = PLAUSIBLE) -> str:
+    """Why a track is a false face on its own evidence (its landmarks fit no face, its detector
+    scores are all low), or ''; ``screen_tracks`` leaves such a track out whatever the other tracks
+    do, so the pipeline does not describe it when it ends."""
+    fits = [q.fit for q in sampler.qualities.values()] if sampler is not None else []
+    if fits and float(np.median(fits)) > rule.max_fit:
+        return (f"false face: its landmarks do not fit a face (median {float(np.median(fits)):.2f} eye distances"
+                f" > {rule.max_fit:g})")
+    if track.scores and max(track.scores.values()) < rule.min_score:
+        return f"false face: detector score at most {max(track.scores.values()):.2f} < {rule.min_score:g}"
+    return ""
 
 
 def screen_tracks(tracks: list[Track], samplers: dict[int, ChipSampler], frame_size: tuple[int, int],
@@ -168,12 +196,9 @@ def _implausible(track: Track, by_frame: dict[int, list[Track]], sampler: ChipSa
         holder = max(holders, key=holders.get)
         if sum(holders.values()) >= rule.inside_frames * frames:
             return f"false face: its box lies inside track {holder}'s face in {sum(holders.values())} of {frames} frames"
-    fits = [q.fit for q in sampler.qualities.values()] if sampler is not None else []
-    if fits and float(np.median(fits)) > rule.max_fit:
-        return (f"false face: its landmarks do not fit a face (median {float(np.median(fits)):.2f} eye distances"
-                f" > {rule.max_fit:g})")
-    if track.scores and max(track.scores.values()) < rule.min_score:
-        return f"false face: detector score at most {max(track.scores.values()):.2f} < {rule.min_score:g}"
+    alone = false_by_itself(track, sampler, rule)
+    if alone:
+        return alone
     side = float(np.median([b.size for b in track.boxes.values()]))
     if width and height and not rule.min_size * max(width, height) <= side <= rule.max_size * min(width, height):
         return f"false face: a {side:.0f} px face in a {width}x{height} frame"

@@ -10,14 +10,28 @@ inside its span, for at most `max_gap` sampled frames, get landmarks and box int
 between the neighbouring frames, unless the gap holds a cut or an undecodable frame; the rest are
 'none' (or 'undecodable'). Head pose is fitted on every frame with landmarks.
 Pass 2 (rendering) decodes again and cuts the aligned or frontalized crop of every frame with
-landmarks. Two passes keep memory flat for long videos: only landmarks and chips are held, not frames.
+landmarks.
+
+Memory (issue 21). No frame is held beyond the one being read, except the tracker's buffer of at
+most `detect_every` frames for following a new face backwards; every crop is written as it is cut.
+What grows with the video's length, per face (one person in one sampled frame), is compact: its box
+(a Box of four floats), status and 68 landmarks (a float32 68 x 2 array, 0.6 KB) in the tracks; then,
+in the kept people's records, a FrameRecord (~90 bytes) with the same landmarks, the box and a Pose:
+about 1.3 KB a face in all (measured on the Hamilton clip), and per sampled frame one index. Face
+chips (150x150 RGB, 66 KB each, up to `chips_per_track` per track) are held only while their track
+is followed: a track is described (a few 128-D descriptors) as soon as it ends and its chips are
+dropped, so what the people across cuts are built from is per track its boxes, statuses, qualities
+and descriptors. A kept person holds records for its own span only (those outside are made when
+`PersonRecords.records` is read), so a film's many people do not each hold a record per frame. The
+manifest's per-frame entries are made and written one at a time (video.py).
 """
 
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import cv2
 import numpy as np
@@ -30,10 +44,11 @@ from .detect import SECOND_DETECTORS, FaceDetector
 from .frontalize import Pose, estimate_pose
 from .identity import SAME_PERSON_DISTANCE, ChipSampler, FaceDescriptor, face_chip
 from .landmarks import LandmarkPredictor
-from .people import LinkConfig, Person, describe_tracks, identity_note, link_people, screen_tracks, track_entries
+from .people import (LinkConfig, Person, describe_track, describe_tracks, false_by_itself, identity_note, link_people,
+                     screen_tracks, track_entries)
 from .quality import face_quality
 from .shots import ShotCutDetector
-from .track import MultiFaceTracker, TrackerConfig
+from .track import MultiFaceTracker, Track, TrackerConfig
 
 FACES_MODES = ("target", "all")
 
@@ -115,9 +130,10 @@ class FaceModels:
         )
 
 
-@dataclass
+@dataclass(slots=True)
 class FrameRecord:
-    """What the pipeline knows about one sampled frame of one person (None: no person)."""
+    """What the pipeline knows about one sampled frame of one person (None: no person): about 90
+    bytes, plus its landmarks (a float32 68 x 2 array, 0.7 KB), box and pose where it has a face."""
 
     index: int
     status: str = "none"  # detected | tracked | interpolated | none | undecodable
@@ -125,6 +141,7 @@ class FrameRecord:
     landmarks: np.ndarray | None = None
     pose: Pose | None = None
     person: int | None = None
+    cropped: bool = False  # pass 2 wrote its crop
 
     def as_dict(self) -> dict:
         return {
@@ -137,24 +154,44 @@ class FrameRecord:
         }
 
 
-@dataclass
 class PersonRecords:
     """One kept person: its id (1 = the target), the tracker tracks it joins, its screen presence
-    score, and one record per sampled frame of the clip."""
+    score, and one record per sampled frame of the clip (``records``). Only the records of its span
+    (first to last frame with a face) are held; those outside it (status none, or undecodable) are
+    made when ``records`` is read, so a film's many people do not each hold a record per frame."""
 
-    person_id: int
-    track_ids: list[int]
-    score: float
-    records: list[FrameRecord]
-    identity: str = ""  # how far its faces speak for its identity (people.identity_note)
+    def __init__(self, person_id: int, track_ids: list[int], score: float, records: list[FrameRecord],
+                 identity: str = "", indices: Sequence[int] | None = None,
+                 undecodable: frozenset[int] | set[int] = frozenset()) -> None:
+        """``records``: every sampled frame's, or with ``indices`` (every sampled frame index) only
+        those of the span."""
+        self.person_id, self.track_ids, self.score, self.identity = person_id, track_ids, score, identity
+        if indices is None:
+            indices = [r.index for r in records]
+            seen = [k for k, r in enumerate(records) if r.landmarks is not None]
+            records = records[seen[0]:seen[-1] + 1] if seen else []
+        self._span = records
+        self._indices = indices
+        self._undecodable = undecodable
+
+    @property
+    def records(self) -> list[FrameRecord]:
+        span = self._span
+        if not span:
+            return [self._outside(i) for i in self._indices]
+        first, last = span[0].index, span[-1].index
+        return ([self._outside(i) for i in self._indices if i < first] + list(span)
+                + [self._outside(i) for i in self._indices if i > last])
+
+    def _outside(self, index: int) -> FrameRecord:
+        return FrameRecord(index, "undecodable" if index in self._undecodable else "none", person=self.person_id)
 
     def span(self) -> list[FrameRecord]:
         """The records from the person's first to its last frame with a face."""
-        seen = [k for k, r in enumerate(self.records) if r.landmarks is not None]
-        return self.records[seen[0]:seen[-1] + 1] if seen else []
+        return self._span
 
     def as_dict(self) -> dict:
-        present = [r.index for r in self.records if r.landmarks is not None]
+        present = [r.index for r in self._span if r.landmarks is not None]
         return {
             "id": self.person_id,
             "tracks": self.track_ids,
@@ -197,6 +234,19 @@ def analyse(path: Path, config: PipelineConfig, models: FaceModels) -> Analysis:
     indices: list[int] = []
     cuts: list[int] = []
     undecodable: list[dict] = []
+    link = config.link_config()
+    live: list[Track] = []  # the tracks still followed
+    described: dict[int, dict[int, np.ndarray]] = {}  # track id -> its descriptors (chips dropped)
+
+    def ended(tracks: list[Track]) -> None:
+        """Describe tracks that have ended (unless false faces by themselves) and drop their chips."""
+        for track in tracks:
+            sampler = samplers.get(track.track_id)
+            if not false_by_itself(track, sampler):
+                described[track.track_id] = describe_track(track, sampler, models.descriptor, link)
+            if sampler is not None:
+                sampler.release()
+
     width = height = 0
     for frame in reader.frames():
         indices.append(frame.index)
@@ -214,13 +264,18 @@ def analyse(path: Path, config: PipelineConfig, models: FaceModels) -> Analysis:
             box = track.boxes[index]
             points = landmarks[track.track_id, index] = models.predictor(image, box)
             if index == frame.index and track.status[index] == "detected":
-                sampler = samplers.setdefault(track.track_id, ChipSampler(config.chips_per_track))
+                sampler = samplers.get(track.track_id)
+                if sampler is None:
+                    sampler = samplers[track.track_id] = ChipSampler(config.chips_per_track)
                 sampler.add(index, lambda: face_chip(_rgb(frame.image, rgb), box, points),
                             lambda chip: face_quality(chip, box, points, (width, height)))
+        now = tracker.active_tracks()
+        ended([t for t in live if not t.active])
+        live = now
     reader.check_complete()
-    link = config.link_config()
+    ended(live)
     plausible, false_faces = screen_tracks(tracker.tracks, samplers, (width, height))
-    fragments = describe_tracks(plausible, samplers, models.descriptor, link)
+    fragments = describe_tracks(plausible, samplers, models.descriptor, link, described)
     short: list[Person] = []
     people = link_people(fragments, cuts, link, min(config.min_person_frames, reader.decoded_frames), short)
     kept = people if config.faces == "all" else people[:1]
@@ -228,7 +283,8 @@ def analyse(path: Path, config: PipelineConfig, models: FaceModels) -> Analysis:
     results = [
         PersonRecords(p.person_id, p.track_ids, p.score,
                       person_records(p, indices, landmarks, set(cuts), broken, config, (width, height)),
-                      identity_note({i: q for f in p.fragments for i, q in f.qualities.items()}, link.trust))
+                      identity_note({i: q for f in p.fragments for i, q in f.qualities.items()}, link.trust),
+                      indices, broken)
         for p in kept
     ]
     tracks = track_entries(tracker.tracks, samplers, fragments, people, kept, short, false_faces, link)
@@ -260,11 +316,13 @@ def _empty_records(indices: list[int], undecodable: set[int]) -> list[FrameRecor
 def person_records(person: Person, indices: list[int], landmarks: dict[tuple[int, int], np.ndarray],
                    cuts: set[int], undecodable: set[int], config: PipelineConfig,
                    frame_size: tuple[int, int]) -> list[FrameRecord]:
-    """One record per sampled frame for `person`: its boxes and landmarks, interpolated gaps
-    (never across a cut or an undecodable frame), head pose."""
+    """One record per sampled frame of `person`'s span (its first to its last frame with a face):
+    its boxes and landmarks, interpolated gaps (never across a cut or an undecodable frame), head pose."""
     boxes, status, track_of = person.boxes, person.status, person.track_of
+    if not boxes:
+        return []
     records = []
-    for index in indices:
+    for index in indices[bisect_left(indices, min(boxes)):bisect_right(indices, max(boxes))]:
         record = FrameRecord(index, "undecodable" if index in undecodable else "none", person=person.person_id)
         if index in boxes:
             record.status = status[index]

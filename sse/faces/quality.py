@@ -43,7 +43,7 @@ _CHIP_FACE = slice(25, 125)
 SHARPNESS_SCALE = 50.0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class FaceQuality:
     """What decides whether one face's descriptor is evidence of identity (see the module doc)."""
 

@@ -67,6 +67,7 @@ class MultiFaceTracker:
     def __init__(self, config: TrackerConfig | None = None):
         self.config = config or TrackerConfig()
         self.tracks: list[Track] = []
+        self._active: list[Track] = []  # a superset of the active tracks (ended ones pruned when read)
         self._since_detection = 0
         self._force_detection = True
         self._recent: deque[tuple[int, np.ndarray]] = deque(maxlen=self.config.detect_every)
@@ -141,6 +142,7 @@ class MultiFaceTracker:
                 added += [(track, i, img) for i, img in self._follow_backwards(track, image, detection.box)]
                 track.restart(image, detection.box)
                 self.tracks.append(track)
+                self._active.append(track)
                 added.append((track, index, image))
         return added
 
@@ -164,7 +166,16 @@ class MultiFaceTracker:
         return filled
 
     def active_tracks(self) -> list[Track]:
-        return [t for t in self.tracks if t.active]
+        """The tracks still followed, in creation order (the cost grows with them, not with every
+        track of the video)."""
+        still = []
+        for track in self._active:
+            if track.active:
+                still.append(track)
+            else:
+                track.tracker = None  # its correlation filter (about 1 MB) is no longer needed
+        self._active = still
+        return list(still)
 
     def _associate(self, boxes: list[Box], detections: list[Detection]) -> tuple[list[int], list[int]]:
         """Hungarian matching on IoU; pairs below the threshold are dropped."""

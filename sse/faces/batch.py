@@ -165,8 +165,11 @@ def _init_worker(config: PipelineConfig, single_thread: bool = False) -> None:
 
 
 def _work(item: tuple[VideoJob, Path]) -> dict:
+    """One video; what comes back (from a worker process, pickled) is its manifest without the
+    frames, which are in the manifest file."""
     job, out_dir = item
-    return process_video(job, out_dir, _worker_config, _worker_models)
+    manifest = process_video(job, out_dir, _worker_config, _worker_models)
+    return {k: v for k, v in manifest.items() if k != "frames"}
 
 
 def run_batch(
@@ -201,9 +204,10 @@ def run_batch(
         with multiprocessing.get_context("spawn").Pool(workers, _init_worker, (config, True)) as pool:
             _consume(pool.imap_unordered(_work, items), bar)
     bar.close()
-    manifests = [m for m in (read_manifest(out_dir / job.video_id) for job in jobs) if m is not None]
-    for manifest in manifests:
-        summary.add(manifest)
+    for job in jobs:  # one manifest at a time, without its frames (Summary reads none)
+        manifest = read_manifest(out_dir / job.video_id, frames=False)
+        if manifest is not None:
+            summary.add(manifest)
     if lists:
         summary.lists = write_lists(out_dir)
     return summary

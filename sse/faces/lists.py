@@ -25,14 +25,16 @@ not written (and an older one removed) when no label is known.
 from __future__ import annotations
 
 import csv
-import io
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterable, Iterator
+
+from caffe.atomic import atomic_path
 
 from sse.classes import CLASS_NAMES
 
 from . import atomic
-from .video import MANIFEST, read_manifest
+from .video import MANIFEST, iter_frames, read_manifest
 
 LIST_FILE = "list.txt"
 FRAMES_FILE = "frames.csv"
@@ -68,51 +70,59 @@ def unit_name(video: str, person: int | None, faces: str = "target") -> str:
     return video if faces != "all" or person is None else f"{video}@p{person}"
 
 
-def read_manifests(out_dir: Path) -> list[dict]:
-    """Every finished manifest under `out_dir`, ordered by video id."""
-    found = [read_manifest(path.parent) for path in Path(out_dir).rglob(MANIFEST)]
+def read_manifests(out_dir: Path, frames: bool = True) -> list[dict]:
+    """Every finished manifest under `out_dir`, ordered by video id (without their frames when
+    `frames` is false)."""
+    found = [read_manifest(path.parent, frames) for path in Path(out_dir).rglob(MANIFEST)]
     return sorted((m for m in found if m is not None), key=lambda m: m["video"])
 
 
 def crop_rows(manifests: list[dict]) -> list[CropRow]:
     """The rows of list.txt / frames.csv for every crop of the 'ok' videos, in list order."""
-    rows = []
-    for manifest in manifests:
-        if manifest.get("status") != "ok":
-            continue
-        label = manifest["label"] if manifest.get("label") is not None else -1
-        faces = manifest.get("settings", {}).get("faces", "target")
-        fps = manifest.get("fps")
-        frames = [f for f in manifest["frames"] if f.get("crop")]
-        frames.sort(key=lambda f: (f.get("person") or 0, f["index"]))
-        for frame in frames:
-            person = frame.get("person")
-            rows.append(CropRow(
-                f"{manifest['video']}/{frame['crop']}",
-                unit_name(manifest["video"], person, faces),
-                frame["index"],
-                label,
-                frame["status"],
-                person,
-                round(frame["index"] / fps, 4) if fps else None,
-            ))
-    return rows
+    return [row for manifest in manifests for row in _video_rows(manifest, manifest.get("frames", []))]
+
+
+def _video_rows(manifest: dict, frames: Iterable[dict]) -> Iterator[CropRow]:
+    """The rows of one video's crops (its manifest, its frames entries: a list or a stream); what is
+    held is one small tuple per crop (to order them), not the entries."""
+    if manifest.get("status") != "ok":
+        return
+    label = manifest["label"] if manifest.get("label") is not None else -1
+    faces = manifest.get("settings", {}).get("faces", "target")
+    fps = manifest.get("fps")
+    crops = sorted(((f.get("person") or 0, f["index"], f.get("person"), f["crop"], f["status"])
+                    for f in frames if f.get("crop")), key=lambda c: c[:2])
+    for _, index, person, crop, status in crops:
+        yield CropRow(f"{manifest['video']}/{crop}", unit_name(manifest["video"], person, faces), index, label,
+                      status, person, round(index / fps, 4) if fps else None)
 
 
 def write_lists(out_dir: Path, manifests: list[dict] | None = None) -> ListsWritten:
     """Write list.txt, frames.csv, videos.txt and labels.txt atomically from `manifests` (default:
-    every finished manifest under `out_dir`)."""
+    every finished manifest under `out_dir`, each one's frames read entry by entry); the rows go to
+    the files as they are made."""
     out_dir = Path(out_dir)
-    rows = crop_rows(read_manifests(out_dir) if manifests is None else manifests)
-    atomic.write_text(out_dir / LIST_FILE, "".join(f"{r.crop} {r.label}\n" for r in rows))
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(FRAMES_HEADER)
-    for r in rows:
-        writer.writerow((r.crop, r.unit, r.frame, r.label, r.status, "" if r.person is None else r.person,
-                         "" if r.time is None else r.time))
-    atomic.write_text(out_dir / FRAMES_FILE, buffer.getvalue())
-    labels = {r.unit: r.label for r in rows}
+    if manifests is None:
+        headers = [(m, path.parent) for path in out_dir.rglob(MANIFEST)
+                   if (m := read_manifest(path.parent, frames=False)) is not None]
+        headers.sort(key=lambda item: item[0]["video"])
+        videos = [(m, iter_frames(folder)) for m, folder in headers]
+    else:
+        videos = [(m, m.get("frames", [])) for m in manifests]
+    labels: dict[str, int] = {}
+    count = 0
+    with atomic_path(out_dir / LIST_FILE) as list_tmp, atomic_path(out_dir / FRAMES_FILE) as frames_tmp, \
+            open(list_tmp, "w", encoding="utf-8", newline="") as list_file, \
+            open(frames_tmp, "w", encoding="utf-8", newline="") as frames_file:
+        writer = csv.writer(frames_file, lineterminator="\n")
+        writer.writerow(FRAMES_HEADER)
+        for manifest, frames in videos:
+            for r in _video_rows(manifest, frames):
+                list_file.write(f"{r.crop} {r.label}\n")
+                writer.writerow((r.crop, r.unit, r.frame, r.label, r.status, "" if r.person is None else r.person,
+                                 "" if r.time is None else r.time))
+                labels[r.unit] = r.label
+                count += 1
     units = list(labels)
     atomic.write_text(out_dir / VIDEO_LIST_FILE, "".join(f"{u}\n" for u in units))
     known = [(u, labels[u]) for u in units if labels[u] >= 0]
@@ -120,4 +130,4 @@ def write_lists(out_dir: Path, manifests: list[dict] | None = None) -> ListsWrit
         atomic.write_text(out_dir / LABELS_FILE, "".join(f"{u} {CLASS_NAMES[k]}\n" for u, k in known))
     else:
         (out_dir / LABELS_FILE).unlink(missing_ok=True)
-    return ListsWritten(len(rows), units, len(known))
+    return ListsWritten(count, units, len(known))

@@ -34,7 +34,11 @@ the time of frame i is i / fps. People are numbered by screen presence (people.p
 is the kept person holding most of its frames (a track split by identity feeds two people); tracks of
 no kept person (too few frames, or not the target with faces='target') have person null.
 
-The manifest is written last and atomically, so its presence marks a finished video; a folder
+The manifest is written one frame entry at a time (``FrameEntries``, jsonstream.write_object: the
+bytes json.dumps(indent=1) gives), and the readers that need only the rest of it or walk its frames
+read it through a window (``read_manifest(frames=False)``, ``iter_frames``): a long video's entries,
+about 10 KB of Python objects each, are never all held. The manifest is written last and
+atomically, so its presence marks a finished video; a folder
 without one is a half-done video that a resumed run redoes (after removing its stale crops). A
 video is finished only for the source it was made from: a manifest whose `source_key` is not the
 input's now (another folder's file of the same id, or the same path with a changed picture) is
@@ -51,6 +55,7 @@ import os
 import re
 import time
 from pathlib import Path
+from typing import Iterable, Iterator, Sequence
 
 from caffe.atomic import remove_leftovers
 
@@ -59,7 +64,8 @@ from .contact import contact_sheet, pick_evenly
 from .decode import list_images
 from .errors import FacesError, UnreadableMediaError
 from .inputs import VideoJob
-from .pipeline import FaceModels, PipelineConfig, analyse, render
+from .jsonstream import read_object, scan_object, write_object
+from .pipeline import FaceModels, FrameRecord, PipelineConfig, analyse, render
 
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = "sse.faces.manifest/2"
@@ -74,14 +80,22 @@ def crop_name(index: int, person: int | None = None) -> str:
     return f"{index:06d}.png" if person is None else f"p{person}/{index:06d}.png"
 
 
-def read_manifest(video_dir: Path) -> dict | None:
-    """The finished manifest of a video folder, or None if absent or incomplete."""
+def read_manifest(video_dir: Path, frames: bool = True) -> dict | None:
+    """The finished manifest of a video folder, or None if absent or incomplete. With ``frames``
+    false the manifest comes without its ``frames`` (read through a window of the file and dropped
+    entry by entry: a long video's frames are most of the file); ``iter_frames`` yields them."""
     path = Path(video_dir) / MANIFEST
     try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
+        manifest = json.loads(path.read_text(encoding="utf-8")) if frames else read_object(path, "frames")
     except (OSError, ValueError):
         return None
-    return manifest if manifest.get("complete") is True else None
+    return manifest if isinstance(manifest, dict) and manifest.get("complete") is True else None
+
+
+def iter_frames(video_dir: Path) -> Iterator[dict]:
+    """The ``frames`` entries of a video folder's manifest, one at a time, in the manifest's order
+    (memory for one entry, not for the video)."""
+    yield from scan_object(Path(video_dir) / MANIFEST, "frames")
 
 
 def source_key(path: Path) -> dict:
@@ -107,7 +121,7 @@ def source_key(path: Path) -> dict:
 def is_done(video_dir: Path, config: PipelineConfig, source: Path) -> bool:
     """True if the folder holds a finished manifest made with the same output settings from the
     same source (``source_key``)."""
-    manifest = read_manifest(video_dir)
+    manifest = read_manifest(video_dir, frames=False)
     return (manifest is not None and manifest.get("settings") == config.output_settings()
             and manifest.get("source_key") == source_key(source))
 
@@ -117,14 +131,12 @@ def clear_video_dir(video_dir: Path) -> None:
     without a finished manifest every file named as a crop; the contact sheet; the manifest last),
     and person folders left empty; nothing else."""
     video_dir = Path(video_dir)
-    manifest = read_manifest(video_dir)
-    if manifest is not None:
-        crops = {f["crop"] for f in manifest.get("frames", [])
-                 if isinstance(f, dict) and isinstance(f.get("crop"), str)}
+    names: Iterable[str]
+    if read_manifest(video_dir, frames=False) is not None:  # its crops, read entry by entry
+        names = (f["crop"] for f in iter_frames(video_dir) if isinstance(f, dict) and isinstance(f.get("crop"), str))
     else:
-        crops = {p.relative_to(video_dir).as_posix() for p in video_dir.glob("*.png")}
-        crops |= {p.relative_to(video_dir).as_posix() for p in video_dir.glob("p*/*.png")}
-    for name in sorted(crops):
+        names = [p.relative_to(video_dir).as_posix() for p in [*video_dir.glob("*.png"), *video_dir.glob("p*/*.png")]]
+    for name in names:
         if _CROP_NAME.match(name):
             (video_dir / name).unlink(missing_ok=True)
     (video_dir / CONTACT_SHEET).unlink(missing_ok=True)
@@ -168,8 +180,35 @@ def process_video(job: VideoJob, out_dir: Path, config: PipelineConfig, models: 
         manifest.update(status="error", reason=f"{type(exc).__name__}: {exc}", frames=[])
     manifest["seconds"] = round(time.perf_counter() - started, 2)
     manifest["complete"] = True
-    atomic.write_json(video_dir / MANIFEST, manifest)
+    write_object(video_dir / MANIFEST, manifest, "frames")  # the entries made and written one at a time
     return manifest
+
+
+class FrameEntries(Sequence):
+    """The manifest's ``frames``: one entry (a dict) per record, made when it is read, so a long
+    video's entries (about 10 KB of Python objects each, with their 68 landmarks as lists) are
+    never all held at once; the records are what the pipeline keeps anyway."""
+
+    def __init__(self, records: list[FrameRecord], faces: str) -> None:
+        self.records, self.faces = records, faces
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, k):
+        if isinstance(k, slice):
+            return [self.entry(r) for r in self.records[k]]
+        return self.entry(self.records[k])
+
+    def __iter__(self) -> Iterator[dict]:
+        return (self.entry(r) for r in self.records)
+
+    def entry(self, record: FrameRecord) -> dict:
+        entry = record.as_dict()
+        if record.landmarks is None and self.faces == "target":
+            entry["person"] = None
+        entry["crop"] = crop_name(record.index, record.person if self.faces == "all" else None) if record.cropped else None
+        return entry
 
 
 def _run(job: VideoJob, video_dir: Path, config: PipelineConfig, models: FaceModels) -> dict:
@@ -181,26 +220,21 @@ def _run(job: VideoJob, video_dir: Path, config: PipelineConfig, models: FaceMod
     counts = {s: 0 for s in ("detected", "tracked", "interpolated", "none", "undecodable")}
     for record in records:
         counts[record.status] += 1
-    crops: dict[tuple[int | None, int], str] = {}
     with_face = [r.index for r in analysis.records if r.landmarks is not None]
     sheet_indices = {with_face[k] for k in pick_evenly(len(with_face), SHEET_TILES)}
+    del with_face
     target = analysis.people[0].person_id if analysis.people else None
     tiles = []
+    crops = 0
     for record, crop in render(job.path, records, config, models):
-        name = crop_name(record.index, record.person if config.faces == "all" else None)
-        atomic.write_png(video_dir / name, crop)
-        crops[record.person, record.index] = name
+        atomic.write_png(video_dir / crop_name(record.index, record.person if config.faces == "all" else None), crop)
+        record.cropped = True
+        crops += 1
         if record.person == target and record.index in sheet_indices:
             tiles.append((crop, record.index, record.status))
     if tiles:
         atomic.write_png(video_dir / CONTACT_SHEET, contact_sheet(tiles))
-    frames = []
-    for record in records:
-        entry = record.as_dict()
-        if record.landmarks is None and config.faces == "target":
-            entry["person"] = None
-        entry["crop"] = crops.get((record.person, record.index))
-        frames.append(entry)
+    frames = FrameEntries(records, config.faces)
     return {
         "status": "ok" if crops else "no_face",
         "reason": "" if crops else "no face found in any frame",
@@ -209,7 +243,7 @@ def _run(job: VideoJob, video_dir: Path, config: PipelineConfig, models: FaceMod
         "frame_size": list(analysis.frame_size),
         "frames_sampled": len(analysis.records),
         "counts": counts,
-        "crops": len(crops),
+        "crops": crops,
         "cuts": analysis.cuts,
         "undecodable": analysis.undecodable,
         "tracks": analysis.tracks,

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import time
 import traceback
@@ -29,6 +30,7 @@ from typing import Sequence
 
 from tqdm import tqdm
 
+from caffe.atomic import atomic_path
 from caffe.errors import CaffeError
 from caffe.launch import add_shard_argument, resolve_shard
 from sse.faces import atomic
@@ -138,11 +140,11 @@ def run(args: argparse.Namespace) -> int:
         run_batch(jobs, faces_dir, config, args.jobs, progress=show, lists=shard.count == 1)
     settings = {"models": [s.name for s in scorers], "primary": main_scorer.name, "tta": args.tta,
                 "annotate": args.annotate, "faces": config.output_settings()}
-    summaries, csv_parts, frames = [], [], 0
+    summaries, csv_files, frames = [], [], 0
     left_out: list[dict] = []  # tracks the face pipeline kept out of people, and why
     readings: list[str] = []  # how each image folder was read (frames of a clip or photos)
     for job in tqdm(jobs, unit="video", disable=not show, file=sys.stderr, desc="emotions"):
-        manifest = read_manifest(faces_dir / job.video_id)
+        manifest = read_manifest(faces_dir / job.video_id, frames=False)  # predict_video streams the frames
         if manifest is None or manifest["status"] != "ok":
             status = "error" if manifest is None else manifest["status"]
             reason = "the face pipeline left no manifest" if manifest is None else manifest.get("reason", "")
@@ -160,8 +162,10 @@ def run(args: argparse.Namespace) -> int:
         try:
             if not is_done(video_out, settings, manifest):
                 predict_video(manifest, faces_dir, video_out, scorers, main_scorer, args.tta, settings, args.annotate)
-            summaries.append(_read_json(video_out / SUMMARY))
-            csv_parts.append((video_out / PREDICTIONS).read_text(encoding="utf-8").split("\n", 1)[1])
+            summary = _read_json(video_out / SUMMARY)
+            open(video_out / PREDICTIONS, "rb").close()  # there to be copied into the run's file
+            summaries.append(summary)
+            csv_files.append(video_out / PREDICTIONS)
         except (ModelError, CaffeError, OSError, ValueError) as exc:
             failures.append({"input": str(job.path), "video": job.video_id, "status": "error",
                              "reason": f"{type(exc).__name__}: {exc}"})
@@ -170,8 +174,12 @@ def run(args: argparse.Namespace) -> int:
         print(f"this was shard {shard} ({shard.source}) of the videos; once every shard is done, run the "
               "same command as one process: it skips the finished videos and writes the run's files")
         return 0 if summaries or not failures else 1
-    header = ",".join(PREDICTIONS_HEADER) + "\n"
-    atomic.write_text(out / PREDICTIONS, header + "".join(csv_parts))
+    with atomic_path(out / PREDICTIONS) as tmp, open(tmp, "wb") as run_csv:  # the videos' rows, file after file
+        run_csv.write((",".join(PREDICTIONS_HEADER) + "\n").encode("utf-8"))
+        for path in csv_files:
+            with open(path, "rb") as video_csv:
+                video_csv.readline()  # its header
+                shutil.copyfileobj(video_csv, run_csv)
     seconds = time.perf_counter() - started
     atomic.write_json(out / SUMMARY, {"format": "sse.predict.run/1", "settings": settings, "videos": summaries,
                                       "failures": failures, "left_out": left_out, "readings": readings,

@@ -17,7 +17,13 @@ hold in an unsharded run, with the net's random draws seeded alike in every shar
 database into the folder of its name as ``shard-K-of-N``, with the keys of the unsharded run. The
 N parts merge by reading the folder: ``leveldb2mat`` and ``sse.fusion.featdb`` read a folder of
 parts as the one database an unsharded run writes. Under a launcher, ``GPU`` without a DEVICE_ID
-takes the GPU of the rank's local rank."""
+takes the GPU of the rank's local rank.
+
+Memory does not grow with the input: the data layers read their database (or image list) item by
+item through a cursor, the net holds one mini-batch of blobs, the prefetcher a few batches ahead
+(``data_param.prefetch``, 4 by default), and each output database up to 1,000 serialized records
+before they are committed (Caffe's rhythm; a record is the blob's values of one image as float32
+plus a few bytes). A database of a million images goes through in the memory of one batch."""
 from __future__ import annotations
 
 import argparse

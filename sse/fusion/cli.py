@@ -1,5 +1,13 @@
 """Command lines ``sse-fuse`` (frames -> videos, models -> ensemble, weight search and fit) and
-``sse-evaluate`` (scores, confusion matrix, timelines)."""
+``sse-evaluate`` (scores, confusion matrix, timelines).
+
+What they hold in memory: every input matrix whole, as float64 (a frame-level matrix: 8 bytes per
+value, 56 bytes per frame of 7 probabilities; a .mat is read by SciPy or h5py, a float32 one is
+copied to float64 once), the frame list (its text read whole, then per row its frame name, video
+name and line number: about 200 bytes a row, twice that while it is parsed, more than the row of
+probabilities itself), and the video-level results (videos x 7). Neither reads images or databases:
+a database of features goes through ``leveldb2mat`` first. Ten million frames (a hundred hours of
+video at every frame) take 3-5 GB this way; split such a set by videos if that is too much."""
 from __future__ import annotations
 
 import argparse

@@ -110,17 +110,24 @@ def iter_records(path: str | os.PathLike, backend: str | None = None) -> Iterato
 
 
 def read_features(path: str | os.PathLike, dim: int, count: int | None = None,
-                  backend: str | None = None, progress: bool | None = None) -> FeatureMatrix:
+                  backend: str | None = None, progress: bool | None = None, keep_keys: bool = True) -> FeatureMatrix:
     """The float_data of every Datum as a float32 matrix (rows, dim), rows in integer key order.
 
     With ``count``, rows 0..count-1 are read (keys beyond are ignored with a warning); without it all
     keys are read and must be 0..n-1. A missing key, two keys with the same integer, a key that is not
-    an integer, or a Datum whose length is not ``dim`` raise DataError naming the key."""
+    an integer, or a Datum whose length is not ``dim`` raise DataError naming the key.
+
+    Memory: the matrix (4 bytes per value; a Datum of uint8 ``data``, an image, becomes dim float32
+    values), its row numbers (8 bytes a row), the records of one read chunk (about 64 MB), and with
+    ``keep_keys`` every key as a bytes object (about 50 bytes a row: more than a row of 7
+    probabilities; ``raw_keys`` is then empty without it, and an error finds its keys by reading
+    the database again). The peak is twice the matrix: the chunks are joined into one, then
+    sorted by key into another."""
     if dim < 1:
         raise _data_error(f"dim must be positive, got {dim}")
     chunks: list[np.ndarray] = []
     indices: list[np.ndarray] = []
-    keys: list[bytes] = []
+    keys: list[bytes] | None = [] if keep_keys else None
     ignored = 0
     bar = _progress(count, progress, path)
     records = iter_records(path, backend)
@@ -136,7 +143,8 @@ def read_features(path: str | os.PathLike, dim: int, count: int | None = None,
                       f"(the database holds more rows than batch_num x batch_size)", stacklevel=2)
     index = np.concatenate(indices) if indices else np.zeros(0, dtype=np.int64)
     rows = np.concatenate(chunks) if chunks else np.zeros((0, dim), dtype=np.float32)
-    return _arrange(rows, index, keys, count, path)
+    del chunks
+    return _arrange(rows, index, keys, count, path, backend)
 
 
 @contextlib.contextmanager
@@ -153,7 +161,7 @@ def _gc_paused() -> Iterator[None]:
 
 
 def _flush(keys: list[bytes], values: list[bytes], dim: int, count: int | None, chunks: list,
-           indices: list, all_keys: list, bar) -> int:
+           indices: list, all_keys: list | None, bar) -> int:
     """Decode one chunk of records into ``chunks``/``indices``/``all_keys``; returns how many
     records were skipped for lying beyond ``count``."""
     if not keys:
@@ -168,13 +176,14 @@ def _flush(keys: list[bytes], values: list[bytes], dim: int, count: int | None, 
             index = index[keep]
     chunks.append(decode_float_data(values, dim, keys))
     indices.append(index)
-    all_keys.extend(keys)
+    if all_keys is not None:
+        all_keys.extend(keys)
     bar.update(len(keys))
     return total - len(keys)
 
 
-def _arrange(rows: np.ndarray, index: np.ndarray, keys: list[bytes], count: int | None,
-             path: str | os.PathLike) -> FeatureMatrix:
+def _arrange(rows: np.ndarray, index: np.ndarray, keys: list[bytes] | None, count: int | None,
+             path: str | os.PathLike, backend: str | None = None) -> FeatureMatrix:
     n = count if count is not None else len(index)
     if count is None and n == 0:
         raise _data_error(f"{path}: the database is empty")
@@ -182,7 +191,11 @@ def _arrange(rows: np.ndarray, index: np.ndarray, keys: list[bytes], count: int 
     sorted_index = index[order]
     dup = np.nonzero(sorted_index[1:] == sorted_index[:-1])[0]
     if len(dup):
-        a, b = keys[order[dup[0]]], keys[order[dup[0] + 1]]
+        if keys is not None:
+            a, b = keys[order[dup[0]]], keys[order[dup[0] + 1]]
+        else:  # the keys were not kept: find the two of that row
+            row = int(sorted_index[dup[0]])
+            a, b = [k for k, _ in iter_records(path, backend) if key_integers([k])[0] == row][:2]
         raise _data_error(f"{path}: keys {a.decode(errors='replace')!r} and {b.decode(errors='replace')!r} "
                         f"both give row {int(sorted_index[dup[0]])}")
     if len(sorted_index) != n or (n and (sorted_index[0] != 0 or sorted_index[-1] != n - 1)):
@@ -191,7 +204,7 @@ def _arrange(rows: np.ndarray, index: np.ndarray, keys: list[bytes], count: int 
         missing = int(np.argmin(present)) if not present.all() else n
         raise _data_error(f"{path}: missing key {missing:010d} (row {missing} of {n}; "
                         f"{int((~present).sum())} rows missing)")
-    return FeatureMatrix(rows[order], [keys[i] for i in order])
+    return FeatureMatrix(rows[order], [keys[i] for i in order] if keys is not None else [])
 
 
 def key_integers(keys: list[bytes]) -> np.ndarray:

@@ -1,7 +1,14 @@
 """``leveldb2mat``: features dumped by extract_features (LevelDB/LMDB of Datum) -> a MATLAB .mat file.
 
 Same positional arguments as the SSE release's leveldb2mat.py; the matrix has one row per image
-(rows in key order) and ``dim`` columns, stored as the variable ``feats`` (double by default)."""
+(rows in key order) and ``dim`` columns, stored as the variable ``feats`` (double by default).
+
+Memory: the matrix it writes (rows x dim x 8 bytes for double, 4 for ``--single``), read as
+float32 (twice that at the peak of the reading: ``featdb.read_features``; while the double copy is
+made the float32 one is held too), its row numbers (8 bytes a row) and one chunk of records (about
+64 MB); the keys are not kept. The .mat is written from that matrix (v5 by SciPy,
+v7.3 by h5py). A database of images (uint8 ``data``, dim = C x H x W) becomes that many float32
+or float64 values per image: the .mat holds them, so does memory."""
 from __future__ import annotations
 
 import argparse
@@ -81,8 +88,10 @@ def main(argv: list[str] | None = None) -> int:
         from sse.fusion.featdb import read_features, save_mat
         db, count, dim, out = _positionals(parser, args)
         start = time.perf_counter()
-        features = read_features(db, dim, count, args.backend, progress=False if args.quiet else None)
+        features = read_features(db, dim, count, args.backend, progress=False if args.quiet else None,
+                                 keep_keys=False)
         matrix = features.data if args.single else features.data.astype(np.float64)
+        del features  # the float32 matrix, once a float64 copy is made
         version = save_mat(out, {args.var: matrix}, args.format)
         if not args.quiet:
             print(f"{out}: {args.var} {matrix.shape[0]}x{matrix.shape[1]} {matrix.dtype}, "

@@ -57,7 +57,8 @@ def _frame(k: int, size: int = 96) -> np.ndarray:
     return image
 
 
-def make_video(tmp: Path, frames: int, people: int = 2, gaps: bool = True) -> tuple[Path, Path, dict]:
+def make_video(tmp: Path, frames: int, people: int = 2, gaps: bool = True,
+               pipeline: CropSpec = PIPELINE) -> tuple[Path, Path, dict]:
     """A synthetic clip (mp4v) and the face pipeline's folder of it: a manifest in the pipeline's
     layout (faces='all'), person p's face in frame k at landmarks shifted with k, crop files."""
     video = tmp / "clip.mp4"
@@ -90,7 +91,7 @@ def make_video(tmp: Path, frames: int, people: int = 2, gaps: bool = True) -> tu
                 continue
             points = template * (0.8 + 0.1 * person) + np.array([8.0 + (k % 9), 6.0 + 3 * person])
             points = np.round(points, 1)
-            crop = cut_crop(decoded[k], points, PIPELINE)
+            crop = cut_crop(decoded[k], points, pipeline)
             name = crop_name(k, person)
             (folder / name).parent.mkdir(parents=True, exist_ok=True)
             cv2.imwrite(str(folder / name), crop)
@@ -191,13 +192,8 @@ def test_a_long_video_is_scored_without_holding_every_crop(tmp_path):
     (the code before streaming, which also stacked a second copy of each) takes 64 MB; the streamed
     run, chunks of 128 faces, stays far below (what it holds: a window of the manifest's text, one
     chunk's crops, a few numbers per face, the sheet's tiles, the timelines' plots)."""
-    global PIPELINE
     frames = 1200
-    PIPELINE = CropSpec(size=64)
-    try:
-        _, faces, _ = make_video(tmp_path, frames, gaps=False)
-    finally:
-        PIPELINE = CropSpec(size=40)
+    _, faces, _ = make_video(tmp_path, frames, gaps=False, pipeline=CropSpec(size=64))
     manifest = read_manifest(faces / "clip", frames=False)
     faces_count = 2 * frames
     held_before = faces_count * (64 * 64 * 3 + 32 * 32) * 2

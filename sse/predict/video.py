@@ -79,7 +79,8 @@ SHEET_TILES = 48
 
 
 STATUSES = ("detected", "tracked", "interpolated", "none", "undecodable")
-CHUNK_FACES = 1024  # faces scored together: whole frames, so a chunk may pass it by one frame's faces
+CHUNK_FACES = 512  # faces scored together (whole frames: a chunk may pass it by one frame's faces); a model
+# without its own crop reads the pipeline's 128x128x3 crops, 25 MB a chunk
 
 
 class LandmarkFile:
@@ -147,14 +148,28 @@ class Faces:
 
     def read_crops(self, rows: np.ndarray) -> list[np.ndarray]:
         """The face pipeline's crops of faces ``rows``, read from their files."""
-        crops = []
-        for r in rows:
-            path = self.crop_path(r)
-            crop = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-            if crop is None:
-                raise OSError(f"{path}: crop listed in the manifest cannot be read")
-            crops.append(crop)
-        return crops
+        return [self._read_crop(r) for r in rows]
+
+    def stacked_crops(self, rows: np.ndarray) -> np.ndarray:
+        """The same as one N x H x W (x 3) array, filled as the files are read (no list of them)."""
+        if not len(rows):
+            return np.zeros((0, 1, 1), np.uint8)
+        first = self._read_crop(rows[0])
+        out = np.empty((len(rows), *first.shape), first.dtype)
+        out[0] = first
+        for k, r in enumerate(rows[1:], start=1):
+            crop = self._read_crop(r)
+            if crop.shape != first.shape or crop.dtype != first.dtype:  # crops of another size: as before
+                return _stack([*out[:k], crop, *self.read_crops(rows[k + 1:])])
+            out[k] = crop
+        return out
+
+    def _read_crop(self, row: int) -> np.ndarray:
+        path = self.crop_path(row)
+        crop = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        if crop is None:
+            raise OSError(f"{path}: crop listed in the manifest cannot be read")
+        return crop
 
     def close(self) -> None:
         self.landmark_file.close()
@@ -226,7 +241,7 @@ def cut_chunk(reader: Iterator, pending: list, manifest: dict, faces: Faces, row
     order; None stands for the face pipeline's crops (read from their files)."""
     by_spec: dict[CropSpec | None, np.ndarray] = {}
     if None in specs:
-        by_spec[None] = _stack(faces.read_crops(rows))
+        by_spec[None] = faces.stacked_crops(rows)
     wanted = [s for s in specs if s is not None]
     if not wanted or not len(rows):
         return FaceCrops({**by_spec, **{s: np.zeros((0, s.size, s.size), np.uint8) for s in wanted}})

@@ -196,7 +196,9 @@ def run_batch(
     show = sys.stderr.isatty() if progress is None else progress
     bar = tqdm(total=len(todo), unit="video", disable=not show, file=sys.stderr)
     items = [(job, out_dir) for job in todo]
-    if workers <= 1 or len(todo) <= 1:
+    if not todo:
+        pass  # every video done: the models (about 100 MB, seconds to load) are not loaded
+    elif workers <= 1 or len(todo) <= 1:
         _init_worker(config)
         _consume(map(_work, items), bar)
     else:

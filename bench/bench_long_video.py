@@ -25,9 +25,13 @@ model loading included), with its CPU time beside it. Each sse-predict command r
 times (its peak moves by tens of MB from run to run on this machine): the lowest peak and the fastest run count.
 ``--repo`` measures another checkout of the toolkit (e.g. an earlier commit unpacked with
 ``git archive``) with the same clips; every measurement is kept in bench/results/long_video.json
-under its ``--label`` and bench/results/long_video.md shows them all.
+under its ``--label`` and bench/results/long_video.md shows them all. A run replaces its label's
+rows, unless ``--add``: its lengths then replace only the rows of the same length (a long length can
+be measured in a later run, with its own ``--repeat``). ``--no-end-to-end`` leaves out the third
+command (its row shows "not run"): at 60 minutes it is a second full pass of the face pipeline.
 
     python bench/bench_long_video.py --minutes 1 10 60 [--repeat 3] [--label NAME] [--repo PATH] [--model ENSEMBLE.json]
+                                     [--add] [--no-end-to-end] [--note TEXT]
 """
 from __future__ import annotations
 
@@ -112,7 +116,8 @@ def repeated(runs: list[dict]) -> dict:
     return {**best, "peak_rss_mb": min(r["peak_rss_mb"] for r in runs), "peak_rss_mb_runs": [r["peak_rss_mb"] for r in runs]}
 
 
-def measure(repo: Path, clip: Path, model: Path, minutes: float, tmp: Path, repeat: int = 1) -> dict:
+def measure(repo: Path, clip: Path, model: Path, minutes: float, tmp: Path, repeat: int = 1,
+            end_to_end: bool = True) -> dict:
     video = tmp / f"hamilton_{minutes:g}min.mp4"
     frames, fps, size = loop_clip(clip, video, minutes)
     out = tmp / f"out_{minutes:g}"
@@ -131,17 +136,18 @@ def measure(repo: Path, clip: Path, model: Path, minutes: float, tmp: Path, repe
     manifest_mb = round(manifest_path.stat().st_size / 2**20, 1)
     shutil.rmtree(out, ignore_errors=True)
     whole_runs = []
-    for _ in range(repeat):
+    for _ in range(repeat if end_to_end else 0):
         fresh = tmp / f"fresh_{minutes:g}"
         whole_runs.append(run_tool(repo, "sse.predict.cli", [str(video), "--out", str(fresh), "--model", str(model),
                                                              "--no-progress"]))
         shutil.rmtree(fresh, ignore_errors=True)
-    whole = repeated(whole_runs)
     result = {"minutes": minutes, "frames": frames, "fps": round(fps, 3), "size": size,
               "faces": manifest.get("crops"), "people": len(manifest.get("people", [])),
               "tracks": len(manifest.get("tracks", [])), "manifest_mb": manifest_mb,
               "sse-preprocess": faces, "sse-predict": predict, "faces_reused_by_predict": reused,
-              "sse-predict end to end": whole}
+              "repeat": repeat}
+    if whole_runs:
+        result["sse-predict end to end"] = repeated(whole_runs)
     video.unlink(missing_ok=True)
     return result
 
@@ -207,6 +213,11 @@ def main() -> int:
     p.add_argument("--note", default="", help="a sentence shown under the label (what was run, what was left)")
     p.add_argument("--repeat", type=int, default=3,
                    help="runs of each sse-predict command (the lowest peak counts; default 3); sse-preprocess runs once")
+    p.add_argument("--add", action="store_true",
+                   help="keep the label's rows of other lengths (the lengths run now replace those of the same "
+                        "length); without it the label's rows are replaced")
+    p.add_argument("--no-end-to-end", dest="end_to_end", action="store_false",
+                   help="leave out 'sse-predict end to end' (a second full face pipeline pass; its cells show 'not run')")
     args = p.parse_args()
     if not args.clip.is_file():
         print(f"clip not found: {args.clip}", file=sys.stderr)
@@ -215,7 +226,8 @@ def main() -> int:
     runs = []
     with tempfile.TemporaryDirectory(prefix="bench_long_video_") as tmp:
         for minutes in args.minutes:
-            result = measure(args.repo.resolve(), args.clip, args.model.resolve(), minutes, Path(tmp), args.repeat)
+            result = measure(args.repo.resolve(), args.clip, args.model.resolve(), minutes, Path(tmp), args.repeat,
+                             args.end_to_end)
             runs.append(result)
             print(json.dumps(result), flush=True)
     stored = json.loads(RESULTS_JSON.read_text()) if RESULTS_JSON.is_file() else {}
@@ -226,11 +238,23 @@ def main() -> int:
         command += f" --model {args.model}"
     if args.repo.resolve() != REPO:
         command += f" --repo {args.repo}"
+    if not args.end_to_end:
+        command += " --no-end-to-end"
     if args.label != "this checkout":
         command += f" --label '{args.label}'"
-    stored[args.label] = {"runs": runs, "note": args.note, "machine": cpu_model(), "cores": os.cpu_count(),
+    load = " / ".join(f"{x:.1f}" for x in os.getloadavg())
+    previous = stored.get(args.label) if args.add else None
+    if previous:
+        done = {r["minutes"] for r in runs}
+        runs = [r for r in previous["runs"] if r["minutes"] not in done] + runs
+        command = previous["command"] + "`, then `" + command + " --add"
+        load = previous["load"] + ", then " + load
+        note = " ".join(x for x in (previous.get("note", ""), args.note) if x)
+    else:
+        note = args.note
+    stored[args.label] = {"runs": runs, "note": note, "machine": cpu_model(), "cores": os.cpu_count(),
                           "python": platform.python_version(), "date": datetime.date.today().isoformat(),
-                          "load": " / ".join(f"{x:.1f}" for x in os.getloadavg()), "command": command}
+                          "load": load, "command": command}
     write_text(RESULTS_JSON, json.dumps(stored, indent=1) + "\n")
     write_text(RESULTS_MD, render(stored))
     print(f"-> {RESULTS_MD}")

@@ -25,6 +25,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from . import aliased_gemm
 from .layers.base import Layer, Shape
 
 ENV = "CAFFE_INPLACE_RESHAPE"
@@ -161,13 +162,39 @@ def _conv_forward(em: InplaceEmulator, in_shape: Shape, out_shape: Shape) -> Non
     data, layer = em.buffer.data, em.layer
     weight = layer.blobs[0].detach().reshape(geo["g"], -1, geo["kdim"])
     bias = layer.blobs[1].detach()[:, None] if layer.bias_term else None
+    flat_w = layer.blobs[0].detach().reshape(-1).contiguous().to(data)
     for i in range(geo["n"]):
         at = i * geo["top_dim"]
-        image = data[at:at + geo["in_dim"]].view(geo["c_in"], *geo["hw"])
-        out = torch.bmm(weight, _im2col(em, image, geo)).reshape(geo["c_out"], geo["spatial"])
+        if geo["one_by_one"]:
+            # forward_cpu_gemm without a column buffer: the GEMM reads image n where it writes
+            # image n's output, in the BLAS's own order (caffe/aliased_gemm.py)
+            _gemm_1x1(geo, (flat_w, 0), data, at, forward=True)
+            out = data[at:at + geo["top_dim"]].view(geo["c_out"], geo["spatial"])
+        else:
+            image = data[at:at + geo["in_dim"]].view(geo["c_in"], *geo["hw"])
+            out = torch.bmm(weight, _im2col(em, image, geo)).reshape(geo["c_out"], geo["spatial"])
         if bias is not None:
             out = out + bias
         data[at:at + geo["top_dim"]].copy_(out.reshape(-1))
+
+
+def _gemm_1x1(geo: dict, flat_w: tuple[torch.Tensor, int], buf: torch.Tensor, at: int,
+              forward: bool) -> None:
+    """Caffe's per-group GEMM of a 1x1 convolution on image n at offset ``at`` of ``buf``: forward
+    W_g (C_out/g x C_in/g) times the image's group g (its col_buff) into the output's group g;
+    backward W_g^T times the top diff's group g into the bottom diff's group g (both in ``buf``)."""
+    g, kdim, spatial = geo["g"], geo["kdim"], geo["spatial"]
+    out_g = geo["c_out"] // g
+    col_offset, output_offset = kdim * spatial, out_g * spatial
+    w, w_at = flat_w
+    for grp in range(g):
+        weights = (w, w_at + grp * out_g * kdim)
+        col = (buf, at + grp * col_offset)
+        output = (buf, at + grp * output_offset)
+        if forward:
+            aliased_gemm.caffe_cpu_gemm(False, False, out_g, spatial, kdim, weights, col, output)
+        else:
+            aliased_gemm.caffe_cpu_gemm(True, False, kdim, spatial, out_g, weights, output, col)
 
 
 def _conv_backward(em: InplaceEmulator, in_shape: Shape, out_shape: Shape,
@@ -177,6 +204,7 @@ def _conv_backward(em: InplaceEmulator, in_shape: Shape, out_shape: Shape,
     weight = layer.blobs[0].detach().reshape(geo["g"], -1, geo["kdim"])
     need_x, need_w = needs[0], needs[1]
     need_b = layer.bias_term and needs[2]
+    flat_w = layer.blobs[0].detach().reshape(-1).contiguous().to(data)
     gw = torch.zeros_like(weight) if need_w else None
     gb = None
     if need_b:
@@ -189,10 +217,10 @@ def _conv_backward(em: InplaceEmulator, in_shape: Shape, out_shape: Shape,
             image = data[at:at + geo["in_dim"]].view(geo["c_in"], *geo["hw"])
             gw += torch.bmm(top, _im2col(em, image, geo).transpose(1, 2))
         if need_x:
-            cols = torch.bmm(weight.transpose(1, 2), top)
             if geo["one_by_one"]:
-                diff[at:at + geo["in_dim"]].copy_(cols.reshape(-1))
+                _gemm_1x1(geo, (flat_w, 0), diff, at, forward=False)
                 continue
+            cols = torch.bmm(weight.transpose(1, 2), top)
             em.col.copy_(cols.reshape(-1))
             used = em.col[:geo["col_used"]].view(1, geo["c_in"] * math.prod(layer.kernel), -1)
             image = F.fold(used, geo["hw"], layer.kernel, layer.dilation, layer.pad, layer.stride)
@@ -211,13 +239,14 @@ def _ip_sizes(em: InplaceEmulator, in_shape: Shape) -> tuple[int, int, int]:
 def _ip_forward(em: InplaceEmulator, in_shape: Shape, out_shape: Shape) -> None:
     m, k, n = _ip_sizes(em, in_shape)
     layer, data = em.layer, em.buffer.data
-    a = data[:m * k].clone()
-    a[:min(m * n, m * k)] = 0
-    weight = layer.blobs[0].detach()
-    out = a.view(m, k) @ (weight if layer.transpose else weight.t())
+    weight = layer.blobs[0].detach().reshape(-1).contiguous().to(data)
+    # top (M x N) = bottom (M x K) x W^T, both at the start of the blob's memory, in the BLAS's
+    # order (caffe/aliased_gemm.py): small sizes zero the output first, then read the input
+    aliased_gemm.caffe_cpu_gemm(False, not layer.transpose, m, n, k, (data, 0), (weight, 0),
+                                (data, 0))
     if layer.bias_term:
-        out = out + layer.blobs[1].detach()
-    data[:m * n].copy_(out.reshape(-1))
+        out = data[:m * n].view(m, n)
+        out.copy_(out + layer.blobs[1].detach())
 
 
 def _ip_backward(em: InplaceEmulator, in_shape: Shape, out_shape: Shape,
@@ -233,7 +262,9 @@ def _ip_backward(em: InplaceEmulator, in_shape: Shape, out_shape: Shape,
     if layer.bias_term:
         out.append(top.sum(0) if needs[2] else None)
     if needs[0]:
-        diff[:m * k].copy_((top @ (weight.t() if layer.transpose else weight)).reshape(-1))
+        flat_w = weight.reshape(-1).contiguous().to(diff)
+        aliased_gemm.caffe_cpu_gemm(False, layer.transpose, m, k, n, (diff, 0), (flat_w, 0),
+                                    (diff, 0))
     return out
 
 

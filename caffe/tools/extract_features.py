@@ -151,7 +151,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Extract blobs of a trained net into LevelDB/LMDB databases of Datum "
                     "(Caffe's extract_features).",
         epilog="Example: extract_features model.caffemodel test.prototxt prob features_prob 100 "
-               "leveldb GPU 0")
+               "leveldb GPU 0. Memory does not grow with the input: one mini-batch of blobs, the batches the "
+               "data layers prefetch (data_param.prefetch, default 4) and up to 1,000 records per output "
+               "database before each commit.")
     p.add_argument("weights", metavar="pretrained_net_param", help=".caffemodel")
     p.add_argument("proto", metavar="feature_extraction_proto_file", help="net .prototxt")
     p.add_argument("blobs", metavar="extract_feature_blob_name1[,name2,...]")

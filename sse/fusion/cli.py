@@ -45,14 +45,20 @@ examples:
   sse-fuse features.mat --frame-list faces/val/frames.csv -o predictions.txt
 
 File formats: video list = one name per line; frame list = '<frame> <video>' per row of the matrix;
-labels = '<video> <class name or index>' per line. Videos match by name without folder and extension."""
+labels = '<video> <class name or index>' per line. Videos match by name without folder and extension.
+Memory: every input whole (a frame-level matrix as float64: 56 bytes a frame of 7 probabilities; the
+frame list about 200 bytes a row, twice that while it is parsed) and the videos' results; no image or
+database is read (a database of features goes through leveldb2mat first)."""
 
 EVALUATE_EPILOG = """\
 examples:
   sse-evaluate predictions.txt --video-list videos.txt --labels labels.txt --png confusion.png
   sse-evaluate features.mat --frame-list frames.txt --video-list videos.txt --labels labels.txt \\
       --json scores.json --timelines timelines/
-Without --video-list the rows of PRED follow the order of the label file."""
+Without --video-list the rows of PRED follow the order of the label file.
+Memory: as sse-fuse, every input whole (a frame-level matrix as float64: 56 bytes a frame of 7
+probabilities; the frame list about 200 bytes a row, twice that while it is parsed) and the videos'
+results; --timelines draws one video at a time."""
 
 
 def _fuse_parser() -> argparse.ArgumentParser:

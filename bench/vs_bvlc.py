@@ -1,0 +1,465 @@
+"""This engine side by side with a real BVLC Caffe build (issue 19); writes bench/results/vs_bvlc.md.
+
+The SSE nets (SSE-HoloNet, SSE-DenseNet-121, SSE-ResNet-50, the prototxts of script/) run in both
+engines in one run: the TEST net with an Input layer instead of its data layer and without its
+loss/accuracy layers (inference, batch 1 and batch 32), and the TRAIN net with an Input layer giving
+``data`` and ``label`` (one ``solver.step(1)`` of SGD with momentum, batch 32). Both engines load the
+same random weights (random BatchNorm statistics and Scale values) from one caffemodel written by
+this engine, and get the same random inputs. Each engine runs in its own worker process (both
+packages are named ``caffe``), both workers stay alive through the run, and the repetitions
+alternate between them (the order swapped every repetition), so that a drift of the machine touches
+both; the figures are medians.
+
+Real Caffe runs pycaffe's idiom (``net.blobs['data'].data[...] = x; net.forward()``). This engine
+runs the same code (``plain``), and its inference mode (``caffe.inference.optimize(net)``, what
+``sse.shipped`` / ``sse-predict`` score with) as a third column. The outputs of the TEST nets are
+compared between the engines before timing (the largest absolute difference of the scores is
+reported).
+
+Run: ``python bench/vs_bvlc.py --bvlc /work/bvlc/caffe/python`` (build recipe in bench/README.md),
+then ``python bench/merge_results.py``. Without ``--bvlc`` (or when the build does not import) it
+says so and times this engine alone. ``--models``, ``--reps-b1``, ``--reps-b32``, ``--reps-train``,
+``--from-json`` (render the report again from a run's JSON without measuring)."""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+KEYS = ("holonet", "densenet", "resnet")
+WORKS = ("train", "infer1", "infer32")
+WORK_TITLES = {"train": "training step, batch 32 (`solver.step(1)`)",
+               "infer1": "inference, batch 1", "infer32": "inference, batch 32"}
+TRAIN_BATCH = 32
+SEED = 0
+
+SOLVER = """net: "{net}"
+base_lr: 0.001
+lr_policy: "fixed"
+momentum: 0.9
+weight_decay: 0.0002
+max_iter: 1000000
+display: 0
+snapshot: 0
+random_seed: 1
+solver_mode: CPU
+"""
+
+
+# ----------------------------------------------------------------------------------------------
+# worker: one engine, driven by JSON lines on stdin; answers on the original stdout
+# ----------------------------------------------------------------------------------------------
+
+def worker_main(engine: str, bvlc: str | None) -> int:
+    proto_out = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)  # whatever the engines print goes to stderr
+    if bvlc:
+        sys.path.insert(0, bvlc)
+        extra = os.environ.get("VS_BVLC_EXTRA_PATH")
+        if extra:
+            sys.path[1:1] = [p for p in extra.split(os.pathsep) if p]
+    else:
+        sys.path.insert(0, str(REPO))
+    import numpy as np
+    import caffe
+    where = str(Path(caffe.__file__).resolve())
+    if bvlc and not where.startswith(str(Path(bvlc).resolve())):
+        raise SystemExit(f"worker for {bvlc} imported caffe from {where}")
+    caffe.set_mode_cpu()
+    optimize = None
+    if engine == "sse":
+        import torch
+        from caffe.inference import optimize
+        info = {"engine": "this engine", "caffe": where, "torch": torch.__version__,
+                "threads": str(torch.get_num_threads()), "blas": torch_blas()}
+    else:
+        info = {"engine": "BVLC Caffe", "caffe": where, "blas": openblas_info()}
+    models: dict[str, dict] = {}
+
+    def answer(obj) -> None:
+        proto_out.write(json.dumps(obj) + "\n")
+
+    answer({"ready": info})
+    for line in sys.stdin:
+        msg = json.loads(line)
+        cmd = msg["cmd"]
+        if cmd == "quit":
+            break
+        if cmd == "setup":
+            f = msg["files"]
+            rng = np.random.default_rng(SEED)
+            chw = tuple(msg["chw"])
+            x32 = (rng.standard_normal((32,) + chw) * 40).astype(np.float32)
+            label = rng.integers(0, 7, TRAIN_BATCH).astype(np.float32)
+            m: dict = {}
+            start = time.perf_counter()
+            for b in (1, 32):
+                net = caffe.Net(f[f"test{b}"], f["weights"], caffe.TEST)
+                net.blobs["data"].data[...] = x32[:b]
+                m[f"net{b}"] = net
+                if optimize is not None:
+                    m[f"fast{b}"] = optimize(net)
+            solver = caffe.SGDSolver(f["solver"])
+            solver.net.copy_from(f["weights"])
+            solver.net.blobs["data"].data[...] = x32[:TRAIN_BATCH]
+            solver.net.blobs["label"].data[...] = label
+            m["solver"] = solver
+            m["x"] = x32
+            out = {}
+            for b in (1, 32):
+                net = m[f"net{b}"]
+                res = net.forward()
+                out[f"plain{b}"] = {k: np.asarray(v).reshape(b, -1).tolist() for k, v in res.items()}
+                if optimize is not None:
+                    res = m[f"fast{b}"].forward(data=x32[:b])
+                    out[f"fast{b}"] = {k: np.asarray(v).reshape(b, -1).tolist() for k, v in res.items()}
+            models[msg["model"]] = m
+            answer({"setup_s": time.perf_counter() - start, "outputs": out})
+        elif cmd == "time":
+            m = models[msg["model"]]
+            fn = timed_work(m, msg["work"])
+            times = []
+            for _ in range(msg.get("n", 1)):
+                t0 = time.perf_counter()
+                fn()
+                times.append(time.perf_counter() - t0)
+            answer({"times": times})
+        elif cmd == "free":
+            models.pop(msg["model"], None)
+            import gc
+            gc.collect()
+            answer({"freed": msg["model"]})
+    return 0
+
+
+def timed_work(m: dict, work: str):
+    """The call timed for ``work``: infer1/infer32 (pycaffe's idiom), fast1/fast32 (this engine's
+    inference mode, numpy in and out), train (one solver step)."""
+    if work == "train":
+        return lambda: m["solver"].step(1)
+    if work.startswith("infer"):
+        b = int(work[5:])
+        net, x = m[f"net{b}"], m["x"][:b]
+
+        def infer():
+            net.blobs["data"].data[...] = x
+            return net.forward()
+        return infer
+    if work.startswith("fast"):
+        b = int(work[4:])
+        fast, x = m[f"fast{b}"], m["x"][:b]
+        return lambda: fast.forward(data=x)
+    raise ValueError(work)
+
+
+def torch_blas() -> str:
+    import torch
+    cfg = torch.__config__.show().replace("\n", ", ")
+    parts = [p.split(":")[-1].strip() for p in cfg.split(",")
+             if p.split(":")[-1].strip().startswith(("BLAS_INFO", "USE_MKLDNN"))]
+    onednn = [l.strip() for l in torch.__config__.show().splitlines() if "oneDNN" in l or "MKL-DNN" in l]
+    return ", ".join(parts + onednn[:1]) or "unknown"
+
+
+def openblas_info() -> str:
+    """The OpenBLAS that real Caffe loaded: its file, version string, kernel and threads."""
+    import ctypes
+    path = None
+    try:
+        with open("/proc/self/maps") as fh:
+            for line in fh:
+                if "openblas" in line.lower() or "libblas" in line.lower():
+                    path = line.split()[-1]
+                    break
+    except OSError:
+        pass
+    if path is None:
+        return "no OpenBLAS found in the process"
+    try:
+        lib = ctypes.CDLL(path)
+        lib.openblas_get_config.restype = ctypes.c_char_p
+        lib.openblas_get_corename.restype = ctypes.c_char_p
+        return (f"{lib.openblas_get_config().decode()}, kernel {lib.openblas_get_corename().decode()}, "
+                f"{lib.openblas_get_num_threads()} threads ({path})")
+    except (OSError, AttributeError):
+        return path
+
+
+# ----------------------------------------------------------------------------------------------
+# parent
+# ----------------------------------------------------------------------------------------------
+
+class Worker:
+    def __init__(self, engine: str, bvlc: str | None) -> None:
+        env = dict(os.environ)
+        env.setdefault("GLOG_minloglevel", "2")
+        env["PYTHONUNBUFFERED"] = "1"
+        if bvlc:
+            env["PYTHONPATH"] = os.pathsep.join(
+                p for p in [bvlc, env.get("VS_BVLC_EXTRA_PATH", "")] if p)
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", engine]
+        if bvlc:
+            cmd += ["--bvlc", bvlc]
+        self.engine = engine
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                                     env=env, cwd=tempfile.gettempdir())
+        self.info = self.read()["ready"]
+
+    def read(self) -> dict:
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the {self.engine} worker stopped (exit code {self.proc.wait()})")
+        return json.loads(line)
+
+    def ask(self, **msg) -> dict:
+        self.proc.stdin.write(json.dumps(msg) + "\n")
+        self.proc.stdin.flush()
+        return self.read()
+
+    def close(self) -> None:
+        try:
+            self.proc.stdin.write(json.dumps({"cmd": "quit"}) + "\n")
+            self.proc.stdin.flush()
+        except (BrokenPipeError, OSError):
+            pass
+        self.proc.wait(timeout=60)
+
+
+def bvlc_problem(bvlc: str) -> str | None:
+    """None when the build's caffe imports in a child process, else why not."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in [bvlc, env.get("VS_BVLC_EXTRA_PATH", "")] if p)
+    env.setdefault("GLOG_minloglevel", "2")
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); import caffe, caffe._caffe; "
+            "print(caffe.__file__)")
+    r = subprocess.run([sys.executable, "-c", code, bvlc], capture_output=True, text=True, env=env,
+                       cwd=tempfile.gettempdir())
+    if r.returncode != 0:
+        return (r.stderr.strip().splitlines() or ["failed"])[-1]
+    if not str(Path(r.stdout.strip()).resolve()).startswith(str(Path(bvlc).resolve())):
+        return f"'import caffe' found {r.stdout.strip()}, not the build"
+    return None
+
+
+def write_nets(key: str, folder: Path) -> dict[str, str]:
+    """The TEST prototxts (batch 1 and 32), the TRAIN prototxt with Input tops data and label,
+    its solver, and the random weights, written by this engine."""
+    sys.path.insert(0, str(REPO))
+    sys.path.insert(0, str(REPO / "tests"))
+    import caffe
+    from caffe.model_io import read_net, write_text as write_proto
+    from inference_helpers import MODELS, randomize_weights, sse_test_net_param, with_input_layer
+    model = MODELS[key]
+    sub = folder / key
+    sub.mkdir(parents=True, exist_ok=True)
+    files: dict[str, str] = {}
+    for b in (1, 32):
+        param = sse_test_net_param(model, b)
+        write_proto(param, sub / f"test{b}.prototxt")
+        files[f"test{b}"] = str(sub / f"test{b}.prototxt")
+    caffe.set_random_seed(SEED)
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        net = caffe.Net(files["test1"], caffe.TEST)
+    randomize_weights(net, SEED)
+    net.save(str(sub / "random.caffemodel"))
+    files["weights"] = str(sub / "random.caffemodel")
+    train = with_input_layer(read_net(model.prototxt("train")), caffe.TRAIN,
+                             (TRAIN_BATCH,) + model.input_chw, drop_losses=False)
+    write_proto(train, sub / "train.prototxt")
+    (sub / "solver.prototxt").write_text(SOLVER.format(net=sub / "train.prototxt"))
+    files["solver"] = str(sub / "solver.prototxt")
+    return files
+
+
+def max_diff(a: dict, b: dict) -> float:
+    import numpy as np
+    worst = 0.0
+    for k in a:
+        if k in b:
+            worst = max(worst, float(np.max(np.abs(np.asarray(a[k]) - np.asarray(b[k])))))
+    return worst
+
+
+def machine() -> dict[str, str]:
+    try:
+        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
+        model = next((l.split(":", 1)[1].strip() for l in lscpu.splitlines()
+                      if l.startswith("Model name")), platform.processor())
+    except OSError:
+        model = platform.processor()
+    return {"cpu": model, "cores": str(os.cpu_count()), "python": platform.python_version(),
+            "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE", "(unset)")}
+
+
+def loadavg() -> str:
+    return " / ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def measure(args) -> dict:
+    bvlc = args.bvlc
+    note = None
+    if bvlc:
+        problem = bvlc_problem(bvlc)
+        if problem:
+            note = f"the BVLC build at {bvlc} does not import ({problem}): this engine timed alone"
+            bvlc = None
+    else:
+        note = "no BVLC Caffe build given (--bvlc): this engine timed alone"
+    if note:
+        print(note, file=sys.stderr)
+    run = {"date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+           "command": "python bench/vs_bvlc.py " + " ".join(args.argv), "machine": machine(),
+           "load_start": loadavg(), "note": note, "models": {}}
+    workers = {"sse": Worker("sse", None)}
+    if bvlc:
+        workers["bvlc"] = Worker("bvlc", bvlc)
+    run["engines"] = {k: w.info for k, w in workers.items()}
+    reps = {"train": args.reps_train, "infer1": args.reps_b1, "infer32": args.reps_b32}
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            for key in args.models:
+                files = write_nets(key, Path(tmp))
+                from inference_helpers import MODELS
+                chw = MODELS[key].input_chw
+                setups = {e: w.ask(cmd="setup", model=key, files=files, chw=chw)
+                          for e, w in workers.items()}
+                entry: dict = {"title": MODELS[key].title, "times": {}, "diff": {}}
+                out_sse = setups["sse"]["outputs"]
+                for b in (1, 32):
+                    entry["diff"][f"fast{b} vs plain{b}"] = max_diff(out_sse[f"plain{b}"], out_sse[f"fast{b}"])
+                    if "bvlc" in setups:
+                        ref = setups["bvlc"]["outputs"][f"plain{b}"]
+                        entry["diff"][f"plain{b} vs bvlc"] = max_diff(out_sse[f"plain{b}"], ref)
+                        entry["diff"][f"fast{b} vs bvlc"] = max_diff(out_sse[f"fast{b}"], ref)
+                for work in WORKS:
+                    n = reps[work]
+                    if key == "resnet" and work == "train":
+                        n = max(3, min(n, args.reps_resnet_train))
+                    calls = [(e, work) for e in workers]
+                    if work.startswith("infer"):
+                        calls.append(("sse", "fast" + work[5:]))
+                    for e, w in calls:  # warm-up
+                        workers[e].ask(cmd="time", model=key, work=w, n=1)
+                    samples: dict[str, list[float]] = {f"{e}:{w}": [] for e, w in calls}
+                    for r in range(n):
+                        order = calls if r % 2 == 0 else calls[::-1]
+                        for e, w in order:
+                            samples[f"{e}:{w}"] += workers[e].ask(cmd="time", model=key, work=w, n=1)["times"]
+                    entry["times"][work] = {k: {"median": statistics.median(v), "min": min(v),
+                                                "max": max(v), "n": len(v)}
+                                            for k, v in samples.items()}
+                    print(key, work, {k: round(v["median"] * 1000, 1)
+                                      for k, v in entry["times"][work].items()}, file=sys.stderr)
+                for w in workers.values():
+                    w.ask(cmd="free", model=key)
+                run["models"][key] = entry
+    finally:
+        for w in workers.values():
+            w.close()
+    run["load_end"] = loadavg()
+    return run
+
+
+def ms(t: dict | None) -> str:
+    return "-" if t is None else f"{t['median'] * 1000:.1f}"
+
+
+def ratio(a: dict | None, b: dict | None) -> str:
+    return "-" if a is None or b is None else f"{a['median'] / b['median']:.2f}x"
+
+
+def render(run: dict) -> str:
+    has_bvlc = "bvlc" in run.get("engines", {})
+    lines = ["## Side by side with real BVLC Caffe (bench/vs_bvlc.py)", "",
+             f"Measured {run['date']} with `{run['command']}`; medians of repetitions alternating "
+             "between the engines (each in its own process, both alive through the run).", ""]
+    if run.get("note"):
+        lines += [f"**{run['note']}.**", ""]
+    lines += ["| machine | |", "| --- | --- |"]
+    for k, v in run["machine"].items():
+        lines.append(f"| {k} | {v} |")
+    lines.append(f"| load average 1/5/15 min (start -> end) | {run['load_start']} -> {run['load_end']} |")
+    for e, info in run["engines"].items():
+        lines.append(f"| {info['engine']} | " + ", ".join(f"{k} {v}" for k, v in info.items()
+                                                          if k not in ("engine",)) + " |")
+    lines += ["", "Same prototxts (script/, data layer replaced by Input, losses removed for inference), "
+              "same random weights (one caffemodel, random BatchNorm statistics and Scale values), same "
+              "random inputs. `plain`: pycaffe's idiom (`blobs['data'].data[...] = x; net.forward()`) "
+              "in this engine, as in Caffe; `inference mode`: `caffe.inference.optimize(net).forward(data=x)`, "
+              "what `sse.shipped` and `sse-predict` score with. Training: one `solver.step(1)` of SGD with "
+              "momentum and weight decay on the TRAIN net (Input tops data and label), batch "
+              f"{TRAIN_BATCH}.", ""]
+    head = "| net | work | real Caffe (ms) | plain (ms) | inference mode (ms) | Caffe / plain | Caffe / inference mode |"
+    lines += [head, "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+    for key, entry in run["models"].items():
+        for work in WORKS:
+            t = entry["times"].get(work)
+            if t is None:
+                continue
+            b = t.get(f"bvlc:{work}")
+            p = t.get(f"sse:{work}")
+            f = t.get(f"sse:fast{work[5:]}") if work.startswith("infer") else None
+            lines.append(f"| {entry['title']} | {WORK_TITLES[work]} | {ms(b)} | {ms(p)} | {ms(f)} | "
+                         f"{ratio(b, p)} | {ratio(b, f)} |")
+    lines += ["", "Spread (min - max ms over the repetitions, n each):", ""]
+    for key, entry in run["models"].items():
+        parts = []
+        for work in WORKS:
+            for k, t in entry["times"].get(work, {}).items():
+                parts.append(f"{k} {t['min'] * 1000:.1f}-{t['max'] * 1000:.1f} (n={t['n']})")
+        lines.append(f"- {entry['title']}: " + "; ".join(parts))
+    lines += ["", "Largest absolute difference of the output scores, checked before timing:", ""]
+    for key, entry in run["models"].items():
+        lines.append(f"- {entry['title']}: " + "; ".join(f"{k} {v:.2e}" for k, v in entry["diff"].items()))
+    if not has_bvlc:
+        lines += ["", "Without a BVLC build the Caffe columns stay empty: build it as bench/README.md says "
+                  "and pass `--bvlc BUILD/python`."]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--bvlc", default=None, help="the BVLC build's python/ folder")
+    p.add_argument("--worker", choices=("sse", "bvlc"), help=argparse.SUPPRESS)
+    p.add_argument("--models", nargs="+", choices=KEYS, default=list(KEYS))
+    p.add_argument("--reps-b1", type=int, default=25)
+    p.add_argument("--reps-b32", type=int, default=7)
+    p.add_argument("--reps-train", type=int, default=5)
+    p.add_argument("--reps-resnet-train", type=int, default=3)
+    p.add_argument("--out", type=Path, default=HERE / "results" / "vs_bvlc.md")
+    p.add_argument("--json", type=Path, default=None)
+    p.add_argument("--from-json", type=Path, default=None)
+    args = p.parse_args(argv)
+    args.argv = argv
+    if args.worker:
+        return worker_main(args.worker, args.bvlc if args.worker == "bvlc" else None)
+    sys.path.insert(0, str(REPO))
+    from caffe.atomic import write_text
+    if args.from_json:
+        run = json.loads(args.from_json.read_text())
+    else:
+        run = measure(args)
+        json_path = args.json or args.out.with_suffix(".json")
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        write_text(json_path, json.dumps(run, indent=1) + "\n")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    write_text(args.out, render(run))
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,74 @@
+"""People on film (issue 18, goals): a clip cut together in a temporary folder from the shared media,
+a speaker (Musk, the GIF) with a small blurred bystander (Perry, pasted from the Friends photo)
+behind him, cut back and forth with a second speaker (the Hamilton singer), run through the real
+path (`sse-preprocess --faces all`), each person id scored against the person every face is by
+construction (bench/film_identity.py): every id at least 98 % one person, each speaker's best id
+covering at least 90 % of his frames, the bystander joined to neither speaker, no false person."""
+
+import itertools
+
+import numpy as np
+import pytest
+
+from conftest import REPO, needs_shared_data, DATA
+
+import sys
+
+sys.path.insert(0, str(REPO / "bench"))
+
+import film_identity as F  # noqa: E402
+
+MEDIA = DATA / "media"
+needs_media = needs_shared_data("media", "videos")
+
+SHOTS = [
+    F.Shot(F.GIF, list(range(0, 12)), F._full(480, 272), paste=F.Paste(F.FRIENDS, 3, 0, 34, 1.5, 40, 40)),
+    F.Shot(F.HAM, list(range(120, 136)), F._full(640, 360)),
+    F.Shot(F.GIF, list(range(12, 24)), F._full(480, 272), paste=F.Paste(F.FRIENDS, 3, 0, 34, 1.5, 40, 40)),
+    F.Shot(F.HAM, list(range(151, 167)), F._full(640, 360)),
+]
+
+
+@pytest.fixture(scope="module")
+def sources():
+    """The source faces of the shots, detected on every frame and tracked (bench/film_identity.py's
+    survey on just these frames), and who they are, checked by descriptor."""
+    models = F.Models()
+    gif, _ = F.survey_video(MEDIA / "videos" / F.GIF, models, keep=set(range(24)))
+    ham, _ = F.survey_video(MEDIA / "videos" / F.HAM, models, keep=set(range(120, 136)) | set(range(151, 167)))
+    friends = F.survey_photo(MEDIA / "photos" / F.FRIENDS, models)
+    # the GIF shows one face (Musk), those Hamilton frames one (the singer): every track of a source
+    # is one person, and the two are two people (by descriptor: within / beyond dlib's 0.6)
+    assert gif and ham and len(friends) == 6
+    for a, b in itertools.combinations([t for t in gif + ham if t.mean is not None], 2):
+        same = a.source == b.source
+        assert (F.descriptor_distance(a.mean, b.mean) < 0.6) == same, (a.source, b.source)
+    return {"tracks": {F.GIF: gif, F.HAM: ham, F.FRIENDS: friends}}, {
+        F.GIF: {t.track_id: "musk" for t in gif}, F.HAM: {t.track_id: "miranda" for t in ham},
+        F.FRIENDS: F.SOURCE_PEOPLE[F.FRIENDS]}
+
+
+@needs_media
+def test_cut_back_and_forth_with_a_blurred_bystander_holds_each_identity(tmp_path, sources):
+    found, people = sources
+    truth = F.build("dinner", SHOTS, found, MEDIA, tmp_path / "clips", people)
+    assert truth["cuts"] == [12, 28, 40]
+    assert sum(p == "perry" for faces in truth["frames"] for p, _, _ in faces) == 24
+    manifest = F.run_preprocess(truth["path"], tmp_path / "out")
+    score = F.score("dinner", manifest, truth)
+    assert manifest["cuts"] == truth["cuts"]
+    for i in score.ids:
+        assert i["purity"] >= 0.98, score.ids
+        assert i["majority"] != F.NO_FACE, score.ids
+    by_person = {p["person"]: p for p in score.people}
+    for speaker in ("musk", "miranda"):
+        assert by_person[speaker]["main"] and by_person[speaker]["coverage"] >= 0.9, score.people
+    speakers = {by_person["musk"]["best"], by_person["miranda"]["best"]}
+    assert len(speakers) == 2
+    assert by_person["perry"]["pasted_ids"], "the bystander was not found"
+    assert not set(by_person["perry"]["pasted_ids"]) & speakers, "the bystander was joined to a speaker"
+    # the bystander's tracks say why they were not joined across the cut: too small or blurred to trust
+    held = {t["id"]: t for t in manifest["tracks"]}
+    for pid in by_person["perry"]["pasted_ids"]:
+        person = next(p for p in manifest["people"] if p["id"] == pid)
+        assert all(held[t]["identity"].startswith("no face trusted") for t in person["tracks"])

@@ -17,6 +17,7 @@ original net is not modified: folded and prepared weights are copies made at ``o
 so call ``optimize`` again after loading new weights into the net."""
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Callable, Mapping, Sequence
 
@@ -30,7 +31,7 @@ from .layers.conv import Convolution, convolution
 from .layers.inner_product import InnerProduct
 from .layers.neuron import Dropout, ReLU
 from .layers.normalization import BatchNorm, Scale
-from .layers.structure import Silence, Split
+from .layers.structure import Concat, Silence, Split
 from .net import Net
 
 _OUTPUT = -1  # consumer id standing for "returned as a net output"
@@ -221,13 +222,95 @@ def _activation(chain: _Chain | None) -> Callable[[torch.Tensor], torch.Tensor] 
     return (lambda y: F.leaky_relu_(y, slope)) if slope else F.relu_
 
 
-def _conv_fn(layer: Convolution, weight: torch.Tensor, bias: torch.Tensor | None, act
-             ) -> Callable[..., list[torch.Tensor]]:
+_PACKED_CONV: bool | None = None
+
+
+def packed_conv_available() -> bool:
+    """Whether this PyTorch build runs oneDNN convolutions with pre-packed weights and a fused
+    ReLU (``torch.ops.mkldnn._convolution_pointwise``, what PyTorch's own compiler emits for
+    frozen CPU graphs); checked once on a small case against ``F.conv2d``. The environment
+    variable CAFFE_INFERENCE_PACKED=0 turns the packed path off."""
+    global _PACKED_CONV
+    if _PACKED_CONV is None:
+        _PACKED_CONV = False
+        if os.environ.get("CAFFE_INFERENCE_PACKED", "1") != "0":
+            try:
+                with torch.inference_mode():
+                    gen = torch.Generator().manual_seed(0)
+                    x = torch.randn(1, 3, 6, 6, generator=gen).contiguous(
+                        memory_format=torch.channels_last)
+                    w = torch.randn(4, 3, 3, 3, generator=gen)
+                    b = torch.randn(4, generator=gen)
+                    packed = _pack_conv_weight(w, (1, 1), (1, 1), (1, 1), 1, x.shape)
+                    y = _packed_conv(x, packed, b, (1, 1), (1, 1), (1, 1), 1, True)
+                    _PACKED_CONV = bool(torch.allclose(
+                        y, F.relu(F.conv2d(x, w, b, 1, 1)), rtol=1e-4, atol=1e-4))
+            except (AttributeError, RuntimeError, NotImplementedError):
+                _PACKED_CONV = False
+    return _PACKED_CONV
+
+
+def _pack_conv_weight(weight: torch.Tensor, stride, pad, dilation, group: int, shape
+                      ) -> torch.Tensor:
+    """The weight reordered once into oneDNN's blocked layout for inputs of ``shape``."""
+    return torch._C._nn.mkldnn_reorder_conv2d_weight(
+        weight.contiguous().to_mkldnn(), list(pad), list(stride), list(dilation), group,
+        list(shape))
+
+
+def _packed_conv(x: torch.Tensor, packed: torch.Tensor, bias: torch.Tensor | None, stride, pad,
+                 dilation, group: int, relu: bool) -> torch.Tensor:
+    return torch.ops.mkldnn._convolution_pointwise(
+        x, packed, bias, list(pad), list(stride), list(dilation), group,
+        "relu" if relu else "none", [], "")
+
+
+def _pointwise_conv(x: torch.Tensor, weight2d: torch.Tensor, bias: torch.Tensor | None,
+                    stride: tuple[int, int]) -> torch.Tensor:
+    """A 1x1 convolution without padding as one matrix product on the channels-last view of
+    ``x``: (N*H*W, C) x (C, out). The output is N x out x H x W with channels-last strides."""
+    if stride != (1, 1):
+        x = x[:, :, ::stride[0], ::stride[1]]
+    n, c, h, w = x.shape
+    rows = x.permute(0, 2, 3, 1).reshape(n * h * w, c)
+    y = F.linear(rows, weight2d, bias)
+    return y.view(n, h, w, weight2d.shape[0]).permute(0, 3, 1, 2)
+
+
+def _conv_fn(layer: Convolution, weight: torch.Tensor, bias: torch.Tensor | None, act,
+             cpu_paths: bool = False) -> Callable[..., list[torch.Tensor]]:
+    """The step of a Convolution with prepared weights. With ``cpu_paths`` (a float32 plan on
+    the CPU) 2-D convolutions take two faster routes (the same sums, in another order): a 1x1
+    convolution without padding is one matrix product on the channels-last view, and other
+    convolutions (not covering the whole input, which ``conv2d`` already runs as one matrix
+    product) run in oneDNN with the weights packed once per input shape and the ReLU fused."""
     stride, pad, dilation, group = layer.stride, layer.pad, layer.dilation, layer.group
+    fast = (cpu_paths and layer.axis == 1 and len(stride) == 2 and weight.dim() == 4)
+    pointwise = (fast and tuple(weight.shape[2:]) == (1, 1) and pad == (0, 0) and group == 1
+                 and dilation == (1, 1))
+    weight2d = weight.reshape(weight.shape[0], -1) if pointwise else None
+    fused_relu = act is F.relu_
+    packed: dict[tuple[int, ...], torch.Tensor] = {}
+
+    def one(x: torch.Tensor) -> torch.Tensor:
+        if fast and x.dim() == 4 and x.dtype == torch.float32 and x.device.type == "cpu":
+            if pointwise:
+                y = _pointwise_conv(x, weight2d, bias, stride)
+                return act(y) if act else y
+            full_map = (tuple(x.shape[2:]) == tuple(weight.shape[2:]) and pad == (0, 0)
+                        and dilation == (1, 1) and group == 1)
+            if not full_map and packed_conv_available():
+                key = tuple(x.shape)
+                w = packed.get(key)
+                if w is None:
+                    w = packed[key] = _pack_conv_weight(weight, stride, pad, dilation, group, key)
+                y = _packed_conv(x, w, bias, stride, pad, dilation, group, fused_relu)
+                return act(y) if act and not fused_relu else y
+        y = convolution(x, weight, bias, stride, pad, dilation, group, layer.axis)
+        return act(y) if act else y
 
     def conv(*xs: torch.Tensor) -> list[torch.Tensor]:
-        ys = [convolution(x, weight, bias, stride, pad, dilation, group, layer.axis) for x in xs]
-        return [act(y) for y in ys] if act else ys
+        return [one(x) for x in xs]
     return conv
 
 
@@ -241,8 +324,11 @@ def _linear_fn(layer: InnerProduct, weight: torch.Tensor, bias: torch.Tensor | N
     return linear
 
 
-def _affine_fn(chain: _Chain, act) -> Callable[..., list[torch.Tensor]]:
-    """A TEST BatchNorm (+ Scale) as one batch_norm call with the Scale as its affine part."""
+def _affine_fn(chain: _Chain, act, cpu_paths: bool = False) -> Callable[..., list[torch.Tensor]]:
+    """A TEST BatchNorm (+ Scale) as one batch_norm call with the Scale as its affine part; with
+    ``cpu_paths`` as one ``x * g + h`` (``addcmul``, g and h folded in float64 as for the
+    convolutions), which costs about half a CPU batch_norm and keeps that speed on a channel
+    slice of a larger blob (a Concat chain's prefix view), where batch_norm copies."""
     bn = chain.bn or chain.head
     mean, var = (t.clone() for t in bn.layer.global_stats())
     weight = bias = None
@@ -256,22 +342,84 @@ def _affine_fn(chain: _Chain, act) -> Callable[..., list[torch.Tensor]]:
     def affine(x: torch.Tensor) -> list[torch.Tensor]:
         y = F.batch_norm(x, mean, var, weight, bias, False, 0.0, eps)
         return [act(y) if act else y]
-    return affine
+    if not cpu_paths:
+        return affine
+    g, h = (t.float() for t in _affine(bn.layer, chain.scale.layer if chain.scale else None))
+    shaped: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def affine_mul(x: torch.Tensor) -> list[torch.Tensor]:
+        if x.dtype != torch.float32 or x.device != g.device or x.dim() < 2:
+            return affine(x)
+        gh = shaped.get(x.dim())
+        if gh is None:
+            view = (1, -1) + (1,) * (x.dim() - 2)
+            gh = shaped[x.dim()] = (g.view(view), h.view(view))
+        y = torch.addcmul(gh[1], x, gh[0])
+        return [act(y) if act else y]
+    return affine_mul
 
 
-def _step_fn(layer: Layer, chain: _Chain | None
+def _step_fn(layer: Layer, chain: _Chain | None, cpu_paths: bool = False
              ) -> Callable[..., list[torch.Tensor]]:
     """The function a step calls: a fused chain, a Convolution/InnerProduct on prepared copies
     of its weights, or else the layer's own forward."""
     act = _activation(chain)
     if type(layer) is BatchNorm and chain is not None:
-        return _affine_fn(chain, act)
+        return _affine_fn(chain, act, cpu_paths)
     if type(layer) not in (Convolution, InnerProduct):
         return layer.forward
     weight, bias = _head_params(chain or _Chain(_Node(-1, layer, [], [])))
     if isinstance(layer, Convolution):
-        return _conv_fn(layer, weight, bias, act)
+        return _conv_fn(layer, weight, bias, act, cpu_paths)
     return _linear_fn(layer, weight, bias, act)
+
+
+class _ConcatChain:
+    """Concats along the channels where each one's first bottom is the previous one's top (the
+    dense blocks of DenseNet): the last one's channels are allocated once, each step copies only
+    its new inputs into its slice and yields the prefix view, instead of copying every earlier
+    channel again (quadratic in the block's length). A step whose first bottom is not the view the
+    previous step made (another batch geometry, a plan run out of order) concatenates as usual."""
+
+    def __init__(self, total: int, channels_last: bool) -> None:
+        self.total = total
+        self.channels_last = channels_last
+        self.buffer: torch.Tensor | None = None
+        self.last: torch.Tensor | None = None
+
+    def step(self, first: bool) -> Callable[..., list[torch.Tensor]]:
+        def concat(*xs: torch.Tensor) -> list[torch.Tensor]:
+            head = xs[0]
+            if first:
+                self.buffer = self.last = None
+                fits = all(x.dim() == 4 for x in xs) and sum(x.shape[1] for x in xs) <= self.total
+                if fits:
+                    n, _, h, w = head.shape
+                    fmt = torch.channels_last if self.channels_last else torch.contiguous_format
+                    self.buffer = torch.empty((n, self.total, h, w), dtype=head.dtype,
+                                              device=head.device, memory_format=fmt)
+                    start = 0
+                else:
+                    return [torch.cat(xs, dim=1)]
+            elif self.last is None or head is not self.last:
+                self.buffer = self.last = None
+                return [torch.cat(xs, dim=1)]
+            else:
+                start = head.shape[1]
+                xs = xs[1:]
+            buffer = self.buffer
+            end = start + sum(x.shape[1] for x in xs)
+            if end > self.total or any(x.dim() != 4 or x.shape[0] != buffer.shape[0]
+                                       or x.shape[2:] != buffer.shape[2:] for x in xs):
+                self.buffer = self.last = None
+                return [torch.cat((head,) + tuple(xs) if not first else xs, dim=1)]
+            for x in xs:
+                c = x.shape[1]
+                buffer[:, start:start + c].copy_(x)
+                start += c
+            self.last = buffer[:, :end]
+            return [self.last]
+        return concat
 
 
 def _autocast_dtype(autocast: str | torch.dtype | None) -> torch.dtype | None:
@@ -308,15 +456,53 @@ class InferenceNet:
         self._folded_values = {v for chain in chains.values()
                                for n in chain.nodes[:-1] for v in n.tops}
         self._steps: list[_Step] = []
+        cpu_paths = (self.device.type == "cpu" and channels_last and autocast is None
+                     and os.environ.get("CAFFE_INFERENCE_CPU_PATHS", "1") != "0")
         for node in graph.nodes:
             if node.index in skipped or node.layer.feeds_from_blobs:
                 continue
             chain = chains.get(node.index)
             tops = chain.nodes[-1].tops if chain else node.tops
             self._steps.append(_Step(net._layer_names[node.index],
-                                     _step_fn(node.layer, chain),
+                                     _step_fn(node.layer, chain, cpu_paths),
                                      node.bottoms, tops))
+        self.concat_chains: list[tuple[str, ...]] = []
+        if cpu_paths:
+            self._chain_concats()
         self._plan_releases()
+
+    def _chain_concats(self) -> None:
+        """Give the Concat steps that grow one blob along the channels one buffer each chain
+        (``_ConcatChain``)."""
+        layers = {self.net._layer_names[n.index]: n.layer for n in self._graph.nodes}
+        concat_steps: dict[int, int] = {}  # top value -> step index
+        for k, step in enumerate(self._steps):
+            layer = layers.get(step.name)
+            if (type(layer) is Concat and len(step.bottoms) >= 2 and len(step.tops) == 1
+                    and getattr(layer, "axis", None) == 1):
+                concat_steps[step.tops[0]] = k
+        successors: dict[int, list[int]] = {}
+        for v, k in concat_steps.items():
+            first = self._steps[k].bottoms[0]
+            if first in concat_steps and first not in self._steps[k].bottoms[1:]:
+                successors.setdefault(concat_steps[first], []).append(k)
+        nxt = {p: ks[0] for p, ks in successors.items() if len(ks) == 1}
+        has_prev = set(nxt.values())
+        for start in sorted(nxt):
+            if start in has_prev:
+                continue
+            chain = [start]
+            while chain[-1] in nxt:
+                chain.append(nxt[chain[-1]])
+            last = self._steps[chain[-1]]
+            top_name = self.net.top_names[last.name][0]
+            shape = self.net.blob_shape(top_name)
+            if len(shape) != 4:
+                continue
+            state = _ConcatChain(int(shape[1]), self.channels_last)
+            for position, k in enumerate(chain):
+                self._steps[k].fn = state.step(first=position == 0)
+            self.concat_chains.append(tuple(self._steps[k].name for k in chain))
 
     def _plan_releases(self) -> None:
         """Drop each intermediate value after the last step that reads it."""

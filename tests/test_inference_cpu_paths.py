@@ -1,0 +1,130 @@
+"""The inference mode's CPU convolution routes (issue 19: 1x1 convolutions as one matrix product on
+the channels-last view, other 2-D convolutions in oneDNN with weights packed once per input shape
+and the ReLU fused) give what the plain mode and the inference mode without them give."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import caffe
+from caffe import inference
+from caffe.inference import optimize
+from caffe.model_io import parse_net_text
+from golden_utils import rel_err
+from inference_helpers import MODELS, randomize_weights, sse_test_net_param
+from test_inference_equivalence import NET, conv, layer
+
+# Every convolution shape the routes distinguish: 1x1 with stride 1 and 2, with and without bias,
+# followed by ReLU, leaky ReLU or nothing; 3x3 with pad, stride, dilation and groups; a 1x1 on a
+# channel slice's consumer (Concat); a full-map convolution (kernel = input, one matrix product);
+# a convolution whose output feeds two layers (no ReLU fused).
+ROUTES = (
+    'name: "routes"\n'
+    'layer { name: "data" type: "Input" top: "data" '
+    'input_param { shape { dim: 2 dim: 4 dim: 13 dim: 13 } } }\n'
+    + conv("p1", "data", "p1", 8, 1)
+    + layer("relu_p1", "ReLU", ["p1"], ["p1"])
+    + conv("p2", "p1", "p2", 6, 1, "stride: 2 bias_term: false")
+    + conv("c1", "p1", "c1", 8, 3, "pad: 1")
+    + layer("relu_c1", "ReLU", ["c1"], ["c1"])
+    + conv("c2", "c1", "c2", 8, 3, "pad: 2 dilation: 2 group: 4")
+    + layer("lrelu_c2", "ReLU", ["c2"], ["c2"], "relu_param { negative_slope: 0.2 }")
+    + conv("c3", "c2", "c3", 6, 3, "stride: 2 pad: 1 bias_term: false")
+    + layer("cat", "Concat", ["c3", "p2"], ["cat"])
+    + conv("p3", "cat", "p3", 5, 1)
+    + layer("relu_p3", "ReLU", ["p3"], ["p3"])
+    + conv("full", "p3", "full", 7, 7)
+    + conv("c4", "c1", "c4", 4, 3, "stride: 3")
+    + layer("pool4", "Pooling", ["c4"], ["pool4"], "pooling_param { pool: MAX kernel_size: 2 stride: 2 }")
+    + layer("relu_c4", "ReLU", ["c4"], ["c4r"])
+)
+ROUTE_BLOBS = ["p1", "p2", "c1", "c2", "c3", "cat", "p3", "full", "pool4", "c4r"]
+
+
+def build(text: str, seed: int = 0) -> caffe.Net:
+    caffe.set_random_seed(seed)
+    net = caffe.Net(net_param=parse_net_text(text), phase=caffe.TEST)
+    randomize_weights(net, seed)
+    return net
+
+
+def without_cpu_paths(net: caffe.Net, monkeypatch) -> inference.InferenceNet:
+    with monkeypatch.context() as m:
+        m.setenv("CAFFE_INFERENCE_CPU_PATHS", "0")
+        return optimize(net)
+
+
+def test_packed_convolution_is_available_in_this_build() -> None:
+    assert inference.packed_conv_available()
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_routes_equal_plain_mode_and_the_plan_without_them(batch: int, monkeypatch) -> None:
+    net = build(ROUTES)
+    x = np.random.default_rng(batch).normal(0, 2, (batch, 4, 13, 13)).astype(np.float32)
+    fast = optimize(net)
+    other = without_cpu_paths(net, monkeypatch)
+    got = fast.forward(blobs=ROUTE_BLOBS, data=x)
+    reference = other.forward(blobs=ROUTE_BLOBS, data=x)
+    net.blobs["data"].reshape(*x.shape)
+    expected = {k: v.copy() for k, v in net.forward(blobs=ROUTE_BLOBS, data=x).items()}
+    for name in ROUTE_BLOBS:
+        assert got[name].shape == expected[name].shape, name
+        assert rel_err(got[name], expected[name]) < 1e-5, name
+        assert rel_err(got[name], reference[name]) < 1e-5, name
+
+
+def test_one_plan_serves_several_batch_sizes(monkeypatch) -> None:
+    """The packed weights are made per input shape: a plan called with batch 1, 5, then 1 again
+    gives each time what the plain mode gives."""
+    net = build(ROUTES)
+    fast = optimize(net)
+    for n in (1, 5, 1):
+        x = np.random.default_rng(n).normal(0, 1, (n, 4, 13, 13)).astype(np.float32)
+        net.blobs["data"].reshape(*x.shape)
+        expected = net.forward(blobs=["full"], data=x)["full"].copy()
+        assert rel_err(fast.forward(blobs=["full"], data=x)["full"], expected) < 1e-5
+
+
+def test_fold_cases_net_equals_the_plan_without_cpu_paths(monkeypatch) -> None:
+    net = build(NET)
+    x = np.random.default_rng(1).normal(0, 1, (2, 3, 20, 20)).astype(np.float32)
+    blobs = ["conv3", "pool3b", "cat", "ip2"]
+    got = optimize(net).forward(blobs=blobs, data=x)
+    reference = without_cpu_paths(net, monkeypatch).forward(blobs=blobs, data=x)
+    for name in blobs + ["prob"]:
+        assert rel_err(got[name], reference[name]) < 1e-5, name
+
+
+def test_channels_first_plan_keeps_the_plain_convolutions(monkeypatch) -> None:
+    net = build(ROUTES)
+    x = np.random.default_rng(0).normal(0, 1, (2, 4, 13, 13)).astype(np.float32)
+    got = optimize(net, channels_last=False).forward(blobs=["c3"], data=x)["c3"]
+    expected = net.forward(blobs=["c3"], data=x)["c3"].copy()
+    assert rel_err(got, expected) < 1e-5
+
+
+def score_blobs(net: caffe.Net) -> list[str]:
+    """The blobs that feed the net's Softmax outputs (scores before the saturating softmax)."""
+    names = []
+    for name, lp in zip(net._layer_names, (l.lp for l in net.modules)):
+        if lp.type == "Softmax":
+            names.extend(lp.bottom)
+    return names
+
+
+@pytest.mark.parametrize("key", ["holonet", "densenet"])
+def test_sse_nets_at_batch_1_and_2_equal_plain_mode(key: str, monkeypatch) -> None:
+    model = MODELS[key]
+    for batch in (1, 2):
+        caffe.set_random_seed(0)
+        net = caffe.Net(net_param=sse_test_net_param(model, batch), phase=caffe.TEST)
+        randomize_weights(net, 0)
+        x = np.random.default_rng(batch).normal(0, 40, (batch,) + model.input_chw).astype(np.float32)
+        scores = score_blobs(net)
+        expected = {k: v.copy() for k, v in net.forward(blobs=scores, data=x).items()}
+        got = optimize(net).forward(blobs=scores, data=x)
+        reference = without_cpu_paths(net, monkeypatch).forward(blobs=scores, data=x)
+        for name in expected:
+            assert rel_err(got[name], expected[name]) < 1e-4, (key, batch, name)
+            assert rel_err(got[name], reference[name]) < 1e-4, (key, batch, name)

@@ -26,7 +26,10 @@ frames that its best id covers (coverage). Goals (issue 18): purity >= 98 % for 
 >= 90 % for every main person, no id whose frames are mostly no true face.
 
     python bench/film_identity.py survey [--work DIR]          # source tracks, distances, sheets
-    python bench/film_identity.py run [--work DIR] [--out FILE] # clips, sse-preprocess, scores
+    python bench/film_identity.py run [--work DIR] [--out FILE] [--before JSON]  # clips, sse-preprocess, scores
+
+Each run leaves WORK/scores.json (goals and scores, with the commit), which --before sets beside a
+later run's.
 """
 
 from __future__ import annotations
@@ -291,6 +294,18 @@ CLIPS: dict[str, list[Shot]] = {
         Shot(HAM, list(range(118, 160)), _full(640, 360), paste=Paste(TWO, 1, 0, 30, 1.5, 560, 250)),
         Shot(HAM, list(range(160, 190)), _around(240, 100, 320)),
     ],
+    # extreme close-ups (regions enlarged about 3x: faces of 200-320 px, soft from the enlarging)
+    # cut with wide shots, a sharp bystander at the size where trust starts (Obama, 44 px) and a
+    # large blurred copy of the singer behind Musk
+    "closeups": [
+        Shot(GIF, list(range(0, 15)), _full(480, 272), paste=Paste(TWO, 0, 0, 44, 0.0, 500, 40)),
+        Shot(HAM, list(range(118, 141)), _around(240, 100, 200)),
+        Shot(GIF, list(range(15, 35)), _around(260, 150, 220)),
+        Shot(HAM, list(range(141, 171)), _full(640, 360)),
+        Shot(HAM, list(range(211, 241)), _around(100, 100, 200)),
+        Shot(GIF, list(range(0, 21)), _full(480, 272), paste=Paste(HAM, 2, 150, 48, 2.5, 40, 30)),
+        Shot(HAM, list(range(231, 252)), _full(640, 360)),
+    ],
 }
 
 
@@ -515,12 +530,20 @@ def id_sheet(clip: Path, manifest: dict, labels: dict[int, dict[int, str]], per_
     return np.vstack(rows)
 
 
-def report(scores: list[Score], sources: dict, seconds: float, command: str) -> list[str]:
+def _goal_rows(g: dict) -> list[str]:
+    return [f"{g['ids'] - g['ids_impure']} of {g['ids']} ids (lowest purity {100 * g['min_purity']:.1f} %)",
+            f"{g['main'] - g['main_uncovered']} of {g['main']} main people (lowest {100 * g['min_coverage']:.1f} %)",
+            f"{g['false_persons']} false persons"]
+
+
+def report(scores: list[Score], sources: dict, seconds: float, command: str, commit: str,
+           before: dict | None = None) -> list[str]:
     g = goals(scores)
     lines = ["## People on film: identity, coverage and false faces on cut-together clips (bench/film_identity.py)", "",
              f"Clips cut together at run time from shared/data/media (never committed), each face's person known by "
              f"construction; run through `sse-preprocess --faces all` (defaults: detection every 5 frames, "
-             f"identity threshold 0.6, sse.faces.quality.TRUST). Run: {seconds:.0f} s. Command: `{command}`.", "",
+             f"identity threshold 0.6, sse.faces.quality.TRUST) at commit {commit}. Run: {seconds:.0f} s. "
+             f"Command: `{command}`.", "",
              "A person id's frames (detected, tracked, interpolated) are matched to the true faces of each frame "
              f"(IoU >= {MATCH_IOU}; failing that, those of the {NEAR} frames either side in its shot, where the survey's "
              "tracks end early); purity: the share of its frames that are its majority person's (a frame matching no "
@@ -528,13 +551,21 @@ def report(scores: list[Score], sources: dict, seconds: float, command: str) -> 
              f"box side >= {MAIN_SIZE:g} px; coverage: the share of those frames its best id holds; a false person: an "
              "id whose frames mostly match no true face. Pasted faces (shrunk, blurred copies) count for purity "
              "(joining a copy to its person is right) but not in the coverage of the person they copy.", "",
-             "### Goals (issue 18)", "",
-             "| goal | measured |", "|---|---|",
-             f"| every id >= 98 % one person | {g['ids'] - g['ids_impure']} of {g['ids']} ids (lowest purity "
-             f"{100 * g['min_purity']:.1f} %) |",
-             f"| every main person's best id covers >= 90 % of its frames | {g['main'] - g['main_uncovered']} of "
-             f"{g['main']} main people (lowest {100 * g['min_coverage']:.1f} %) |",
-             f"| no person made of false faces | {g['false_persons']} false persons |", ""]
+             "### Goals (issue 18)", ""]
+    names = ["every id >= 98 % one person", "every main person's best id covers >= 90 % of its frames",
+             "no person made of false faces"]
+    if before:
+        lines += [f"| goal | measured | before: {before['label']} |", "|---|---|---|"]
+        lines += [f"| {n} | {a} | {b} |" for n, a, b in zip(names, _goal_rows(g), _goal_rows(before["goals"]))]
+        changed = [(s.clip, p["person"], p["coverage"], q["coverage"]) for s in scores for p in s.people
+                   for b in before["scores"] if b["clip"] == s.clip for q in b["people"]
+                   if q["person"] == p["person"] and abs(q["coverage"] - p["coverage"]) > 1e-9 and p["main"]]
+        if changed:
+            lines += ["", "Coverage changed since then: " + "; ".join(
+                f"{clip} {who} {100 * old:.1f} % -> {100 * new:.1f} %" for clip, who, new, old in changed) + "."]
+    else:
+        lines += ["| goal | measured |", "|---|---|"] + [f"| {n} | {a} |" for n, a in zip(names, _goal_rows(g))]
+    lines.append("")
     for s in scores:
         shots = CLIPS[s.clip]
         lines += [f"### Clip `{s.clip}`: {s.frames} frames, {len(shots)} shots", ""]
@@ -573,6 +604,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--media", type=Path, default=DEFAULT_MEDIA)
     parser.add_argument("--work", type=Path, default=DEFAULT_WORK)
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--before", type=Path, metavar="JSON",
+                        help="scores.json of an earlier run (in --work), to set its goals beside these")
+    parser.add_argument("--clips", nargs="+", choices=sorted(CLIPS), default=list(CLIPS), help="the clips to run")
     args = parser.parse_args(argv)
     sources = survey(args.media, args.work)
     if args.command == "survey":
@@ -593,16 +627,25 @@ def main(argv: list[str] | None = None) -> int:
     out = args.work / "out"
     shutil.rmtree(out, ignore_errors=True)
     scores = []
-    for name, shots in CLIPS.items():
+    for name in args.clips:
+        shots = CLIPS[name]
         truth = build(name, shots, sources, args.media, args.work / "clips")
         manifest = run_preprocess(truth["path"], out)
         scores.append(score(name, manifest, truth))
         cv2.imwrite(str(args.work / f"ids_{name}.png"), id_sheet(truth["path"], manifest, label_frames(manifest, truth["frames"], truth["cuts"])))
         print(f"{name}: {len(scores[-1].ids)} ids", flush=True)
-    lines = report(scores, sources, time.time() - start, "python bench/film_identity.py run")
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run(["git", "status", "--porcelain", "--", "sse/faces"], cwd=REPO, capture_output=True,
+                           text=True).stdout.strip()
+    commit += " (with uncommitted changes in sse/faces)" if dirty else ""
+    before = json.loads(args.before.read_text()) if args.before else None
+    command = "python bench/film_identity.py run" + (f" --before {args.before.name}" if args.before else "")
+    lines = report(scores, sources, time.time() - start, command, commit, before)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    (args.work / "scores.json").write_text(json.dumps([s.__dict__ for s in scores], indent=1, default=str))
+    record = {"label": f"commit {commit}", "goals": goals(scores),
+              "scores": [{"clip": s.clip, "ids": s.ids, "people": s.people} for s in scores]}
+    (args.work / "scores.json").write_text(json.dumps(record, indent=1))
     print("\n".join(lines))
     return 0
 

@@ -13,7 +13,7 @@ Pass 2 (rendering) decodes again and cuts the aligned or frontalized crop of eve
 landmarks.
 
 Memory (issue 21). No frame is held beyond the one being read, except the tracker's buffer of at
-most `detect_every` frames for following a new face backwards; every crop is written as it is cut.
+most 3 x `detect_every` gray frames for following a new face backwards (track.py); every crop is written as it is cut.
 What grows with the video's length, per face (one person in one sampled frame), is compact: its box
 (a Box of four floats), status and 68 landmarks (a float32 68 x 2 array, 0.6 KB) in the tracks; then,
 in the kept people's records, a FrameRecord (~90 bytes) with the same landmarks, the box and a Pose:

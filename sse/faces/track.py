@@ -6,9 +6,12 @@ matched to them by box overlap (Hungarian assignment on IoU, IoU >= iou_threshol
 tracker restarts on the detection box, an unmatched detection opens a new track, a track missed by
 `max_misses` detection rounds in a row ends. Between detections a tracker whose peak-to-sidelobe
 ratio drops below `psr_threshold` (or whose box leaves the frame) ends its track and asks for a
-detection on the next frame. A new track is also followed backwards over the frames since the
-previous detection (kept in a short buffer), so a face that appears between two detection frames
-is covered from its first frame, not from the next scheduled detection. At a shot cut (`cut`) every
+detection on the next frame. A new track is also followed backwards over the shot's last
+`follow_back` frames (kept in a short buffer; by default those of the last three detection rounds,
+detection frames included), so a face that appears between two detection frames is covered from
+its first frame, not from the next scheduled detection, and a face the detector misses in a
+round or two (a dark or soft face, measured on bench/film_identity.py's close-ups) is covered from
+where the tracker can follow it back to. At a shot cut (`cut`) every
 track ends and the next frame is a detection frame: a track never spans two shots. Which tracks are
 one person is decided afterwards, by identity (people.py).
 """
@@ -59,6 +62,11 @@ class TrackerConfig:
     psr_threshold: float = 7.0
     max_misses: int = 2
     min_visible: float = 0.5
+    follow_back: int | None = None  # frames a new track may be followed back over (None: 3 x detect_every)
+
+    @property
+    def back_frames(self) -> int:
+        return 3 * self.detect_every if self.follow_back is None else self.follow_back
 
 
 class MultiFaceTracker:
@@ -70,7 +78,7 @@ class MultiFaceTracker:
         self._active: list[Track] = []  # a superset of the active tracks (ended ones pruned when read)
         self._since_detection = 0
         self._force_detection = True
-        self._recent: deque[tuple[int, np.ndarray]] = deque(maxlen=self.config.detect_every)
+        self._recent: deque[tuple[int, np.ndarray]] = deque(maxlen=max(1, self.config.back_frames))
 
     def cut(self) -> None:
         """A new shot starts with the next frame: end every track, detect on the next frame, and do
@@ -90,9 +98,7 @@ class MultiFaceTracker:
         Returns (track, frame index, image) for every box this step added (this frame's and those
         filled in backwards for new tracks), so that the caller can compute their landmarks."""
         added = self._advance(index, image, detections)
-        if detections is not None:
-            self._recent.clear()
-        else:
+        if self.config.back_frames > 0:
             self._recent.append((index, image))
         return added
 

@@ -114,7 +114,7 @@ def survey_video(path: Path, models: Models, per_track: int = 6,
                  keep: set[int] | None = None) -> tuple[list[SourceTrack], int]:
     """Every face of a clip (or of its frames `keep`: a gap between them is read as a cut), detected
     on every frame and followed by the pipeline's tracker."""
-    tracker = MultiFaceTracker(TrackerConfig(detect_every=1))
+    tracker = MultiFaceTracker(TrackerConfig(detect_every=1, follow_back=0))  # every frame is detected
     shots = ShotCutDetector()
     images: dict[int, np.ndarray] = {}
     count, previous = 0, None
@@ -164,6 +164,10 @@ def survey(media: Path, work: Path) -> dict:
         print(f"{name}: {count} frames, {len(tracks)} tracks", flush=True)
     for name in PHOTOS:
         found["tracks"][name], found["frames"][name] = survey_photo(media / "photos" / name, models), 1
+    for name, tracks in found["tracks"].items():
+        if sorted(t.track_id for t in tracks) != sorted(SOURCE_PEOPLE[name]):
+            raise SystemExit(f"{name}: the survey found tracks {[t.track_id for t in tracks]}, SOURCE_PEOPLE names "
+                             f"{sorted(SOURCE_PEOPLE[name])}: its labels were written for another survey, check again")
     work.mkdir(parents=True, exist_ok=True)
     cache.write_bytes(pickle.dumps(found))
     return found
@@ -305,6 +309,18 @@ CLIPS: dict[str, list[Shot]] = {
         Shot(HAM, list(range(211, 241)), _around(100, 100, 200)),
         Shot(GIF, list(range(0, 21)), _full(480, 272), paste=Paste(HAM, 2, 150, 48, 2.5, 40, 30)),
         Shot(HAM, list(range(231, 252)), _full(640, 360)),
+    ],
+    # look-alikes: the boy (0.61 from Musk, the closest pair of two people in the media) as a sharp,
+    # frontal bystander of 44-48 px (trusted) behind the singer, cut with Musk, then the boy in his
+    # own street shots
+    "lookalikes": [
+        Shot(HAM, list(range(120, 151)), _full(640, 360), paste=Paste(STREET, 20, 100, 44, 0.0, 540, 40)),
+        Shot(GIF, list(range(0, 18)), _full(480, 272)),
+        Shot(HAM, list(range(151, 181)), _full(640, 360), paste=Paste(STREET, 20, 103, 48, 0.0, 540, 40)),
+        Shot(GIF, list(range(18, 35)), _full(480, 272)),
+        Shot(STREET, list(range(60, 89)), _around(1000, 760, 1100)),
+        Shot(GIF, list(range(0, 21)), _around(260, 150, 260)),
+        Shot(STREET, list(range(95, 105)), _around(800, 740, 1100)),
     ],
 }
 

@@ -42,6 +42,7 @@ WORK_TITLES = {"train": "training step, batch 32 (`solver.step(1)`)",
                "infer1": "inference, batch 1", "infer32": "inference, batch 32"}
 TRAIN_BATCH = 32
 SEED = 0
+THREADS: int | None = None  # --threads: OMP/OpenBLAS/MKL threads of both workers
 
 SOLVER = """net: "{net}"
 base_lr: 0.001
@@ -60,7 +61,7 @@ solver_mode: CPU
 # worker: one engine, driven by JSON lines on stdin; answers on the original stdout
 # ----------------------------------------------------------------------------------------------
 
-def worker_main(engine: str, bvlc: str | None) -> int:
+def worker_main(engine: str, bvlc: str | None, repo: str | None = None) -> int:
     proto_out = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)  # whatever the engines print goes to stderr
     if bvlc:
@@ -69,18 +70,21 @@ def worker_main(engine: str, bvlc: str | None) -> int:
         if extra:
             sys.path[1:1] = [p for p in extra.split(os.pathsep) if p]
     else:
-        sys.path.insert(0, str(REPO))
+        sys.path.insert(0, repo or str(REPO))
     import numpy as np
     import caffe
     where = str(Path(caffe.__file__).resolve())
-    if bvlc and not where.startswith(str(Path(bvlc).resolve())):
-        raise SystemExit(f"worker for {bvlc} imported caffe from {where}")
+    expected = bvlc or repo or str(REPO)
+    if not where.startswith(str(Path(expected).resolve())):
+        raise SystemExit(f"worker for {expected} imported caffe from {where}")
     caffe.set_mode_cpu()
     optimize = None
     if engine == "sse":
         import torch
         from caffe.inference import optimize
-        info = {"engine": "this engine", "caffe": where, "torch": torch.__version__,
+        info = {"engine": "this engine" + (f" at {os.environ.get('VS_BEFORE_LABEL', repo)}"
+                                           if repo else ""),
+                "caffe": where, "torch": torch.__version__,
                 "threads": str(torch.get_num_threads()), "blas": torch_blas()}
     else:
         info = {"engine": "BVLC Caffe", "caffe": where, "blas": openblas_info()}
@@ -128,12 +132,14 @@ def worker_main(engine: str, bvlc: str | None) -> int:
         elif cmd == "time":
             m = models[msg["model"]]
             fn = timed_work(m, msg["work"])
-            times = []
+            times, cpu = [], []
             for _ in range(msg.get("n", 1)):
+                c0 = time.process_time()
                 t0 = time.perf_counter()
                 fn()
                 times.append(time.perf_counter() - t0)
-            answer({"times": times})
+                cpu.append(time.process_time() - c0)
+            answer({"times": times, "cpu": cpu})
         elif cmd == "free":
             models.pop(msg["model"], None)
             import gc
@@ -200,16 +206,22 @@ def openblas_info() -> str:
 # ----------------------------------------------------------------------------------------------
 
 class Worker:
-    def __init__(self, engine: str, bvlc: str | None) -> None:
+    def __init__(self, engine: str, bvlc: str | None, repo: str | None = None) -> None:
         env = dict(os.environ)
         env.setdefault("GLOG_minloglevel", "2")
         env["PYTHONUNBUFFERED"] = "1"
+        if THREADS:
+            for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+                env[var] = str(THREADS)
         if bvlc:
             env["PYTHONPATH"] = os.pathsep.join(
                 p for p in [bvlc, env.get("VS_BVLC_EXTRA_PATH", "")] if p)
         cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", engine]
         if bvlc:
             cmd += ["--bvlc", bvlc]
+        if repo:
+            cmd += ["--repo", repo]
+            env["PYTHONPATH"] = repo
         self.engine = engine
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
                                      env=env, cwd=tempfile.gettempdir())
@@ -321,10 +333,14 @@ def measure(args) -> dict:
         print(note, file=sys.stderr)
     run = {"date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
            "command": "python bench/vs_bvlc.py " + " ".join(args.argv), "machine": machine(),
-           "load_start": loadavg(), "note": note, "models": {}}
+           "load_start": loadavg(), "note": note, "models": {},
+           "threads": args.threads or "each library's default"}
     workers = {"sse": Worker("sse", None)}
     if bvlc:
         workers["bvlc"] = Worker("bvlc", bvlc)
+    if args.before:
+        os.environ["VS_BEFORE_LABEL"] = args.before_label or args.before
+        workers["before"] = Worker("sse", None, repo=str(Path(args.before).resolve()))
     run["engines"] = {k: w.info for k, w in workers.items()}
     reps = {"train": args.reps_train, "infer1": args.reps_b1, "infer32": args.reps_b32}
     try:
@@ -337,6 +353,10 @@ def measure(args) -> dict:
                           for e, w in workers.items()}
                 entry: dict = {"title": MODELS[key].title, "times": {}, "diff": {}}
                 out_sse = setups["sse"]["outputs"]
+                if "before" in setups:
+                    for b in (1, 32):
+                        entry["diff"][f"fast{b} vs before's fast{b}"] = max_diff(
+                            out_sse[f"fast{b}"], setups["before"]["outputs"][f"fast{b}"])
                 for b in (1, 32):
                     entry["diff"][f"fast{b} vs plain{b}"] = max_diff(out_sse[f"plain{b}"], out_sse[f"fast{b}"])
                     if "bvlc" in setups:
@@ -347,18 +367,24 @@ def measure(args) -> dict:
                     n = reps[work]
                     if key == "resnet" and work == "train":
                         n = max(3, min(n, args.reps_resnet_train))
-                    calls = [(e, work) for e in workers]
+                    calls = [(e, work) for e in workers if e != "before"]
                     if work.startswith("infer"):
                         calls.append(("sse", "fast" + work[5:]))
+                        if "before" in workers:
+                            calls.append(("before", "fast" + work[5:]))
                     for e, w in calls:  # warm-up
                         workers[e].ask(cmd="time", model=key, work=w, n=1)
                     samples: dict[str, list[float]] = {f"{e}:{w}": [] for e, w in calls}
+                    cpu: dict[str, list[float]] = {f"{e}:{w}": [] for e, w in calls}
                     for r in range(n):
                         order = calls if r % 2 == 0 else calls[::-1]
                         for e, w in order:
-                            samples[f"{e}:{w}"] += workers[e].ask(cmd="time", model=key, work=w, n=1)["times"]
+                            got = workers[e].ask(cmd="time", model=key, work=w, n=1)
+                            samples[f"{e}:{w}"] += got["times"]
+                            cpu[f"{e}:{w}"] += got["cpu"]
                     entry["times"][work] = {k: {"median": statistics.median(v), "min": min(v),
-                                                "max": max(v), "n": len(v)}
+                                                "max": max(v), "n": len(v),
+                                                "cpu_median": statistics.median(cpu[k])}
                                             for k, v in samples.items()}
                     print(key, work, {k: round(v["median"] * 1000, 1)
                                       for k, v in entry["times"][work].items()}, file=sys.stderr)
@@ -391,6 +417,7 @@ def render(run: dict) -> str:
     for k, v in run["machine"].items():
         lines.append(f"| {k} | {v} |")
     lines.append(f"| load average 1/5/15 min (start -> end) | {run['load_start']} -> {run['load_end']} |")
+    lines.append(f"| threads per engine | {run.get('threads', 'each library default')} |")
     for e, info in run["engines"].items():
         lines.append(f"| {info['engine']} | " + ", ".join(f"{k} {v}" for k, v in info.items()
                                                           if k not in ("engine",)) + " |")
@@ -401,8 +428,15 @@ def render(run: dict) -> str:
               "what `sse.shipped` and `sse-predict` score with. Training: one `solver.step(1)` of SGD with "
               "momentum and weight decay on the TRAIN net (Input tops data and label), batch "
               f"{TRAIN_BATCH}.", ""]
+    before = run.get("engines", {}).get("before")
     head = "| net | work | real Caffe (ms) | plain (ms) | inference mode (ms) | Caffe / plain | Caffe / inference mode |"
-    lines += [head, "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+    rule = "| --- | --- | ---: | ---: | ---: | ---: | ---: |"
+    if before:
+        head += " inference mode before (ms) | Caffe / inference mode before |"
+        rule += " ---: | ---: |"
+        lines += [f"`before`: {before['engine']} (`{before['caffe']}`), in its own worker, "
+                  "timed in the same alternation.", ""]
+    lines += [head, rule]
     for key, entry in run["models"].items():
         for work in WORKS:
             t = entry["times"].get(work)
@@ -411,6 +445,24 @@ def render(run: dict) -> str:
             b = t.get(f"bvlc:{work}")
             p = t.get(f"sse:{work}")
             f = t.get(f"sse:fast{work[5:]}") if work.startswith("infer") else None
+            row = (f"| {entry['title']} | {WORK_TITLES[work]} | {ms(b)} | {ms(p)} | {ms(f)} | "
+                   f"{ratio(b, p)} | {ratio(b, f)} |")
+            if before:
+                o = t.get(f"before:fast{work[5:]}") if work.startswith("infer") else None
+                row += f" {ms(o)} | {ratio(b, o)} |"
+            lines.append(row)
+    lines += ["", "CPU time of the engine's process per call (all its threads; medians), which a loaded "
+              "machine inflates less than the wall time when each engine runs one thread:", "",
+              "| net | work | real Caffe (ms) | plain (ms) | inference mode (ms) | Caffe / plain | "
+              "Caffe / inference mode |", "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+    for key, entry in run["models"].items():
+        for work in WORKS:
+            t = entry["times"].get(work)
+            if t is None:
+                continue
+            c = {k: {"median": v["cpu_median"]} for k, v in t.items() if "cpu_median" in v}
+            b, p = c.get(f"bvlc:{work}"), c.get(f"sse:{work}")
+            f = c.get(f"sse:fast{work[5:]}") if work.startswith("infer") else None
             lines.append(f"| {entry['title']} | {WORK_TITLES[work]} | {ms(b)} | {ms(p)} | {ms(f)} | "
                          f"{ratio(b, p)} | {ratio(b, f)} |")
     lines += ["", "Spread (min - max ms over the repetitions, n each):", ""]
@@ -434,6 +486,14 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--bvlc", default=None, help="the BVLC build's python/ folder")
     p.add_argument("--worker", choices=("sse", "bvlc"), help=argparse.SUPPRESS)
+    p.add_argument("--repo", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--before", default=None, metavar="DIR",
+                   help="a copy of this repository at an earlier commit (e.g. git archive): its "
+                        "inference mode is timed in the same run, as a before/after column")
+    p.add_argument("--before-label", default=None, help="how the report names --before")
+    p.add_argument("--threads", type=int, default=None,
+                   help="threads of both engines (OMP_NUM_THREADS, OPENBLAS_NUM_THREADS, "
+                        "MKL_NUM_THREADS); default: each library's own (one per core)")
     p.add_argument("--models", nargs="+", choices=KEYS, default=list(KEYS))
     p.add_argument("--reps-b1", type=int, default=25)
     p.add_argument("--reps-b32", type=int, default=7)
@@ -444,8 +504,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--from-json", type=Path, default=None)
     args = p.parse_args(argv)
     args.argv = argv
+    global THREADS
+    THREADS = args.threads
     if args.worker:
-        return worker_main(args.worker, args.bvlc if args.worker == "bvlc" else None)
+        return worker_main(args.worker, args.bvlc if args.worker == "bvlc" else None, args.repo)
     sys.path.insert(0, str(REPO))
     from caffe.atomic import write_text
     if args.from_json:

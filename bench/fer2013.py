@@ -56,7 +56,8 @@ def train(work: Path, names: list[str]) -> None:
 
 
 def report(work: Path, models: Path) -> str:
-    sels = {name: load_selection(get_member(name), work) for name in MEMBERS}
+    sels = {name: load_selection(get_member(name), work) for name in MEMBERS  # a member still training: left out
+            if (work / name / "result.json").is_file()}
     ens = json.loads((models / f"{PREFIX}ensemble.json").read_text())
     any_member = get_member(next(iter(MEMBERS)))
     lines = ["## FER2013: the shipped models (bench/fer2013.py)", "",

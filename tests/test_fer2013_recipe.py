@@ -195,3 +195,19 @@ def test_a_warm_started_member_starts_from_its_committed_weights_and_resumes_fro
     broken = dataclasses.replace(member, warm_start=recipe.WarmStart("0" * 40, ws.path, ""))
     with pytest.raises(fer2013.Fer2013Error, match="cannot read its warm-start weights"):
         recipe.resume_flag(broken, tmp_path / "other")
+
+
+def test_a_widened_member_doubles_every_trunk_layer_and_keeps_the_heads(fake_fer, tmp_path):
+    data, _ = fake_fer
+    fer2013.prepare(data, tmp_path / "work")
+    wide = fer2013.get_member("holonet48x2_3conv-s_concat")
+    narrow = dataclasses.replace(wide, name="narrow", trunk_width=1)
+    nets = {m.trunk_width: model_io.read_net(fer2013.make_nets(m, tmp_path / "work")["deploy"])
+            for m in (wide, narrow)}
+    outputs = {w: {l.name: l.convolution_param.num_output for l in net.layer if l.type == "Convolution"}
+               for w, net in nets.items()}
+    assert outputs[2].keys() == outputs[1].keys()
+    trunk = [n for n in outputs[1] if not n.startswith("conv_fc")]  # conv_fc*: the branch heads
+    assert len(trunk) > 20 and all(outputs[2][n] == 2 * outputs[1][n] for n in trunk)
+    heads = {n: outputs[1][n] for n in outputs[1] if n not in trunk}
+    assert heads and all(outputs[2][n] == width for n, width in heads.items())

@@ -10,6 +10,7 @@ from pathlib import Path
 from caffe import atomic, model_io
 
 from ..nets.common import DataConfig
+from ..nets import holonet
 from ..nets.generate import write_variant
 from .data import SIZE, Fer2013Error
 
@@ -35,6 +36,7 @@ class Member:
     name: str
     form: str
     head_width: int | None = None
+    trunk_width: int = 1  # every trunk layer this many times as wide as the released HoloNet's
     seed: int = 1701
     stages: tuple[int, ...] = (6000, 24000)
     batch: int = 64
@@ -70,6 +72,8 @@ MEMBERS = {m.name: m for m in (
            warm_start=_raw_crops("holonet48_3conv-s_eltwise", "24000 iterations")),
     Member("holonet48_original", "original", seed=1714, stages=(9000,), base_lr=0.008,
            warm_start=_raw_crops("holonet48_original", "24000 iterations")),
+    Member("holonet48x2_3conv-s_concat", "3conv-s+concat", trunk_width=2, seed=1721, stages=(12000, 24000),
+           note="trained from the fillers on the pipeline's crops, every trunk layer twice as wide"),
 )}
 
 
@@ -150,7 +154,7 @@ def make_nets(member: Member, work: str | Path, stage: int = -1) -> dict[str, Pa
                      train_source=str(work / "training_lmdb"), val_source=str(work / "publictest_lmdb"),
                      test_list="test_file_list.txt", train_batch=member.batch, val_batch=97, test_batch=97)
     folder = work / member.name
-    paths = write_variant("holonet", member.form, folder, cfg, max_iter=max_iter,
+    paths = write_variant(holonet.widened(member.trunk_width), member.form, folder, cfg, max_iter=max_iter,
                           solver_mode="CPU", head_width=member.head_width)
     solver = model_io.read_solver(paths["solver"])
     solver.base_lr = member.base_lr

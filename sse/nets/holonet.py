@@ -11,6 +11,9 @@ the Concat forms. Every layer carries explicit ``param`` specs, as released.
 """
 from __future__ import annotations
 
+from dataclasses import replace
+from functools import partial
+
 from caffe.net_spec import Top
 from caffe.net_spec import layers as L
 
@@ -81,42 +84,45 @@ def residual(b: Builder, unit: str, bottom: Top, mid: int, out: int, stride: int
     return b.put(unit, L.Eltwise(top, short, eltwise_param=ELTWISE))
 
 
-def inception_residual(b: Builder, unit: str, bottom: Top, size: int) -> tuple[Top, int]:
-    """conv4_1: four stride-2 paths concatenated (104 ch), 1x1 -> 64, plus a projection."""
+def inception_residual(b: Builder, unit: str, bottom: Top, size: int, width: int = 1) -> tuple[Top, int]:
+    """conv4_1: four stride-2 paths concatenated (104 x ``width`` ch), 1x1 -> 64 x ``width``, plus a projection."""
+    w = width
     inc = f"{unit}/incep"
-    p0 = conv_bn(b, f"{inc}/0", bottom, 24, 1, 2)
-    p1 = conv_bn(b, f"{inc}/1_0", conv_bn(b, f"{inc}/1_reduce", bottom, 16, 1, 2), 32, 3)
-    p2 = conv_bn(b, f"{inc}/2_reduce", bottom, 12, 1, 2)
-    p2 = conv_bn(b, f"{inc}/2_1", conv_bn(b, f"{inc}/2_0", p2, 16, 3), 16, 3)
+    p0 = conv_bn(b, f"{inc}/0", bottom, 24 * w, 1, 2)
+    p1 = conv_bn(b, f"{inc}/1_0", conv_bn(b, f"{inc}/1_reduce", bottom, 16 * w, 1, 2), 32 * w, 3)
+    p2 = conv_bn(b, f"{inc}/2_reduce", bottom, 12 * w, 1, 2)
+    p2 = conv_bn(b, f"{inc}/2_1", conv_bn(b, f"{inc}/2_0", p2, 16 * w, 3), 16 * w, 3)
     pool = b.put(f"{inc}/pool", L.Pooling(bottom, pool="MAX", kernel_size=3, stride=2, pad=0))
-    p3 = conv_bn(b, f"{inc}/poolproj", pool, 32, 1)
+    p3 = conv_bn(b, f"{inc}/poolproj", pool, 32 * w, 1)
     conv_size, pool_size = conv_out(size, 1, 2), pool_out(size, 3, 2)
     if conv_size != pool_size:
         raise NetConfigError(f"HoloNet input size gives a {size}x{size} map at conv3_2, where the "
                              f"inception's stride-2 paths ({conv_size}) and its 3/2 pooling "
                              f"({pool_size}) disagree; use an input size that is a multiple of 8")
     top = b.put(inc, L.Concat(p0, p1, p2, p3))
-    top = conv_bn(b, f"{unit}/out", top, 64, 1, relu=False)
-    short = _projection(b, unit, bottom, 64, 2)
+    top = conv_bn(b, f"{unit}/out", top, 64 * w, 1, relu=False)
+    short = _projection(b, unit, bottom, 64 * w, 2)
     return b.put(unit, L.Eltwise(top, short, eltwise_param=ELTWISE)), conv_size
 
 
-def trunk(b: Builder, data: Top, channels: int, size: int) -> Feature:
-    """conv1_1 ... conv4_1; taps conv2_2, conv3_1, conv3_2, conv4_1."""
-    top = crelu(b, "conv1_1", data, 8, 7, "conv1_1")
+def trunk(b: Builder, data: Top, channels: int, size: int, width: int = 1) -> Feature:
+    """conv1_1 ... conv4_1; taps conv2_2, conv3_1, conv3_2, conv4_1. ``width`` multiplies every
+    layer's channels (1: the released trunk)."""
+    w = width
+    top = crelu(b, "conv1_1", data, 8 * w, 7, "conv1_1")
     top = b.put("pool1", L.Pooling(top, pool="MAX", kernel_size=3, stride=2, pad=0))
     size = pool_out(size, 3, 2)
-    top = residual(b, "conv2_1", top, 12, 32, 1, project=True)
-    b.tap("conv2_1", Feature(top, 32, size))
-    top = residual(b, "conv2_2", top, 12, 32, 1, project=False)
-    b.tap("conv2_2", Feature(top, 32, size))
-    top = residual(b, "conv3_1", top, 16, 48, 2, project=True)
+    top = residual(b, "conv2_1", top, 12 * w, 32 * w, 1, project=True)
+    b.tap("conv2_1", Feature(top, 32 * w, size))
+    top = residual(b, "conv2_2", top, 12 * w, 32 * w, 1, project=False)
+    b.tap("conv2_2", Feature(top, 32 * w, size))
+    top = residual(b, "conv3_1", top, 16 * w, 48 * w, 2, project=True)
     size = conv_out(size, 1, 2)
-    b.tap("conv3_1", Feature(top, 48, size))
-    top = residual(b, "conv3_2", top, 16, 48, 1, project=False)
-    b.tap("conv3_2", Feature(top, 48, size))
-    top, size = inception_residual(b, "conv4_1", top, size)
-    return b.tap("conv4_1", Feature(top, 64, size))
+    b.tap("conv3_1", Feature(top, 48 * w, size))
+    top = residual(b, "conv3_2", top, 16 * w, 48 * w, 1, project=False)
+    b.tap("conv3_2", Feature(top, 48 * w, size))
+    top, size = inception_residual(b, "conv4_1", top, size, w)
+    return b.tap("conv4_1", Feature(top, 64 * w, size))
 
 
 STYLE = HeadStyle(explicit_params=True, single_pool="MAX", single_pool_name="pool{s}",
@@ -141,3 +147,14 @@ BACKBONE = Backbone(
             "weight_decay": 0.0002, "snapshot": 500},
     snapshot_name="SSE_HoloNet",
 )
+
+
+def widened(width: int) -> Backbone:
+    """SSE-HoloNet with every trunk layer ``width`` times as wide (heads unchanged): a stronger
+    trunk for small inputs, e.g. the FER2013 models. Not in the registry of released backbones."""
+    if width == 1:
+        return BACKBONE
+    if width < 1:
+        raise NetConfigError(f"HoloNet trunk width must be a positive integer, not {width}")
+    return replace(BACKBONE, key=f"holonet_x{width}", title=f"SSE-HoloNet x{width}",
+                   net_name=f"sse_holonet_x{width}", trunk=partial(trunk, width=width))

@@ -128,3 +128,58 @@ def test_sse_nets_at_batch_1_and_2_equal_plain_mode(key: str, monkeypatch) -> No
         for name in expected:
             assert rel_err(got[name], expected[name]) < 1e-4, (key, batch, name)
             assert rel_err(got[name], reference[name]) < 1e-4, (key, batch, name)
+
+
+# A dense block: every Concat appends one convolution's output to the previous Concat, each read
+# by a BatchNorm + Scale + ReLU that follows no convolution (the addcmul step, on the prefix view);
+# then a Concat whose first bottom feeds two Concats (a fork: no chain through it).
+DENSE = (
+    'name: "dense"\n'
+    'layer { name: "data" type: "Input" top: "data" '
+    'input_param { shape { dim: 2 dim: 3 dim: 9 dim: 9 } } }\n'
+    + conv("stem", "data", "cat0", 6, 3, "pad: 1")
+    + "".join(
+        layer(f"bn{i}", "BatchNorm", [f"cat{i}"], [f"bn{i}"])
+        + layer(f"sc{i}", "Scale", [f"bn{i}"], [f"bn{i}"], "scale_param { bias_term: true }")
+        + layer(f"relu{i}", "ReLU", [f"bn{i}"], [f"bn{i}"])
+        + conv(f"grow{i}", f"bn{i}", f"grow{i}", 4, 3, "pad: 1")
+        + layer(f"concat{i + 1}", "Concat", [f"cat{i}", f"grow{i}"], [f"cat{i + 1}"])
+        for i in range(4))
+    + conv("side", "cat4", "side", 3, 1)
+    + layer("fork_a", "Concat", ["cat4", "side"], ["fork_a"])
+    + layer("fork_b", "Concat", ["cat4", "grow3"], ["fork_b"])
+    + layer("pool", "Pooling", ["fork_b"], ["pool"], "pooling_param { pool: AVE global_pooling: true }")
+)
+DENSE_BLOBS = ["cat1", "cat2", "cat3", "cat4", "bn2", "fork_a", "fork_b", "pool"]
+
+
+@pytest.mark.parametrize("batch", [1, 2])
+def test_concat_chain_shares_one_buffer_and_equals_plain_mode(batch: int, monkeypatch) -> None:
+    net = build(DENSE)
+    fast = optimize(net)
+    assert fast.concat_chains == [("concat1", "concat2", "concat3", "concat4")]
+    x = np.random.default_rng(batch).normal(0, 1, (batch, 3, 9, 9)).astype(np.float32)
+    net.blobs["data"].reshape(*x.shape)
+    expected = {k: v.copy() for k, v in net.forward(blobs=DENSE_BLOBS, data=x).items()}
+    reference = without_cpu_paths(net, monkeypatch).forward(blobs=DENSE_BLOBS, data=x)
+    for _ in range(2):  # the buffer is made anew each call
+        got = fast.forward(blobs=DENSE_BLOBS, data=x)
+        for name in DENSE_BLOBS:
+            assert got[name].shape == expected[name].shape, name
+            assert rel_err(got[name], expected[name]) < 1e-5, name
+            assert rel_err(got[name], reference[name]) < 1e-5, name
+
+
+def test_concat_chain_step_falls_back_when_its_first_bottom_is_not_the_chain_view() -> None:
+    import torch
+    chain = inference._ConcatChain(total=5, channels_last=True)
+    first, second = chain.step(first=True), chain.step(first=False)
+    a, b, c = (torch.randn(1, k, 2, 2) for k in (2, 1, 2))
+    (ab,) = first(a, b)
+    assert ab.shape[1] == 3 and ab.data_ptr() == chain.buffer.data_ptr()
+    (abc,) = second(ab, c)
+    assert torch.equal(abc, torch.cat([a, b, c], 1)) and abc.data_ptr() == ab.data_ptr()
+    (other,) = second(ab.clone(), c)  # not the view the chain made: a plain concatenation
+    assert torch.equal(other, torch.cat([a, b, c], 1)) and other.data_ptr() != ab.data_ptr()
+    (too_wide,) = first(a, b, c, c)  # more channels than the chain's last Concat: plain
+    assert too_wide.shape[1] == 7

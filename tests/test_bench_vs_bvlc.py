@@ -1,0 +1,55 @@
+"""bench/vs_bvlc.py renders its report from its measurements only (and again from the JSON a run
+leaves, ``--from-json``), with the ratios computed from the medians."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from conftest import REPO
+
+sys.path.insert(0, str(REPO / "bench"))
+
+import vs_bvlc  # noqa: E402
+
+
+def timing(ms: float) -> dict:
+    return {"median": ms / 1000, "min": ms / 1000, "max": ms / 1000, "n": 3, "cpu_median": ms / 2000}
+
+
+RUN = {
+    "date": "2026-12-05 05:00 UTC", "command": "python bench/vs_bvlc.py --bvlc X",
+    "machine": {"cpu": "Some CPU", "cores": "2"}, "load_start": "0.10 / 0.20 / 0.30",
+    "load_end": "0.40 / 0.50 / 0.60", "note": None, "threads": 1,
+    "engines": {"sse": {"engine": "this engine", "caffe": "/repo/caffe/__init__.py"},
+                "bvlc": {"engine": "BVLC Caffe", "caffe": "/bvlc/python/caffe/__init__.py",
+                         "blas": "OpenBLAS 0.3.21"}},
+    "models": {"holonet": {"title": "SSE-HoloNet", "diff": {"plain1 vs bvlc": 1e-6},
+                           "times": {"train": {"bvlc:train": timing(1800), "sse:train": timing(300)},
+                                     "infer1": {"bvlc:infer1": timing(20), "sse:infer1": timing(10),
+                                                "sse:fast1": timing(5)}}}},
+}
+
+
+def test_report_has_the_ratios_of_the_medians():
+    text = vs_bvlc.render(RUN)
+    assert "| SSE-HoloNet | training step, batch 32 (`solver.step(1)`) | 1800.0 | 300.0 | - | 6.00x | - |" in text
+    assert "| SSE-HoloNet | inference, batch 1 | 20.0 | 10.0 | 5.0 | 2.00x | 4.00x |" in text
+    assert "Some CPU" in text and "OpenBLAS 0.3.21" in text and "0.40 / 0.50 / 0.60" in text
+    assert "plain1 vs bvlc 1.00e-06" in text
+
+
+def test_report_without_a_build_says_so(tmp_path):
+    run = dict(RUN, note="no BVLC Caffe build given (--bvlc): this engine timed alone",
+               engines={"sse": RUN["engines"]["sse"]})
+    text = vs_bvlc.render(run)
+    assert "this engine timed alone" in text and "Without a BVLC build" in text
+
+
+def test_report_from_json_without_measuring(tmp_path):
+    src = tmp_path / "run.json"
+    src.write_text(json.dumps(RUN))
+    out = tmp_path / "vs.md"
+    subprocess.run([sys.executable, str(REPO / "bench" / "vs_bvlc.py"), "--from-json", str(src),
+                    "--out", str(out)], check=True, capture_output=True)
+    assert out.read_text() == vs_bvlc.render(RUN)

@@ -72,8 +72,9 @@ MEMBERS = {m.name: m for m in (
            warm_start=_raw_crops("holonet48_3conv-s_eltwise", "24000 iterations")),
     Member("holonet48_original", "original", seed=1714, stages=(9000,), base_lr=0.008,
            warm_start=_raw_crops("holonet48_original", "24000 iterations")),
-    Member("holonet48x2_3conv-s_concat", "3conv-s+concat", trunk_width=2, seed=1721, stages=(12000, 24000),
-           note="trained from the fillers on the pipeline's crops, every trunk layer twice as wide"),
+    Member("holonet48x2_3conv-s_concat", "3conv-s+concat", trunk_width=2, head_width=512, seed=1721,
+           stages=(10000, 24000),
+           note="trained from the fillers on the pipeline's crops, every trunk layer twice as wide, heads 512 wide (the caffemodel within 25 MB)"),
 )}
 
 

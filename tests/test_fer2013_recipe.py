@@ -211,3 +211,14 @@ def test_a_widened_member_doubles_every_trunk_layer_and_keeps_the_heads(fake_fer
     assert len(trunk) > 20 and all(outputs[2][n] == 2 * outputs[1][n] for n in trunk)
     heads = {n: outputs[1][n] for n in outputs[1] if n not in trunk}
     assert heads and all(outputs[2][n] == width for n, width in heads.items())
+
+
+def test_every_member_fits_the_25_mb_limit_on_committed_caffemodels(fake_fer, tmp_path):
+    import caffe
+    data, _ = fake_fer
+    fer2013.prepare(data, tmp_path / "work")
+    for name in fer2013.MEMBERS:
+        deploy = fer2013.make_nets(fer2013.get_member(name), tmp_path / "work")["deploy"]
+        net = caffe.Net(str(deploy), caffe.TEST)
+        megabytes = sum(b.data.size for layer in net.layers for b in layer.blobs) * 4 / 1e6
+        assert megabytes <= 25, f"{name}: its caffemodel would be {megabytes:.1f} MB"

@@ -10,8 +10,14 @@ Real Caffe runs such a layer on the blob's one flat memory, read with the layer'
   gave the blob the output shape first), im2cols it into its own column buffer (which keeps its old
   contents past what im2col writes), reads that buffer as (C_in k_h k_w) x (H_o W_o), and writes
   image n's output before it reads image n+1; its backward does the same with the diff;
-* an InnerProduct's GEMM zeroes its output, which starts where its input does, before it reads the
-  input: the product is taken on the input with its first M * N values set to zero.
+* a 1x1 Convolution (stride 1, no pad) has no column buffer: its GEMM writes image n's output over
+  the image it reads, and an InnerProduct's GEMM writes its output where its input starts; what
+  they compute is the order in which the BLAS reads and writes, replayed from OpenBLAS 0.3.21 by
+  ``caffe.aliased_gemm`` (an InnerProduct with k < 32 zeroes its output first: the product is
+  taken on the input with its first M * N values set to zero);
+* the in-place ReLU, Scale and BatchNorm on such a blob backpropagate from the blob's final data
+  and count, as Caffe's Backward_cpu reads them (``BufferBackward`` below; golden case
+  ``tests/golden_made/inplace_chain``).
 
 A caffemodel trained in real Caffe learned against this arithmetic, so it is the default;
 ``CAFFE_INPLACE_RESHAPE=math`` gives the mathematical layer instead. Either way the net warns
@@ -279,3 +285,144 @@ def find_inplace_reshapes(layers: list[Layer], bottoms: list[list[str]], tops: l
                 found.append(i)
                 break
     return found
+
+
+# ---- element-wise layers in place on a blob that an emulated layer reshapes -------------------
+#
+# Caffe's Backward_cpu of an in-place ReLU, Scale or BatchNorm reads the blob as it is when the
+# backward runs, not as it was when the layer ran forward: the blob's data then holds its final
+# value (what the last in-place layer wrote) and its shape is the final shape. Where a later
+# in-place Convolution or InnerProduct changed that shape, Caffe's backward therefore differs from
+# the mathematical one:
+# * ReLU gates the first ``count`` diffs (count of the blob's final shape) by the sign of the final
+#   data, cell by cell, and passes the rest through;
+# * Scale's scale gradient multiplies the top diff and its saved input only over the first
+#   ``count`` cells (in its saved-input buffer temp_); past them it sums the saved input itself;
+# * BatchNorm with batch statistics computes its sums with spatial_dim = count / (N * C), reading
+#   its flat diff with that geometry, and divides by N * spatial_dim.
+# Bias gradients, bottom diffs of Scale and the use_global_stats BatchNorm use the layer's own
+# (forward) dimensions, as the mathematical layer does.
+
+BUFFER_BACKWARD_TYPES = ("ReLU", "Scale", "BatchNorm")
+
+
+def wants_buffer_backward(layer: Layer, bottoms: list[str], tops: list[str]) -> bool:
+    """Whether ``layer`` is one whose Caffe backward reads the shared blob (see above)."""
+    if layer.type not in BUFFER_BACKWARD_TYPES or len(bottoms) != 1 or bottoms != tops:
+        return False
+    if layer.type == "BatchNorm":
+        return not layer.use_global_stats
+    if layer.type == "Scale":
+        return len(layer.lp.bottom) == 1
+    return True
+
+
+class BufferBackward:
+    """Runs ``layer`` forward as usual; its backward is Caffe's on the blob as it is then (final
+    data from ``latest_data``, the shared buffer's diff past the layer's own cells)."""
+
+    def __init__(self, layer: Layer, buffer: SharedBuffer,
+                 latest_data: Callable[[], torch.Tensor]) -> None:
+        self.layer, self.buffer, self.latest_data = layer, buffer, latest_data
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return _BufferBackwardFunction.apply(self, x, *self.layer.blobs)
+
+
+class _BufferBackwardFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, helper: BufferBackward, x: torch.Tensor, *params: torch.Tensor):
+        layer = helper.layer
+        ctx.helper = helper
+        saved = [x.detach().clone()]
+        if layer.type == "BatchNorm":
+            x4 = x.reshape(x.shape[0], x.shape[1], -1)
+            var = x4.var(dim=(0, 2), unbiased=False)
+            saved.append(torch.sqrt(var + layer.eps))
+        y = layer.forward(x)[0]
+        if layer.type == "BatchNorm":
+            saved.append(y.detach().clone())
+        ctx.saved = saved
+        return y
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        helper = ctx.helper
+        layer = helper.layer
+        with torch.no_grad():
+            final = helper.latest_data().detach().reshape(-1)
+            if layer.type == "ReLU":
+                grads = _relu_backward(helper, ctx.saved[0], final, grad)
+            elif layer.type == "Scale":
+                grads = _scale_backward(layer, ctx.saved[0], final.numel(), grad,
+                                        ctx.needs_input_grad[2:])
+            else:
+                grads = (_batch_norm_backward(ctx.saved, final.numel(), grad),
+                         *[None] * len(layer.blobs))
+        return (None, *grads)
+
+
+def _relu_backward(helper: BufferBackward, x: torch.Tensor, final: torch.Tensor,
+                   grad: torch.Tensor) -> tuple:
+    slope = helper.layer.lp.relu_param.negative_slope
+    own = x.numel()
+    count = final.numel()
+    g = grad.reshape(-1).clone()
+    n = min(count, own)
+    mask = final[:n] > 0
+    g[:n] = g[:n] * (mask.to(g.dtype) + slope * (~mask).to(g.dtype))
+    buf = helper.buffer
+    if count > own and buf.diff is not None and buf.diff.numel() >= count:
+        # the cells past the layer's own count belong to the diff buffer only
+        d = buf.diff[own:count]
+        m = final[own:count] > 0
+        d.copy_(d * (m.to(d.dtype) + slope * (~m).to(d.dtype)))
+    return (g.view(x.shape),)
+
+
+def _scale_backward(layer: Layer, x: torch.Tensor, count: int, grad: torch.Tensor,
+                    needs: tuple[bool, ...]) -> tuple:
+    axis, pshape = layer.axis, tuple(layer.param_shape)
+    outer = math.prod(x.shape[:axis])
+    dim = math.prod(pshape)
+    inner = x.numel() // max(outer * dim, 1)
+    scale = layer.blobs[0].detach()
+    gx = grad * layer.expand(scale, grad)
+    out = [gx]
+    # temp_ holds the input; caffe_mul over the blob's count (its final shape) turns its first
+    # cells into top_diff * input; the sums then run over the layer's own outer x dim x inner
+    product = x.reshape(-1).clone()
+    n = min(count, product.numel())
+    product[:n] = grad.reshape(-1)[:n] * product[:n]
+    out.append(product.view(outer, dim, inner).sum((0, 2)).view(pshape) if needs[0] else None)
+    if layer.lp.scale_param.bias_term:
+        out.append(grad.reshape(outer, dim, inner).sum((0, 2)).view(pshape)
+                   if len(needs) > 1 and needs[1] else None)
+    return tuple(out)
+
+
+def _batch_norm_backward(saved: list[torch.Tensor], count: int, grad: torch.Tensor) -> torch.Tensor:
+    """BatchNormLayer::Backward_cpu with batch statistics, spatial_dim taken from ``count``."""
+    x, std, y = saved
+    num, channels = x.shape[0], x.shape[1]
+    own = x.numel()
+    spatial_own = own // (num * channels)
+    spatial = count // (num * channels)
+    if spatial > spatial_own:
+        # Caffe would read past spatial_sum_multiplier_ and x_norm_: undefined, not replayed
+        spatial = spatial_own
+    rows = num * channels
+    used = rows * spatial
+    top_diff = grad.reshape(-1)
+    top_data = y.reshape(-1)
+    temp = std.view(1, channels, 1).expand(num, channels, spatial_own).reshape(-1)
+    bottom = top_data * top_diff                                      # caffe_mul(temp_.count())
+    sums = bottom[:used].view(rows, spatial).sum(1)                   # gemv over spatial_dim
+    mean = sums.view(num, channels).sum(0)                            # gemv over num
+    bottom[:used] = mean.repeat(num).view(rows, 1).expand(rows, spatial).reshape(-1)
+    bottom = top_data * bottom                                        # caffe_mul(temp_.count())
+    sums = top_diff[:used].view(rows, spatial).sum(1)
+    mean = sums.view(num, channels).sum(0)
+    bottom[:used] += mean.repeat(num).view(rows, 1).expand(rows, spatial).reshape(-1)
+    bottom = top_diff - bottom / float(num * spatial)                 # axpby(1, -1/(num*sd))
+    return (bottom / temp).view(x.shape)

@@ -206,6 +206,7 @@ class Net(PycaffeNetMethods):
         self._diff: dict[str, torch.Tensor] = {}
         self._buffers: dict[str, inplace.SharedBuffer] = {}
         self._emulators: dict[int, inplace.InplaceEmulator] = {}
+        self._buffer_backward: dict[int, inplace.BufferBackward] = {}
         self._setup_inplace_reshapes(shapes_in, shapes_out, capacity)
         self.device = torch.device("cpu")
         self._allocate()
@@ -257,6 +258,18 @@ class Net(PycaffeNetMethods):
             buf = self._buffers.setdefault(blob, inplace.SharedBuffer(capacity[blob]))
             self._emulators[i] = inplace.InplaceEmulator(self.modules[i], buf,
                                                          lambda b=blob: self._data[b])
+        # ReLU, Scale, BatchNorm in place on such a blob: Caffe's backward reads the blob as it is
+        # at backward time (its final data and shape), see caffe/inplace.py
+        for i, layer in enumerate(self.modules):
+            name = self._layer_names[i]
+            bottoms = self.bottom_names[name]
+            if (i in self._emulators or len(bottoms) != 1 or bottoms[0] not in self._buffers
+                    or not inplace.wants_buffer_backward(layer, bottoms, self.top_names[name])):
+                continue
+            self._buffer_backward[i] = inplace.BufferBackward(
+                layer, self._buffers[bottoms[0]], lambda b=bottoms[0]: self._data[b])
+        self._bn_scale = {i: j for i, j in self._bn_scale.items()
+                          if i not in self._buffer_backward and j not in self._buffer_backward}
 
     def _find_bn_scale_pairs(self) -> dict[int, int]:
         """BatchNorm layer index -> index of the Scale right after it that works in place on the
@@ -466,7 +479,7 @@ class Net(PycaffeNetMethods):
         return [self._data[b] for b in inputs]
 
     def _compute(self, i: int, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
-        emulator = self._emulators.get(i)
+        emulator = self._emulators.get(i) or self._buffer_backward.get(i)
         if emulator is not None:
             return [emulator(inputs[0])]
         return self.modules[i].forward(*inputs)

@@ -105,22 +105,24 @@ def worker_main(engine: str, bvlc: str | None, repo: str | None = None) -> int:
             chw = tuple(msg["chw"])
             x32 = (rng.standard_normal((32,) + chw) * 40).astype(np.float32)
             label = rng.integers(0, 7, TRAIN_BATCH).astype(np.float32)
-            m: dict = {}
+            m: dict = {"x": x32}
             start = time.perf_counter()
-            for b in (1, 32):
+            parts = msg.get("parts", ["test1", "test32", "train"])
+            batches = [b for b in (1, 32) if f"test{b}" in parts]
+            for b in batches:
                 net = caffe.Net(f[f"test{b}"], f["weights"], caffe.TEST)
                 net.blobs["data"].data[...] = x32[:b]
                 m[f"net{b}"] = net
                 if optimize is not None:
                     m[f"fast{b}"] = optimize(net)
-            solver = caffe.SGDSolver(f["solver"])
-            solver.net.copy_from(f["weights"])
-            solver.net.blobs["data"].data[...] = x32[:TRAIN_BATCH]
-            solver.net.blobs["label"].data[...] = label
-            m["solver"] = solver
-            m["x"] = x32
+            if "train" in parts:
+                solver = caffe.SGDSolver(f["solver"])
+                solver.net.copy_from(f["weights"])
+                solver.net.blobs["data"].data[...] = x32[:TRAIN_BATCH]
+                solver.net.blobs["label"].data[...] = label
+                m["solver"] = solver
             out = {}
-            for b in (1, 32):
+            for b in batches:
                 net = m[f"net{b}"]
                 res = net.forward()
                 out[f"plain{b}"] = {k: np.asarray(v).reshape(b, -1).tolist() for k, v in res.items()}
@@ -349,21 +351,23 @@ def measure(args) -> dict:
                 files = write_nets(key, Path(tmp))
                 from inference_helpers import MODELS
                 chw = MODELS[key].input_chw
-                setups = {e: w.ask(cmd="setup", model=key, files=files, chw=chw)
-                          for e, w in workers.items()}
                 entry: dict = {"title": MODELS[key].title, "times": {}, "diff": {}}
-                out_sse = setups["sse"]["outputs"]
-                if "before" in setups:
-                    for b in (1, 32):
-                        entry["diff"][f"fast{b} vs before's fast{b}"] = max_diff(
-                            out_sse[f"fast{b}"], setups["before"]["outputs"][f"fast{b}"])
-                for b in (1, 32):
-                    entry["diff"][f"fast{b} vs plain{b}"] = max_diff(out_sse[f"plain{b}"], out_sse[f"fast{b}"])
-                    if "bvlc" in setups:
-                        ref = setups["bvlc"]["outputs"][f"plain{b}"]
-                        entry["diff"][f"plain{b} vs bvlc"] = max_diff(out_sse[f"plain{b}"], ref)
-                        entry["diff"][f"fast{b} vs bvlc"] = max_diff(out_sse[f"fast{b}"], ref)
-                for work in WORKS:
+                for work in ("infer1", "infer32", "train"):  # one work's nets at a time (memory)
+                    part = "train" if work == "train" else "test" + work[5:]
+                    setups = {e: w.ask(cmd="setup", model=key, files=files, chw=chw, parts=[part])
+                              for e, w in workers.items() if e != "before" or part != "train"}
+                    if part != "train":
+                        b = int(work[5:])
+                        out_sse = setups["sse"]["outputs"]
+                        entry["diff"][f"fast{b} vs plain{b}"] = max_diff(out_sse[f"plain{b}"],
+                                                                        out_sse[f"fast{b}"])
+                        if "bvlc" in setups:
+                            ref = setups["bvlc"]["outputs"][f"plain{b}"]
+                            entry["diff"][f"plain{b} vs bvlc"] = max_diff(out_sse[f"plain{b}"], ref)
+                            entry["diff"][f"fast{b} vs bvlc"] = max_diff(out_sse[f"fast{b}"], ref)
+                        if "before" in setups:
+                            entry["diff"][f"fast{b} vs before's fast{b}"] = max_diff(
+                                out_sse[f"fast{b}"], setups["before"]["outputs"][f"fast{b}"])
                     n = reps[work]
                     if key == "resnet" and work == "train":
                         n = max(3, min(n, args.reps_resnet_train))
@@ -388,9 +392,12 @@ def measure(args) -> dict:
                                             for k, v in samples.items()}
                     print(key, work, {k: round(v["median"] * 1000, 1)
                                       for k, v in entry["times"][work].items()}, file=sys.stderr)
-                for w in workers.values():
-                    w.ask(cmd="free", model=key)
-                run["models"][key] = entry
+                    for w in workers.values():
+                        w.ask(cmd="free", model=key)
+                    run["models"][key] = entry
+                run["load_end"] = loadavg()
+                if args.partial_json:  # what is measured so far, should the run be cut short
+                    args.partial_json.write_text(json.dumps(run, indent=1) + "\n")
     finally:
         for w in workers.values():
             w.close()
@@ -513,8 +520,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.from_json:
         run = json.loads(args.from_json.read_text())
     else:
-        run = measure(args)
         json_path = args.json or args.out.with_suffix(".json")
+        args.partial_json = json_path.with_suffix(".partial.json")
+        run = measure(args)
+        args.partial_json.unlink(missing_ok=True)
         json_path.parent.mkdir(parents=True, exist_ok=True)
         write_text(json_path, json.dumps(run, indent=1) + "\n")
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -21,7 +21,8 @@ from caffe.inplace import InplaceReshapeWarning
 from golden_utils import param_key
 
 ROOT = Path(__file__).resolve().parent / "golden_made" / "inplace_chain"
-CASES = ["grow_shrink_1x1", "grow_shrink_s2", "batch3_mid_bn", "batch_stats", "wide_1x1"]
+CASES = ["grow_shrink_1x1", "grow_shrink_s2", "batch3_mid_bn", "batch_stats", "wide_1x1",
+         "sse_resnet_head"]
 TOL = dict(rtol=1e-5, atol=1e-5)
 
 
@@ -90,7 +91,8 @@ def test_backward_and_second_forward_match_real_caffe(name) -> None:
         close(net.blobs[key].data, expected[key], f"second forward {key}")
 
 
-@pytest.mark.parametrize("name", ["grow_shrink_1x1", "batch3_mid_bn", "batch_stats"])
+@pytest.mark.parametrize("name", ["grow_shrink_1x1", "batch3_mid_bn", "batch_stats",
+                                  "sse_resnet_head"])
 def test_the_solver_path_gives_the_same_forward_and_gradients(name) -> None:
     case = ROOT / name
     net = build(case)

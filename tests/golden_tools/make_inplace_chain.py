@@ -89,6 +89,13 @@ CASES = {
                   conv("conv_shrink2", 6, bias=False)],
                  "1x1 convs in place on 8x8 (8->20->12->6, the last without bias): OpenBLAS's "
                  "small kernels over a 64-position block and several column blocks"),
+    "sse_resnet_head": ((2, 3, 8, 8), 4,
+                        [bn_scale_relu("1", False), conv("conv_2", 6, k=3, s=2, p=1),
+                         bn_scale_relu("2", False), conv("conv_3", 8, k=3, s=2, p=1),
+                         bn_scale_relu("3", False)],
+                        "SSE-ResNet's cascaded head in small (res2c_conv_1..3): BN (batch "
+                        "statistics) + Scale + ReLU after each conv, the 2nd and 3rd convs in place, "
+                        "3x3 stride 2 growing the channels (4->6->8, 8x8 -> 4x4 -> 2x2)"),
 }
 
 

@@ -277,14 +277,26 @@ def _ip_backward(em: InplaceEmulator, in_shape: Shape, out_shape: Shape,
 def find_inplace_reshapes(layers: list[Layer], bottoms: list[list[str]], tops: list[list[str]],
                           shapes_in: list[list[Shape]], shapes_out: list[list[Shape]]
                           ) -> list[int]:
-    """Indices of the layers with a top that reuses a bottom's name with another shape."""
+    """Indices of the layers in place whose Caffe arithmetic is not the mathematical layer's: a top
+    that reuses a bottom's name with another shape, or, with the same shape, a GEMM that writes into
+    the memory it reads (a 1x1 stride-1 unpadded 2-D Convolution, an InnerProduct)."""
     found = []
     for i, layer in enumerate(layers):
         for j, (b, t) in enumerate(zip(bottoms[i], tops[i])):
-            if b == t and tuple(shapes_in[i][j]) != tuple(shapes_out[i][j]):
+            if b != t:
+                continue
+            if tuple(shapes_in[i][j]) != tuple(shapes_out[i][j]) or _aliasing_gemm(layer,
+                                                                                  shapes_in[i][j]):
                 found.append(i)
                 break
     return found
+
+
+def _aliasing_gemm(layer: Layer, shape: Shape) -> bool:
+    if layer.type == "InnerProduct":
+        return True
+    return (layer.type == "Convolution" and len(shape) == 4 and tuple(layer.kernel) == (1, 1)
+            and tuple(layer.stride) == (1, 1) and tuple(layer.pad) == (0, 0))
 
 
 # ---- element-wise layers in place on a blob that an emulated layer reshapes -------------------

@@ -247,7 +247,8 @@ class Net(PycaffeNetMethods):
             how = (f"{inplace.ENV}=math: they compute the mathematical layer, which is not what real "
                    "Caffe computes (a caffemodel trained in Caffe gives other outputs)")
         warnings.warn(f"{self.source}: layers {names} work in place on a blob whose shape they "
-                      f"change; {how}", inplace.InplaceReshapeWarning, stacklevel=3)
+                      f"change, or multiply into the memory they read (1x1 Convolution, "
+                      f"InnerProduct); {how}", inplace.InplaceReshapeWarning, stacklevel=3)
         if not emulate:
             return
         for i in found:

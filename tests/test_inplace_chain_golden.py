@@ -1,6 +1,7 @@
 """Chains of in-place layers on one blob whose shape in-place Convolutions change (BatchNorm, Scale,
 ReLU in place, then a 1x1 Convolution that grows the channels and one that shrinks them, 1x1 or 3x3
-stride 2) compute what real Caffe computes: golden ``tests/golden_made/inplace_chain``, made with a
+stride 2), and 1x1 Convolutions and InnerProducts in place that keep the shape but multiply into
+the memory they read, compute what real Caffe computes: golden ``tests/golden_made/inplace_chain``, made with a
 real BVLC Caffe build by tests/golden_tools/make_inplace_chain.py (see tests/golden_made/README.md).
 
 Forward layer by layer, the blobs after the forward, the backward layer by layer (bottom and
@@ -22,7 +23,7 @@ from golden_utils import param_key
 
 ROOT = Path(__file__).resolve().parent / "golden_made" / "inplace_chain"
 CASES = ["grow_shrink_1x1", "grow_shrink_s2", "batch3_mid_bn", "batch_stats", "wide_1x1",
-         "sse_resnet_head"]
+         "sse_resnet_head", "same_shape_1x1", "same_shape_ip"]
 TOL = dict(rtol=1e-5, atol=1e-5)
 
 

@@ -51,12 +51,28 @@ def bn_scale_relu(tag: str, global_stats: bool) -> str:
             f'layer {{ name: "relu{tag}" type: "ReLU" bottom: "x" top: "x" }}')
 
 
+def ip(name: str, n: int) -> str:
+    return (f'layer {{ name: "{name}" type: "InnerProduct" bottom: "x" top: "x"\n'
+            f'  inner_product_param {{ num_output: {n} }} }}')
+
+
+def relu() -> str:
+    return 'layer { name: "relu" type: "ReLU" bottom: "x" top: "x" }'
+
+
 def net_text(name: str, shape: tuple[int, ...], c_pre: int, body: list[str]) -> str:
+    """``c_pre`` > 0: ``pre`` is a 3x3 pad-1 Convolution to c_pre channels; < 0: an InnerProduct to
+    -c_pre outputs."""
     dims = " ".join(f"dim: {d}" for d in shape)
+    if c_pre > 0:
+        pre = (f'layer {{ name: "pre" type: "Convolution" bottom: "data" top: "x"\n'
+               f'  convolution_param {{ num_output: {c_pre} kernel_size: 3 pad: 1 }} }}')
+    else:
+        pre = (f'layer {{ name: "pre" type: "InnerProduct" bottom: "data" top: "x"\n'
+               f'  inner_product_param {{ num_output: {-c_pre} }} }}')
     head = (f'name: "{name}"\nforce_backward: true\n'
             f'layer {{ name: "data" type: "Input" top: "data" input_param {{ shape {{ {dims} }} }} }}\n'
-            f'layer {{ name: "pre" type: "Convolution" bottom: "data" top: "x"\n'
-            f'  convolution_param {{ num_output: {c_pre} kernel_size: 3 pad: 1 }} }}')
+            + pre)
     return "\n".join([head, *body]) + "\n"
 
 
@@ -96,6 +112,12 @@ CASES = {
                         "SSE-ResNet's cascaded head in small (res2c_conv_1..3): BN (batch "
                         "statistics) + Scale + ReLU after each conv, the 2nd and 3rd convs in place, "
                         "3x3 stride 2 growing the channels (4->6->8, 8x8 -> 4x4 -> 2x2)"),
+    "same_shape_1x1": ((2, 3, 5, 5), 8, [relu(), conv("conv_same", 8)],
+                       "ReLU in place, then a 1x1 conv 8->8 in place: the shape does not change, "
+                       "but the GEMM writes over the channels it still reads"),
+    "same_shape_ip": ((13, 3, 2, 2), -10, [relu(), ip("ip_same", 10)],
+                      "batch 13: InnerProduct 12->10, ReLU in place, InnerProduct 10->10 in "
+                      "place (k < 32: OpenBLAS's level-3 driver zeroes the output first)"),
 }
 
 
@@ -137,7 +159,7 @@ def make_case(caffe, out: Path, name: str, seed: int) -> None:
         elif kind == "Scale":
             blobs[0].data[...] = rng.uniform(0.5, 1.5, blobs[0].data.shape)
             blobs[1].data[...] = rng.uniform(-0.3, 0.3, blobs[1].data.shape)
-        else:
+        else:  # Convolution, InnerProduct
             w = blobs[0].data
             fan_in = int(np.prod(w.shape[1:]))
             w[...] = rng.standard_normal(w.shape) * (1.5 / np.sqrt(fan_in))

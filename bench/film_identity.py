@@ -341,6 +341,14 @@ CLIPS: dict[str, list[Shot]] = {
         Shot(GIF, list(range(0, 21)), _around(260, 150, 260)),
         Shot(STREET, list(range(95, 105)), _around(800, 740, 1100)),
     ],
+    # extreme close-ups: faces enlarged until their box (370-420 px) is taller than the frame, cut
+    # back and forth between Musk and the singer
+    "extreme": [
+        Shot(GIF, list(range(0, 20)), _around(262, 152, 170)),
+        Shot(HAM, list(range(120, 150)), _around(245, 100, 150)),
+        Shot(GIF, list(range(20, 35)), _around(262, 152, 150)),
+        Shot(HAM, list(range(150, 180)), _around(245, 100, 130)),
+    ],
 }
 
 

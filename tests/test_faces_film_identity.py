@@ -72,3 +72,26 @@ def test_cut_back_and_forth_with_a_blurred_bystander_holds_each_identity(tmp_pat
     for pid in by_person["perry"]["pasted_ids"]:
         person = next(p for p in manifest["people"] if p["id"] == pid)
         assert all(held[t]["identity"].startswith("no face trusted") for t in person["tracks"])
+
+
+def test_an_extreme_close_up_is_a_face_when_its_faces_are_trusted():
+    # bench/film_identity.py's "extreme" clip: a face enlarged until its box (373-414 px) is taller
+    # than the 360-pixel frame was screened out as a false face; a trusted face is a face at any size
+    from sse.faces.boxes import Box
+    from sse.faces.identity import ChipSampler
+    from sse.faces.people import screen_tracks
+    from sse.faces.quality import FaceQuality
+    from sse.faces.track import Track
+
+    def track(track_id, quality):
+        boxes = {i: Box(120, -20, 520, 380) for i in range(10)}
+        sampler = ChipSampler(4)
+        sampler.add(0, lambda: np.zeros((1, 1, 3), np.uint8), lambda chip: quality)
+        return Track(track_id, boxes, {i: "detected" for i in boxes}), sampler
+
+    close_up, close_sampler = track(0, FaceQuality(size=400, sharpness=0.2, yaw=5, fit=0.05))
+    blurred, blurred_sampler = track(1, FaceQuality(size=400, sharpness=0.01, yaw=5, fit=0.05))
+    kept, left_out = screen_tracks([close_up], {0: close_sampler}, (640, 360))
+    assert [t.track_id for t in kept] == [0] and not left_out
+    kept, left_out = screen_tracks([blurred], {1: blurred_sampler}, (640, 360))
+    assert not kept and left_out[1] == "false face: a 400 px face in a 640x360 frame"

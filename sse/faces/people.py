@@ -6,7 +6,8 @@ correlation tracker ends one. This module decides which fragments are one person
 0. False faces are screened out (`screen_tracks`): a track whose box lies inside another track's
    face box in most of its frames (a detector firing on an eye or a mouth), whose landmarks fit the
    generic face badly, whose detector scores are all low, or whose box is implausibly small or
-   large for the frame is left out of people, with the reason (the manifest lists it).
+   large for the frame (unless one of its faces is trusted: an extreme close-up's face is larger
+   than the frame's height) is left out of people, with the reason (the manifest lists it).
 1. Each track is described: dlib's descriptor (identity.py) on `samples` of its face chips, spread
    over the track, among the chips whose face can be trusted (quality.TRUST: large, sharp, frontal
    enough and fitting the generic face; measured in bench/results/identity_quality.md). The
@@ -164,7 +165,7 @@ def false_by_itself(track: Track, sampler: ChipSampler | None, rule: Plausibilit
 
 
 def screen_tracks(tracks: list[Track], samplers: dict[int, ChipSampler], frame_size: tuple[int, int],
-                  rule: Plausibility = PLAUSIBLE) -> tuple[list[Track], dict[int, str]]:
+                  rule: Plausibility = PLAUSIBLE, trust: TrustRule = TRUST) -> tuple[list[Track], dict[int, str]]:
     """The tracks that may be people, and {track id: why not} for those left out (step 0)."""
     by_frame: dict[int, list[Track]] = {}
     for track in tracks:
@@ -173,7 +174,7 @@ def screen_tracks(tracks: list[Track], samplers: dict[int, ChipSampler], frame_s
     width, height = frame_size
     kept, left_out = [], {}
     for track in tracks:
-        reason = _implausible(track, by_frame, samplers.get(track.track_id), width, height, rule)
+        reason = _implausible(track, by_frame, samplers.get(track.track_id), width, height, rule, trust)
         if reason:
             left_out[track.track_id] = reason
         else:
@@ -182,7 +183,7 @@ def screen_tracks(tracks: list[Track], samplers: dict[int, ChipSampler], frame_s
 
 
 def _implausible(track: Track, by_frame: dict[int, list[Track]], sampler: ChipSampler | None, width: int,
-                 height: int, rule: Plausibility) -> str:
+                 height: int, rule: Plausibility, trust: TrustRule = TRUST) -> str:
     frames = len(track.boxes)
     holders: dict[int, int] = {}
     for index, box in track.boxes.items():
@@ -201,7 +202,10 @@ def _implausible(track: Track, by_frame: dict[int, list[Track]], sampler: ChipSa
         return alone
     side = float(np.median([b.size for b in track.boxes.values()]))
     if width and height and not rule.min_size * max(width, height) <= side <= rule.max_size * min(width, height):
-        return f"false face: a {side:.0f} px face in a {width}x{height} frame"
+        # a face whose descriptor can be trusted (large, sharp, frontal, fitting the generic face) is a
+        # face at any size: an extreme close-up's box is larger than the frame's height
+        if not (sampler is not None and any(trust.trusted(q) for q in sampler.qualities.values())):
+            return f"false face: a {side:.0f} px face in a {width}x{height} frame"
     return ""
 
 

@@ -129,7 +129,8 @@ class Plausibility:
     times its area) in at least `inside_frames` of its frames; the median landmark fit of its
     measured faces is above `max_fit` eye distances; its best HOG detector score is below
     `min_score`; or its median box side is below `min_size` of the frame's longer side or above
-    `max_size` of its shorter side."""
+    `max_size` of its shorter side and none of its faces is trusted (TRUST: in an extreme close-up,
+    bench/film_identity.py, a real face's box is 1.0-1.2 times the frame's height)."""
 
     inside: float = 0.8
     inside_ratio: float = 2.0

@@ -39,3 +39,19 @@ def test_head_width_sets_the_widest_head_convolution(variant, layer):
     assert narrow[layer].convolution_param.num_output == 128
     with pytest.raises(NetConfigError, match="head_width"):
         build_net("holonet", variant, cfg, "deploy", head_width=0)
+
+
+def test_trunk_width_widens_the_holonet_trunk_on_the_command_line_and_refuses_other_backbones(tmp_path, capsys):
+    from caffe import model_io
+    from sse.nets import generate
+    args = ["--backbone", "holonet", "--variant", "3conv-s+concat", "--input-size", "48", "--crop-size", "48",
+            "--channels", "1", "--out", str(tmp_path)]
+    outputs = {}
+    for width in (1, 3):
+        assert generate.main(args + ["--trunk-width", str(width), "--out", str(tmp_path / str(width))]) == 0
+        net = model_io.read_net(next((tmp_path / str(width)).glob("SSE-HoloNet/*_deploy.prototxt")))
+        outputs[width] = {l.name: l.convolution_param.num_output for l in net.layer if l.type == "Convolution"}
+    assert outputs[3]["conv1_1/conv"] == 3 * outputs[1]["conv1_1/conv"] == 24
+    assert outputs[3]["conv4_1/out/conv"] == 3 * 64 and outputs[3]["conv_fc4_1"] == outputs[1]["conv_fc4_1"]
+    assert generate.main(["--backbone", "resnet", "--trunk-width", "2", "--out", str(tmp_path / "r")]) != 0
+    assert "--backbone holonet" in capsys.readouterr().err

@@ -74,7 +74,8 @@ MEMBERS = {m.name: m for m in (
            warm_start=_raw_crops("holonet48_original", "24000 iterations")),
     Member("holonet48x2_3conv-s_concat", "3conv-s+concat", trunk_width=2, head_width=512, seed=1721,
            stages=(10000, 24000),
-           note="trained from the fillers on the pipeline's crops, every trunk layer twice as wide, heads 512 wide (the caffemodel within 25 MB)"),
+           note="Trained from the fillers on the pipeline's crops; every trunk layer twice as wide, the "
+                "heads 512 wide (so that the caffemodel stays within 25 MB)"),
 )}
 
 

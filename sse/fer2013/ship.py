@@ -204,6 +204,11 @@ def card(member: Member, sel: Selection, meta: dict, stats: dict, machine: str, 
     recall = ", ".join(f"{c} {r:.2f}" for c, r in zip(CLASS_NAMES, sel.private_recall))
     info = info or {}
     head = f"--head-width {member.head_width} " if member.head_width else ""
+    head += f"--trunk-width {member.trunk_width} " if member.trunk_width != 1 else ""
+    trained = max(it for it, _ in sel.curve)
+    unfinished = (f" Shipped before its schedule ended: trained to iteration {trained} of {member.iterations} "
+                  f"(`models/train_fer2013.sh {member.name}` resumes the next stage from its snapshots)."
+                  if trained < member.iterations else "")
     lines = [
         f"# {meta['name']}: SSE-HoloNet {member.form} trained on FER2013", "",
         "Facial expression classifier for 48x48 grayscale face crops, seven classes in the toolkit's order "
@@ -236,10 +241,10 @@ def card(member: Member, sel: Selection, meta: dict, stats: dict, machine: str, 
         f"{head}--channels 1 --mirror true --max-rotation {member.max_rotation:g} --max-scale-jitter "
         f"{member.max_scale_jitter:g}` ({sel.params / 1e6:.2f} M parameters). Solver: SGD, momentum 0.9, "
         f"weight decay {member.weight_decay:g}, {describe_schedule(member)}; random_seed {member.seed}, a snapshot "
-        f"every {member.snapshot}." + (f" {member.note}" if member.note else ""), "",
+        f"every {member.snapshot}." + (f" {member.note}." if member.note else "") + unfinished, "",
         f"Machine: {machine}. Wall time {stats['seconds'] / 60:.0f} min, "
-        f"{stats['images_per_s']:.0f} training images/s (one torch thread; four models trained side by "
-        "side on the two cores, which other work of the session also used)"
+        f"{stats['images_per_s']:.0f} training images/s (one torch thread, on cores shared with other "
+        "models training side by side and other work of the session)"
         + (", this schedule only (the warm-start weights' own training is in that commit's card)." if member.warm_start
            else "."), "",
         "## Results", "",

@@ -232,7 +232,9 @@ class Worker:
     def read(self) -> dict:
         line = self.proc.stdout.readline()
         if not line:
-            raise RuntimeError(f"the {self.engine} worker stopped (exit code {self.proc.wait()})")
+            code = self.proc.wait()
+            why = " (SIGKILL: killed, most likely for memory)" if code == -9 else ""
+            raise RuntimeError(f"the {self.engine} worker stopped (exit code {code}){why}")
         return json.loads(line)
 
     def ask(self, **msg) -> dict:
@@ -345,64 +347,123 @@ def measure(args) -> dict:
         workers["before"] = Worker("sse", None, repo=str(Path(args.before).resolve()))
     run["engines"] = {k: w.info for k, w in workers.items()}
     reps = {"train": args.reps_train, "infer1": args.reps_b1, "infer32": args.reps_b32}
+    specs = {"sse": (None, None), "bvlc": (bvlc, None),
+             "before": (None, str(Path(args.before).resolve()) if args.before else None)}
+
+    def restart(e: str) -> None:
+        try:
+            workers[e].proc.kill()
+        except OSError:
+            pass
+        workers[e] = Worker("bvlc" if e == "bvlc" else "sse", *specs[e])
+
     try:
         with tempfile.TemporaryDirectory() as tmp:
             for key in args.models:
                 files = write_nets(key, Path(tmp))
                 from inference_helpers import MODELS
                 chw = MODELS[key].input_chw
-                entry: dict = {"title": MODELS[key].title, "times": {}, "diff": {}}
-                for work in ("infer1", "infer32", "train"):  # one work's nets at a time (memory)
-                    part = "train" if work == "train" else "test" + work[5:]
-                    setups = {e: w.ask(cmd="setup", model=key, files=files, chw=chw, parts=[part])
-                              for e, w in workers.items() if e != "before" or part != "train"}
-                    if part != "train":
-                        b = int(work[5:])
-                        out_sse = setups["sse"]["outputs"]
-                        entry["diff"][f"fast{b} vs plain{b}"] = max_diff(out_sse[f"plain{b}"],
-                                                                        out_sse[f"fast{b}"])
-                        if "bvlc" in setups:
-                            ref = setups["bvlc"]["outputs"][f"plain{b}"]
-                            entry["diff"][f"plain{b} vs bvlc"] = max_diff(out_sse[f"plain{b}"], ref)
-                            entry["diff"][f"fast{b} vs bvlc"] = max_diff(out_sse[f"fast{b}"], ref)
-                        if "before" in setups:
-                            entry["diff"][f"fast{b} vs before's fast{b}"] = max_diff(
-                                out_sse[f"fast{b}"], setups["before"]["outputs"][f"fast{b}"])
-                    n = reps[work]
-                    if key == "resnet" and work == "train":
-                        n = max(3, min(n, args.reps_resnet_train))
-                    calls = [(e, work) for e in workers if e != "before"]
-                    if work.startswith("infer"):
-                        calls.append(("sse", "fast" + work[5:]))
-                        if "before" in workers:
-                            calls.append(("before", "fast" + work[5:]))
-                    for e, w in calls:  # warm-up
-                        workers[e].ask(cmd="time", model=key, work=w, n=1)
-                    samples: dict[str, list[float]] = {f"{e}:{w}": [] for e, w in calls}
-                    cpu: dict[str, list[float]] = {f"{e}:{w}": [] for e, w in calls}
-                    for r in range(n):
-                        order = calls if r % 2 == 0 else calls[::-1]
-                        for e, w in order:
-                            got = workers[e].ask(cmd="time", model=key, work=w, n=1)
-                            samples[f"{e}:{w}"] += got["times"]
-                            cpu[f"{e}:{w}"] += got["cpu"]
-                    entry["times"][work] = {k: {"median": statistics.median(v), "min": min(v),
-                                                "max": max(v), "n": len(v),
-                                                "cpu_median": statistics.median(cpu[k])}
-                                            for k, v in samples.items()}
-                    print(key, work, {k: round(v["median"] * 1000, 1)
-                                      for k, v in entry["times"][work].items()}, file=sys.stderr)
-                    for w in workers.values():
-                        w.ask(cmd="free", model=key)
-                    run["models"][key] = entry
-                run["load_end"] = loadavg()
-                if args.partial_json:  # what is measured so far, should the run be cut short
-                    args.partial_json.write_text(json.dumps(run, indent=1) + "\n")
+                entry: dict = {"title": MODELS[key].title, "times": {}, "diff": {}, "failed": {}}
+                run["models"][key] = entry
+                for work in ("infer1", "infer32", "train"):
+                    if work == "train" and key not in args.train_models:
+                        continue
+                    measure_work(args, workers, restart, key, files, chw, work, reps[work], entry)
+                    run["load_end"] = loadavg()
+                    if args.partial_json:  # what is measured so far, should the run be cut short
+                        args.partial_json.write_text(json.dumps(run, indent=1) + "\n")
     finally:
         for w in workers.values():
             w.close()
     run["load_end"] = loadavg()
     return run
+
+
+def measure_work(args, workers: dict, restart, key: str, files: dict, chw, work: str, n: int,
+                 entry: dict) -> None:
+    """Time one work of one net in every engine, repetitions alternating. The inference nets
+    are built once per engine; the training solver is built, warmed up (one step), timed (one
+    step) and freed again at each repetition, one engine at a time, so that only one engine's
+    train net is in memory (real Caffe's DenseNet-121 at batch 32 takes several GB). An engine
+    whose worker dies (killed for memory) is recorded as failed for this work, and restarted."""
+    part = "train" if work == "train" else "test" + work[5:]
+    calls = [(e, work) for e in workers if e != "before"]
+    if work.startswith("infer"):
+        calls.append(("sse", "fast" + work[5:]))
+        if "before" in workers:
+            calls.append(("before", "fast" + work[5:]))
+    if key == "resnet" and work == "train":
+        n = max(1, min(n, args.reps_resnet_train))
+    samples: dict[str, list[float]] = {f"{e}:{w}": [] for e, w in calls}
+    cpu: dict[str, list[float]] = {f"{e}:{w}": [] for e, w in calls}
+    failed = entry["failed"]
+
+    def fail(e: str, w: str, err: Exception) -> None:
+        failed[f"{e}:{w}"] = str(err)
+        print(key, work, e, "failed:", err, file=sys.stderr)
+        restart(e)
+
+    def setup(e: str) -> dict | None:
+        try:
+            return workers[e].ask(cmd="setup", model=key, files=files, chw=chw, parts=[part])
+        except RuntimeError as err:
+            fail(e, work if e != "before" else "fast" + work[5:], err)
+            return None
+
+    def timed(e: str, w: str) -> None:
+        got = workers[e].ask(cmd="time", model=key, work=w, n=1)
+        samples[f"{e}:{w}"] += got["times"]
+        cpu[f"{e}:{w}"] += got["cpu"]
+
+    if part != "train":
+        setups = {e: setup(e) for e in workers}
+        b = int(work[5:])
+        out = {e: got["outputs"] for e, got in setups.items() if got is not None}
+        if "sse" in out:
+            entry["diff"][f"fast{b} vs plain{b}"] = max_diff(out["sse"][f"plain{b}"], out["sse"][f"fast{b}"])
+            if "bvlc" in out:
+                ref = out["bvlc"][f"plain{b}"]
+                entry["diff"][f"plain{b} vs bvlc"] = max_diff(out["sse"][f"plain{b}"], ref)
+                entry["diff"][f"fast{b} vs bvlc"] = max_diff(out["sse"][f"fast{b}"], ref)
+            if "before" in out:
+                entry["diff"][f"fast{b} vs before's fast{b}"] = max_diff(out["sse"][f"fast{b}"],
+                                                                       out["before"][f"fast{b}"])
+        calls = [(e, w) for e, w in calls if setups.get(e) is not None]
+        for e, w in list(calls):  # warm-up
+            try:
+                workers[e].ask(cmd="time", model=key, work=w, n=1)
+            except RuntimeError as err:
+                fail(e, w, err)
+                calls = [c for c in calls if c[0] != e]
+        for r in range(n):
+            for e, w in (calls if r % 2 == 0 else calls[::-1]):
+                if f"{e}:{w}" in failed:
+                    continue
+                try:
+                    timed(e, w)
+                except RuntimeError as err:
+                    fail(e, w, err)
+        for e in workers:
+            try:
+                workers[e].ask(cmd="free", model=key)
+            except RuntimeError as err:
+                fail(e, work, err)
+    else:
+        for r in range(n):
+            for e, w in (calls if r % 2 == 0 else calls[::-1]):
+                if f"{e}:{w}" in failed or setup(e) is None:
+                    continue
+                try:
+                    workers[e].ask(cmd="time", model=key, work=w, n=1)  # warm-up step
+                    timed(e, w)
+                    workers[e].ask(cmd="free", model=key)
+                except RuntimeError as err:
+                    fail(e, w, err)
+    entry["times"][work] = {k: {"median": statistics.median(v), "min": min(v), "max": max(v),
+                                "n": len(v), "cpu_median": statistics.median(cpu[k])}
+                            for k, v in samples.items() if v}
+    print(key, work, {k: round(v["median"] * 1000, 1) for k, v in entry["times"][work].items()},
+          file=sys.stderr)
 
 
 def ms(t: dict | None) -> str:
@@ -479,6 +540,11 @@ def render(run: dict) -> str:
             for k, t in entry["times"].get(work, {}).items():
                 parts.append(f"{k} {t['min'] * 1000:.1f}-{t['max'] * 1000:.1f} (n={t['n']})")
         lines.append(f"- {entry['title']}: " + "; ".join(parts))
+    failures = [(entry["title"], k, v) for entry in run["models"].values()
+                for k, v in entry.get("failed", {}).items()]
+    if failures:
+        lines += ["", "Not measured (the engine's worker process died; it was restarted for the next work):", ""]
+        lines += [f"- {title}, {k}: {v}" for title, k, v in failures]
     lines += ["", "Largest absolute difference of the output scores, checked before timing:", ""]
     for key, entry in run["models"].items():
         lines.append(f"- {entry['title']}: " + "; ".join(f"{k} {v:.2e}" for k, v in entry["diff"].items()))
@@ -506,6 +572,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reps-b32", type=int, default=7)
     p.add_argument("--reps-train", type=int, default=5)
     p.add_argument("--reps-resnet-train", type=int, default=3)
+    p.add_argument("--train-models", nargs="*", choices=KEYS, default=list(KEYS),
+                   help="the nets whose training step is timed (default: all)")
     p.add_argument("--out", type=Path, default=HERE / "results" / "vs_bvlc.md")
     p.add_argument("--json", type=Path, default=None)
     p.add_argument("--from-json", type=Path, default=None)

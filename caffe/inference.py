@@ -11,6 +11,16 @@ Likewise a ReLU that alone reads such a step's output runs in place inside the s
 BatchNorm (+ Scale) that follows no convolution runs as one ``batch_norm`` call. Split and TEST
 Dropout cost nothing, and each intermediate tensor is freed after its last reader.
 
+On the CPU (float32, channels-last) the plan also takes routes PyTorch's own dispatch does not
+(issue 19; the same sums in another order, tested against the plain mode): a 1x1 convolution is
+one matrix product on the channels-last view; other 2-D convolutions run in oneDNN with their
+weights packed once per input shape and the ReLU fused (PyTorch otherwise sends small batch-1
+convolutions to its im2col path, with layout copies); a BatchNorm (+ Scale) that follows no
+convolution is one ``addcmul``; and a chain of Concats that each append to the previous one (a
+DenseNet block) fills one buffer, each reader getting its prefix view.
+``CAFFE_INFERENCE_CPU_PATHS=0`` (all of these) and ``CAFFE_INFERENCE_PACKED=0`` (the packed
+convolutions) turn them off.
+
 The plan runs under ``torch.inference_mode`` with 4-D tensors in ``torch.channels_last`` and,
 optionally, under bf16/fp16 autocast (meant for GPUs; outputs are returned as float32). The
 original net is not modified: folded and prepared weights are copies made at ``optimize`` time,

@@ -165,15 +165,16 @@ def _next(graph: _Graph, by_index: dict[int, _Node], node: _Node, accept) -> _No
     return by_index[index]
 
 
-def _find_chains(graph: _Graph) -> dict[int, _Chain]:
+def _find_chains(graph: _Graph, exclude: set[int] = frozenset()) -> dict[int, _Chain]:
     """The chains to fuse, keyed by their head's layer index. A Convolution/InnerProduct absorbs
     the TEST BatchNorm (+ Scale) and the ReLU that read only its output; a BatchNorm that
-    follows no such layer becomes one affine step with its Scale (+ ReLU)."""
+    follows no such layer becomes one affine step with its Scale (+ ReLU). Layers in ``exclude``
+    (those the net computes on a shared buffer, caffe/inplace.py) head no chain."""
     by_index = {n.index: n for n in graph.nodes}
     chains: dict[int, _Chain] = {}
     claimed: set[int] = set()
     for node in graph.nodes:
-        if node.index in claimed:
+        if node.index in claimed or node.index in exclude:
             continue
         if _foldable_head(node.layer):
             chain = _Chain(node, bn=_next(graph, by_index, node, _global_bn))
@@ -384,6 +385,17 @@ def _step_fn(layer: Layer, chain: _Chain | None, cpu_paths: bool = False
     return _linear_fn(layer, weight, bias, act)
 
 
+def _emulated_fn(emulator: Callable[[torch.Tensor], torch.Tensor]
+                 ) -> Callable[..., list[torch.Tensor]]:
+    """A layer the net computes on its blob's shared buffer (an in-place Convolution or
+    InnerProduct whose arithmetic is not the mathematical layer's): the net's own emulator, outside
+    inference mode so that the buffer it keeps between passes stays an ordinary tensor."""
+    def run(x: torch.Tensor) -> list[torch.Tensor]:
+        with torch.inference_mode(False), torch.no_grad():
+            return [emulator(x.float().clone())]
+    return run
+
+
 class _ConcatChain:
     """Concats along the channels where each one's first bottom is the previous one's top (the
     dense blocks of DenseNet): the last one's channels are allocated once, each step copies only
@@ -459,7 +471,10 @@ class InferenceNet:
         self.outputs = list(net.outputs)
         graph = _trace(net)
         self._graph = graph
-        chains = _find_chains(graph) if fold else {}
+        # in-place layers that Caffe computes on the blob's shared buffer (caffe/inplace.py) run
+        # as the plain mode runs them, never folded
+        emulated = dict(getattr(net, "_emulators", {}))
+        chains = _find_chains(graph, set(emulated)) if fold else {}
         skipped = {n.index for chain in chains.values() for n in chain.nodes[1:]}
         self.folded = [tuple(net._layer_names[n.index] for n in chain.nodes)
                        for chain in chains.values() if len(chain.nodes) > 1]
@@ -473,9 +488,9 @@ class InferenceNet:
                 continue
             chain = chains.get(node.index)
             tops = chain.nodes[-1].tops if chain else node.tops
-            self._steps.append(_Step(net._layer_names[node.index],
-                                     _step_fn(node.layer, chain, cpu_paths),
-                                     node.bottoms, tops))
+            fn = (_emulated_fn(emulated[node.index]) if node.index in emulated
+                  else _step_fn(node.layer, chain, cpu_paths))
+            self._steps.append(_Step(net._layer_names[node.index], fn, node.bottoms, tops))
         self.concat_chains: list[tuple[str, ...]] = []
         if cpu_paths:
             self._chain_concats()

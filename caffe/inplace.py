@@ -1,5 +1,6 @@
 """Caffe's arithmetic for Convolution and InnerProduct layers declared in place (top == bottom)
-whose output shape differs from their input, as SSE-ResNet's released prototxt has them.
+whose output shape differs from their input, as SSE-ResNet's released prototxt has them, and for
+in-place 1x1 Convolutions and InnerProducts of any shape (their GEMM writes into what it reads).
 
 Real Caffe runs such a layer on the blob's one flat memory, read with the layer's own geometry
 (golden case ``inplace_reshape``, described in DESIGN.md):

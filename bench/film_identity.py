@@ -460,9 +460,25 @@ NO_FACE = "(no true face)"
 NEAR = 2  # frames either side a box may find its true face in (label_frames)
 
 
-def run_preprocess(clip: Path, out: Path) -> dict:
-    """The real path: `sse-preprocess CLIP --out OUT --faces all`; returns the manifest."""
-    command = [sys.executable, "-m", "sse.faces", str(clip), "--out", str(out), "--faces", "all", "--no-progress"]
+TRUST_OFF = """
+import sys
+from sse.faces import pipeline, quality
+link_config = pipeline.PipelineConfig.link_config
+def untrusting(self):
+    config = link_config(self)
+    config.trust = quality.TrustRule(0.0, 0.0, 180.0, float("inf"))
+    return config
+pipeline.PipelineConfig.link_config = untrusting
+from sse.faces.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def run_preprocess(clip: Path, out: Path, trust_off: bool = False) -> dict:
+    """The real path: `sse-preprocess CLIP --out OUT --faces all`; returns the manifest. With
+    `trust_off` (the ablation), the same with every face's descriptor trusted (quality.TRUST off)."""
+    runner = ["-c", TRUST_OFF] if trust_off else ["-m", "sse.faces"]
+    command = [sys.executable, *runner, str(clip), "--out", str(out), "--faces", "all", "--no-progress"]
     subprocess.run(command, check=True, cwd=REPO, stdout=subprocess.DEVNULL)
     return json.loads((out / clip.stem / "manifest.json").read_text())
 
@@ -591,7 +607,7 @@ def _goal_rows(g: dict) -> list[str]:
 
 
 def report(scores: list[Score], sources: dict, seconds: float, command: str, commit: str,
-           before: dict | None = None) -> list[str]:
+           before: dict | None = None, ablated: list[Score] | None = None) -> list[str]:
     g = goals(scores)
     lines = ["## People on film: identity, coverage and false faces on cut-together clips (bench/film_identity.py)", "",
              f"Clips cut together at run time from shared/data/media (never committed), each face's person known by "
@@ -620,6 +636,12 @@ def report(scores: list[Score], sources: dict, seconds: float, command: str, com
     else:
         lines += ["| goal | measured |", "|---|---|"] + [f"| {n} | {a} |" for n, a in zip(names, _goal_rows(g))]
     lines.append("")
+    if ablated:
+        lines += ["With the trust rule off (the ablation: every face's descriptor trusted, sse.faces.quality.TRUST "
+                  "replaced in the same path): " + "; ".join(_goal_rows(goals(ablated))) + ". Ids below 98 %: " + (
+                      "; ".join(f"{s.clip} id {i['id']} ({i['majority']}, {100 * i['purity']:.1f} %: "
+                                + ", ".join(f"{k} {v} frames" for k, v in i["others"].items()) + ")"
+                                for s in ablated for i in s.ids if i["purity"] < 0.98) or "none") + ".", ""]
     for s in scores:
         shots = CLIPS[s.clip]
         lines += [f"### Clip `{s.clip}`: {s.frames} frames, {len(shots)} shots", ""]
@@ -671,6 +693,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--before", type=Path, metavar="JSON",
                         help="scores.json of an earlier run (in --work), to set its goals beside these")
+    parser.add_argument("--ablate-trust", action="store_true",
+                        help="also run every clip with the trust rule off (every descriptor trusted) and report it")
     parser.add_argument("--clips", nargs="+", choices=sorted(CLIPS), default=list(CLIPS), help="the clips to run")
     args = parser.parse_args(argv)
     sources = survey(args.media, args.work)
@@ -691,12 +715,16 @@ def main(argv: list[str] | None = None) -> int:
     start = time.time()
     out = args.work / "out"
     shutil.rmtree(out, ignore_errors=True)
-    scores = []
+    shutil.rmtree(args.work / "out_trust_off", ignore_errors=True)
+    scores: list[Score] = []
+    ablated: list[Score] = []
     for name in args.clips:
         shots = CLIPS[name]
         truth = build(name, shots, sources, args.media, args.work / "clips")
         manifest = run_preprocess(truth["path"], out)
         scores.append(score(name, manifest, truth))
+        if args.ablate_trust:
+            ablated.append(score(name, run_preprocess(truth["path"], args.work / "out_trust_off", True), truth))
         cv2.imwrite(str(args.work / f"ids_{name}.png"), id_sheet(truth["path"], manifest, label_frames(manifest, truth["frames"], truth["cuts"])))
         print(f"{name}: {len(scores[-1].ids)} ids", flush=True)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
@@ -704,8 +732,9 @@ def main(argv: list[str] | None = None) -> int:
                            text=True).stdout.strip()
     commit += " (with uncommitted changes in sse/faces)" if dirty else ""
     before = json.loads(args.before.read_text()) if args.before else None
-    command = "python bench/film_identity.py run" + (f" --before {args.before.name}" if args.before else "")
-    lines = report(scores, sources, time.time() - start, command, commit, before)
+    command = ("python bench/film_identity.py run" + (" --ablate-trust" if args.ablate_trust else "")
+               + (f" --before {args.before.name}" if args.before else ""))
+    lines = report(scores, sources, time.time() - start, command, commit, before, ablated)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(lines) + "\n", encoding="utf-8")
     record = {"label": f"commit {commit}", "goals": goals(scores),

@@ -238,8 +238,11 @@ class Worker:
         return json.loads(line)
 
     def ask(self, **msg) -> dict:
-        self.proc.stdin.write(json.dumps(msg) + "\n")
-        self.proc.stdin.flush()
+        try:
+            self.proc.stdin.write(json.dumps(msg) + "\n")
+            self.proc.stdin.flush()
+        except (BrokenPipeError, OSError):
+            return self.read()  # the worker is gone: read() says how it ended
         return self.read()
 
     def close(self) -> None:
@@ -339,6 +342,11 @@ def measure(args) -> dict:
            "command": "python bench/vs_bvlc.py " + " ".join(args.argv), "machine": machine(),
            "load_start": loadavg(), "note": note, "models": {},
            "threads": args.threads or "each library's default"}
+    if args.resume:  # a run cut short: keep what it measured, measure the rest
+        earlier = json.loads(args.resume.read_text())
+        run["models"] = earlier["models"]
+        run["resumed"] = [{k: earlier.get(k) for k in ("date", "command", "load_start", "load_end")}]
+        run["resumed"] += earlier.get("resumed", [])
     workers = {"sse": Worker("sse", None)}
     if bvlc:
         workers["bvlc"] = Worker("bvlc", bvlc)
@@ -353,7 +361,8 @@ def measure(args) -> dict:
     def restart(e: str) -> None:
         try:
             workers[e].proc.kill()
-        except OSError:
+            workers[e].proc.wait(timeout=60)
+        except (OSError, subprocess.TimeoutExpired):
             pass
         workers[e] = Worker("bvlc" if e == "bvlc" else "sse", *specs[e])
 
@@ -363,11 +372,18 @@ def measure(args) -> dict:
                 files = write_nets(key, Path(tmp))
                 from inference_helpers import MODELS
                 chw = MODELS[key].input_chw
-                entry: dict = {"title": MODELS[key].title, "times": {}, "diff": {}, "failed": {}}
+                entry: dict = run["models"].get(key) or {"title": MODELS[key].title, "times": {},
+                                                         "diff": {}, "failed": {}}
+                entry.setdefault("failed", {})
                 run["models"][key] = entry
                 for work in ("infer1", "infer32", "train"):
                     if work == "train" and key not in args.train_models:
                         continue
+                    if work in entry["times"]:  # measured by the run resumed
+                        continue
+                    if work == "train":  # fresh workers: freed memory that PyTorch's allocator
+                        for e in list(workers):  # keeps mapped leaves room for a train net
+                            restart(e)
                     measure_work(args, workers, restart, key, files, chw, work, reps[work], entry)
                     run["load_end"] = loadavg()
                     if args.partial_json:  # what is measured so far, should the run be cut short
@@ -479,6 +495,10 @@ def render(run: dict) -> str:
     lines = ["## Side by side with real BVLC Caffe (bench/vs_bvlc.py)", "",
              f"Measured {run['date']} with `{run['command']}`; medians of repetitions alternating "
              "between the engines (each in its own process, both alive through the run).", ""]
+    for earlier in run.get("resumed", []):
+        lines += [f"Resumed from a run cut short: measured from {earlier['date']} with "
+                  f"`{earlier['command']}` (load average {earlier['load_start']} -> "
+                  f"{earlier['load_end']}), the rest in this run.", ""]
     if run.get("note"):
         lines += [f"**{run['note']}.**", ""]
     lines += ["| machine | |", "| --- | --- |"]
@@ -572,6 +592,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reps-b32", type=int, default=7)
     p.add_argument("--reps-train", type=int, default=5)
     p.add_argument("--reps-resnet-train", type=int, default=3)
+    p.add_argument("--resume", type=Path, default=None, metavar="JSON",
+                   help="a cut-short run's vs_bvlc.partial.json: keep its measurements, measure the rest")
     p.add_argument("--train-models", nargs="*", choices=KEYS, default=list(KEYS),
                    help="the nets whose training step is timed (default: all)")
     p.add_argument("--out", type=Path, default=HERE / "results" / "vs_bvlc.md")

@@ -184,12 +184,13 @@ def openblas_info() -> str:
     import ctypes
     path = None
     try:
-        with open("/proc/self/maps") as fh:
-            for line in fh:
-                if "openblas" in line.lower() or "libblas" in line.lower():
-                    path = line.split()[-1]
-                    break
-    except OSError:
+        import caffe._caffe as ext  # the library that libcaffe.so links, not scipy's own copy
+        libs = subprocess.run(["ldd", ext.__file__], capture_output=True, text=True).stdout
+        for line in libs.splitlines():
+            if "=>" in line and ("openblas" in line.lower() or "libblas" in line.lower()):
+                path = os.path.realpath(line.split("=>")[1].split("(")[0].strip())
+                break
+    except (ImportError, OSError):
         pass
     if path is None:
         return "no OpenBLAS found in the process"
@@ -592,6 +593,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reps-b32", type=int, default=7)
     p.add_argument("--reps-train", type=int, default=5)
     p.add_argument("--reps-resnet-train", type=int, default=3)
+    p.add_argument("--refresh-bvlc-info", action="store_true",
+                   help="with --from-json and --bvlc: describe the build (its BLAS) again")
     p.add_argument("--resume", type=Path, default=None, metavar="JSON",
                    help="a cut-short run's vs_bvlc.partial.json: keep its measurements, measure the rest")
     p.add_argument("--train-models", nargs="*", choices=KEYS, default=list(KEYS),
@@ -609,6 +612,11 @@ def main(argv: list[str] | None = None) -> int:
     from caffe.atomic import write_text
     if args.from_json:
         run = json.loads(args.from_json.read_text())
+        if args.refresh_bvlc_info and args.bvlc:  # describe the build again (not a measurement)
+            w = Worker("bvlc", args.bvlc)
+            run.setdefault("engines", {})["bvlc"] = w.info
+            w.close()
+            write_text(args.from_json, json.dumps(run, indent=1) + "\n")
     else:
         json_path = args.json or args.out.with_suffix(".json")
         args.partial_json = json_path.with_suffix(".partial.json")

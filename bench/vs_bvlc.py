@@ -346,6 +346,7 @@ def measure(args) -> dict:
     if args.resume:  # a run cut short: keep what it measured, measure the rest
         earlier = json.loads(args.resume.read_text())
         run["models"] = earlier["models"]
+        run["engines_resumed"] = earlier.get("engines", {})
         run["resumed"] = [{k: earlier.get(k) for k in ("date", "command", "load_start", "load_end")}]
         run["resumed"] += earlier.get("resumed", [])
     workers = {"sse": Worker("sse", None)}
@@ -380,8 +381,12 @@ def measure(args) -> dict:
                 for work in ("infer1", "infer32", "train"):
                     if work == "train" and key not in args.train_models:
                         continue
-                    if work in entry["times"]:  # measured by the run resumed
+                    fast = "fast" + work[5:]
+                    failed = [k for k in entry["failed"] if k.split(":")[1] in (work, fast)]
+                    if work in entry["times"] and not failed:  # measured by the run resumed
                         continue
+                    for k in failed:  # measured again
+                        del entry["failed"][k]
                     if work == "train":  # fresh workers: freed memory that PyTorch's allocator
                         for e in list(workers):  # keeps mapped leaves room for a train net
                             restart(e)
@@ -518,6 +523,12 @@ def render(run: dict) -> str:
               "momentum and weight decay on the TRAIN net (Input tops data and label), batch "
               f"{TRAIN_BATCH}.", ""]
     before = run.get("engines", {}).get("before")
+    if before is None:
+        before = run.get("engines_resumed", {}).get("before")
+    if before is None and any(k.startswith("before:") for entry in run["models"].values()
+                              for t in entry["times"].values() for k in t):
+        before = {"engine": "this engine before (`--before`, `--before-label` of the resumed run's "
+                            "command; measured there)", "caffe": "--before"}
     head = "| net | work | real Caffe (ms) | plain (ms) | inference mode (ms) | Caffe / plain | Caffe / inference mode |"
     rule = "| --- | --- | ---: | ---: | ---: | ---: | ---: |"
     if before:

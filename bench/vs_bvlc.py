@@ -572,6 +572,11 @@ def render(run: dict) -> str:
             for k, t in entry["times"].get(work, {}).items():
                 parts.append(f"{k} {t['min'] * 1000:.1f}-{t['max'] * 1000:.1f} (n={t['n']})")
         lines.append(f"- {entry['title']}: " + "; ".join(parts))
+    missing = [(entry["title"], WORK_TITLES[w]) for entry in run["models"].values()
+               for w in WORKS if w not in entry["times"]]
+    if missing:
+        lines += ["", "Not in this run (left out with `--train-models`, or the run was cut short "
+                  "before them): " + "; ".join(f"{t}, {w}" for t, w in missing) + "."]
     failures = [(entry["title"], k, v) for entry in run["models"].values()
                 for k, v in entry.get("failed", {}).items()]
     if failures:

@@ -15,9 +15,11 @@ landmarks.
 Memory (issue 21). No frame is held beyond the one being read, except the tracker's buffer of at
 most 3 x `detect_every` gray frames for following a new face backwards (track.py); every crop is written as it is cut.
 What grows with the video's length, per face (one person in one sampled frame), is compact: its box
-(a Box of four floats), status and 68 landmarks (a float32 68 x 2 array, 0.6 KB) in the tracks; then,
-in the kept people's records, a FrameRecord (~90 bytes) with the same landmarks, the box and a Pose:
-about 1.3 KB a face in all (measured on the Hamilton clip), and per sampled frame one index. Face
+(a Box of four floats) and status in the tracks, and the row of its 68 landmarks in a ``FaceStore``
+(facestore.py): the landmarks themselves (float32, 544 bytes) go to an append-only temporary file
+and are read back one face at a time (pose, crop, manifest entry); then, in the kept people's
+records, a FrameRecord (~100 bytes) with the box, the landmarks' row and the pose, kept in the
+store as 33 bytes. Per sampled frame one index. Face
 chips (150x150 RGB, 66 KB each, up to `chips_per_track` per track) are held only while their track
 is followed: a track is described (a few 128-D descriptors) as soon as it ends and its chips are
 dropped, so what the people across cuts are built from is per track its boxes, statuses, qualities
@@ -41,6 +43,7 @@ from .boxes import Box
 from .crop import CropSpec, cut_crop
 from .decode import IMAGE_EXTENSIONS, MediaReader
 from .detect import SECOND_DETECTORS, FaceDetector
+from .facestore import FaceStore
 from .frontalize import Pose, estimate_pose
 from .identity import SAME_PERSON_DISTANCE, ChipSampler, FaceDescriptor, face_chip
 from .landmarks import LandmarkPredictor
@@ -130,27 +133,96 @@ class FaceModels:
         )
 
 
-@dataclass(slots=True)
 class FrameRecord:
-    """What the pipeline knows about one sampled frame of one person (None: no person): about 90
-    bytes, plus its landmarks (a float32 68 x 2 array, 0.7 KB), box and pose where it has a face."""
+    """What the pipeline knows about one sampled frame of one person (None: no person): about 100
+    bytes, plus its box and, where it has a face, its landmarks (a float32 68 x 2 array) and pose.
+    A record made with a ``FaceStore`` keeps its landmarks and pose there (a row number, issue 21):
+    ``landmarks`` and ``pose`` read them back (a new array and Pose each time), assigning stores them."""
 
-    index: int
-    status: str = "none"  # detected | tracked | interpolated | none | undecodable
-    box: Box | None = None
-    landmarks: np.ndarray | None = None
-    pose: Pose | None = None
-    person: int | None = None
-    cropped: bool = False  # pass 2 wrote its crop
+    __slots__ = ("index", "status", "box", "person", "cropped", "_store", "_face", "_pose")
+
+    def __init__(self, index: int, status: str = "none", box: Box | None = None, landmarks: np.ndarray | None = None,
+                 pose: Pose | None = None, person: int | None = None, cropped: bool = False,
+                 store: FaceStore | None = None, row: int | None = None) -> None:
+        self.index = index
+        self.status = status  # detected | tracked | interpolated | none | undecodable
+        self.box = box
+        self.person = person
+        self.cropped = cropped  # pass 2 wrote its crop
+        self._store = store
+        self._face: np.ndarray | int | None = row
+        self._pose: Pose | None = None
+        if landmarks is not None:
+            self.landmarks = landmarks
+        if pose is not None:
+            self.pose = pose
+
+    @property
+    def has_landmarks(self) -> bool:
+        return self._face is not None
+
+    @property
+    def landmarks(self) -> np.ndarray | None:
+        face = self._face
+        return self._store.landmarks(face) if isinstance(face, int) else face
+
+    @landmarks.setter
+    def landmarks(self, value: np.ndarray | None) -> None:
+        pose = self.pose
+        if value is not None and self._store is not None and self._store.fits(value):
+            self._face = self._store.add(value)
+        else:
+            self._face = value
+        self._pose = None
+        if pose is not None:
+            self.pose = pose
+
+    def attach(self, store: FaceStore, row: int) -> None:
+        """Landmarks already stored in `store` at `row` (no pose yet)."""
+        self._store, self._face, self._pose = store, row, None
+
+    @property
+    def pose(self) -> Pose | None:
+        face = self._face
+        return self._store.pose(face) if isinstance(face, int) else self._pose
+
+    @pose.setter
+    def pose(self, value: Pose | None) -> None:
+        face = self._face
+        if isinstance(face, int):
+            if value is None:
+                self._store.clear_pose(face)
+            else:
+                self._store.set_pose(face, value)
+        else:
+            self._pose = value
+
+    def _fields(self) -> tuple:
+        return (self.index, self.status, self.box, self.landmarks, self.pose, self.person, self.cropped)
+
+    def __repr__(self) -> str:
+        names = ("index", "status", "box", "landmarks", "pose", "person", "cropped")
+        return "FrameRecord(" + ", ".join(f"{n}={v!r}" for n, v in zip(names, self._fields())) + ")"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, FrameRecord):
+            return NotImplemented
+        a, b = self._fields(), other._fields()
+        same_points = (a[3] is None and b[3] is None) or (
+            a[3] is not None and b[3] is not None and np.array_equal(a[3], b[3]))
+        return same_points and a[:3] + a[4:] == b[:3] + b[4:]
+
+    __hash__ = None
 
     def as_dict(self) -> dict:
+        landmarks, pose = self.landmarks, self.pose
         return {
             "index": self.index,
             "person": self.person,
             "status": self.status,
             "box": self.box.as_list() if self.box else None,
-            "landmarks": np.round(self.landmarks, 1).tolist() if self.landmarks is not None else None,
-            "pose": self.pose.as_dict() if self.pose else None,
+            "landmarks": np.round(landmarks, 1).tolist() if landmarks is not None else None,
+            "pose": pose.as_dict() if pose else None,
         }
 
 
@@ -168,7 +240,7 @@ class PersonRecords:
         self.person_id, self.track_ids, self.score, self.identity = person_id, track_ids, score, identity
         if indices is None:
             indices = [r.index for r in records]
-            seen = [k for k, r in enumerate(records) if r.landmarks is not None]
+            seen = [k for k, r in enumerate(records) if r.has_landmarks]
             records = records[seen[0]:seen[-1] + 1] if seen else []
         self._span = records
         self._indices = indices
@@ -191,7 +263,7 @@ class PersonRecords:
         return self._span
 
     def as_dict(self) -> dict:
-        present = [r.index for r in self._span if r.landmarks is not None]
+        present = [r.index for r in self._span if r.has_landmarks]
         return {
             "id": self.person_id,
             "tracks": self.track_ids,
@@ -229,7 +301,8 @@ def analyse(path: Path, config: PipelineConfig, models: FaceModels) -> Analysis:
     second = config.photo_detector if is_photo(path) else None
     tracker = MultiFaceTracker(TrackerConfig(detect_every=config.detect_every, psr_threshold=config.psr_threshold))
     shots = ShotCutDetector(config.cut_threshold)
-    landmarks: dict[tuple[int, int], np.ndarray] = {}
+    store = FaceStore()  # every face's landmarks (a temporary file) and, for kept people, pose
+    landmarks: dict[int, dict[int, int]] = {}  # track id -> {frame index: its landmarks' row in store}
     samplers: dict[int, ChipSampler] = {}
     indices: list[int] = []
     cuts: list[int] = []
@@ -262,7 +335,8 @@ def analyse(path: Path, config: PipelineConfig, models: FaceModels) -> Analysis:
         rgb: list[np.ndarray] = []
         for track, index, image in tracker.step(frame.index, gray, detections):
             box = track.boxes[index]
-            points = landmarks[track.track_id, index] = models.predictor(image, box)
+            points = models.predictor(image, box)
+            landmarks.setdefault(track.track_id, {})[index] = store.add(points)
             if index == frame.index and track.status[index] == "detected":
                 sampler = samplers.get(track.track_id)
                 if sampler is None:
@@ -282,7 +356,7 @@ def analyse(path: Path, config: PipelineConfig, models: FaceModels) -> Analysis:
     broken = {u["index"] for u in undecodable}
     results = [
         PersonRecords(p.person_id, p.track_ids, p.score,
-                      person_records(p, indices, landmarks, set(cuts), broken, config, (width, height)),
+                      person_records(p, indices, landmarks, set(cuts), broken, config, (width, height), store),
                       identity_note({i: q for f in p.fragments for i, q in f.qualities.items()}, link.trust),
                       indices, broken)
         for p in kept
@@ -313,25 +387,28 @@ def _empty_records(indices: list[int], undecodable: set[int]) -> list[FrameRecor
     return [FrameRecord(i, "undecodable" if i in undecodable else "none") for i in indices]
 
 
-def person_records(person: Person, indices: list[int], landmarks: dict[tuple[int, int], np.ndarray],
+def person_records(person: Person, indices: list[int], landmarks: dict[int, dict[int, int]],
                    cuts: set[int], undecodable: set[int], config: PipelineConfig,
-                   frame_size: tuple[int, int]) -> list[FrameRecord]:
+                   frame_size: tuple[int, int], store: FaceStore) -> list[FrameRecord]:
     """One record per sampled frame of `person`'s span (its first to its last frame with a face):
-    its boxes and landmarks, interpolated gaps (never across a cut or an undecodable frame), head pose."""
+    its boxes and landmarks, interpolated gaps (never across a cut or an undecodable frame), head pose.
+    `landmarks`: track id -> {frame index: row in `store`}; the records keep their landmarks and
+    poses in `store` (interpolated landmarks are appended to it)."""
     boxes, status, track_of = person.boxes, person.status, person.track_of
     if not boxes:
         return []
     records = []
     for index in indices[bisect_left(indices, min(boxes)):bisect_right(indices, max(boxes))]:
-        record = FrameRecord(index, "undecodable" if index in undecodable else "none", person=person.person_id)
+        record = FrameRecord(index, "undecodable" if index in undecodable else "none", person=person.person_id,
+                             store=store)
         if index in boxes:
             record.status = status[index]
             record.box = boxes[index]
-            record.landmarks = landmarks[track_of[index], index]
+            record.attach(store, landmarks[track_of[index]][index])
         records.append(record)
     interpolate_gaps(records, config.max_gap, cuts | undecodable)
     for record in records:
-        if record.landmarks is not None:
+        if record.has_landmarks:
             record.pose = estimate_pose(record.landmarks, *frame_size)
     return records
 
@@ -340,17 +417,18 @@ def interpolate_gaps(records: list[FrameRecord], max_gap: int, barriers: set[int
     """Fill runs of at most `max_gap` 'none' records between two records with landmarks, unless a
     barrier (a cut: the frame that starts a new shot, or an undecodable frame) lies in the run or
     at its end."""
-    known = [i for i, r in enumerate(records) if r.landmarks is not None]
+    known = [i for i, r in enumerate(records) if r.has_landmarks]
     for a, b in zip(known, known[1:]):
         gap = b - a - 1
         if gap == 0 or gap > max_gap or any(records[k].index in barriers for k in range(a + 1, b + 1)):
             continue
         first, last = records[a], records[b]
+        first_points, last_points = first.landmarks, last.landmarks
         for k in range(a + 1, b):
             t = (k - a) / (b - a)
             records[k].status = "interpolated"
             records[k].box = Box.interpolate(first.box, last.box, t)
-            records[k].landmarks = (1 - t) * first.landmarks + t * last.landmarks
+            records[k].landmarks = (1 - t) * first_points + t * last_points
 
 
 def render(
@@ -359,7 +437,7 @@ def render(
     """Pass 2: yield (record, crop) for every record with landmarks (of any person), in frame order."""
     wanted: dict[int, list[FrameRecord]] = {}
     for record in records:
-        if record.landmarks is not None:
+        if record.has_landmarks:
             wanted.setdefault(record.index, []).append(record)
     if not wanted:
         return

@@ -205,7 +205,7 @@ class FrameEntries(Sequence):
 
     def entry(self, record: FrameRecord) -> dict:
         entry = record.as_dict()
-        if record.landmarks is None and self.faces == "target":
+        if not record.has_landmarks and self.faces == "target":
             entry["person"] = None
         entry["crop"] = crop_name(record.index, record.person if self.faces == "all" else None) if record.cropped else None
         return entry
@@ -220,7 +220,7 @@ def _run(job: VideoJob, video_dir: Path, config: PipelineConfig, models: FaceMod
     counts = {s: 0 for s in ("detected", "tracked", "interpolated", "none", "undecodable")}
     for record in records:
         counts[record.status] += 1
-    with_face = [r.index for r in analysis.records if r.landmarks is not None]
+    with_face = [r.index for r in analysis.records if r.has_landmarks]
     sheet_indices = {with_face[k] for k in pick_evenly(len(with_face), SHEET_TILES)}
     del with_face
     target = analysis.people[0].person_id if analysis.people else None

@@ -34,6 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from caffe.atomic import write_text  # noqa: E402
+from machine_info import cpu_model  # noqa: E402
 
 GLOG_TIME = re.compile(r"^[IWEF](\d{4}) (\d\d):(\d\d):(\d\d\.\d+)")
 RESULT_LINE = re.compile(r"frame accuracy ([\d.]+)% \((\d+) frames\); video accuracy ([\d.]+)% "
@@ -47,12 +48,7 @@ def sse_demo_command() -> list[str]:
 
 
 def machine() -> dict[str, str]:
-    try:
-        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
-        cpu = next((l.split(":", 1)[1].strip() for l in lscpu.splitlines()
-                    if l.startswith("Model name")), platform.processor())
-    except OSError:
-        cpu = platform.processor()
+    cpu = cpu_model()
     import torch
     return {"cpu": cpu, "cores": str(os.cpu_count()), "torch": torch.__version__,
             "python": platform.python_version(),

@@ -37,6 +37,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from plain_torch_models import SSEDenseNet121, SSEHoloNet, load_from_caffe_net, sse_loss  # noqa: E402
+from machine_info import cpu_model  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
@@ -66,12 +67,7 @@ def interleaved(contenders: dict[str, Callable[[], object]], reps: int, warmup: 
 
 def machine() -> dict[str, str]:
     """What the numbers were measured on."""
-    try:
-        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
-        model = next((l.split(":", 1)[1].strip() for l in lscpu.splitlines()
-                      if l.startswith("Model name")), platform.processor())
-    except OSError:
-        model = platform.processor()
+    model = cpu_model()
     import cv2
     return {"cpu": model, "cores": str(os.cpu_count()), "torch": torch.__version__,
             "torch threads": str(torch.get_num_threads()), "numpy": np.__version__,

@@ -34,6 +34,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from machine_info import cpu_model
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 KEYS = ("holonet", "densenet", "resnet")
@@ -313,12 +315,7 @@ def max_diff(a: dict, b: dict) -> float:
 
 
 def machine() -> dict[str, str]:
-    try:
-        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
-        model = next((l.split(":", 1)[1].strip() for l in lscpu.splitlines()
-                      if l.startswith("Model name")), platform.processor())
-    except OSError:
-        model = platform.processor()
+    model = cpu_model()
     return {"cpu": model, "cores": str(os.cpu_count()), "python": platform.python_version(),
             "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE", "(unset)")}
 

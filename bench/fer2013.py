@@ -68,7 +68,7 @@ def report(work: Path, models: Path) -> str:
              f"`models/train_fer2013.sh`: SGD momentum 0.9, weight decay {any_member.weight_decay:g}, "
              f"{describe_schedule(any_member)}"
              + "".join(f" ({m.name}: {describe_schedule(m)}, see its card)" for m in MEMBERS.values()
-                       if m.stages != any_member.stages)
+                       if m.name in sels and m.stages != any_member.stages)
              + "; " + faces_protocol(work) + ", random 48x48 crops of them with 4 px of surroundings, mirror, "
              "rotation ±10°, scale ±10 %. "
              "The snapshot of each model, its default test-time augmentation and the ensemble weights were "
@@ -104,6 +104,14 @@ def report(work: Path, models: Path) -> str:
     lines += ["", "PublicTest accuracy of each snapshot (single crop):", ""]
     for name, sel in sels.items():
         lines.append(f"- {name}: " + ", ".join(f"{it}: {acc:.3f}" for it, acc in sel.curve))
+    training = {name: json.loads(curve.read_text()) for name in MEMBERS if name not in sels
+                and (curve := work / name / "public_curve.json").is_file()}
+    if training:
+        lines += ["", "Still training (not shipped; PrivateTest not scored), PublicTest accuracy of each snapshot "
+                  "so far (single crop):", ""]
+        lines += [f"- {name} ({describe_schedule(get_member(name))}): "
+                  + ", ".join(f"{int(it)}: {acc:.3f}" for it, acc in sorted(curve.items(), key=lambda c: int(c[0])))
+                  for name, curve in training.items()]
     lines += ["", "Published PrivateTest accuracy of the models users compare with (their authors' figures, "
               "not rerun here):", ""] + [f"- {what}: {acc}" for what, acc in PEERS]
     lines += ["", "Does SSE help? Against the Original form (schedules as above), single crop, "

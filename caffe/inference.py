@@ -15,9 +15,11 @@ On the CPU (float32, channels-last) the plan also takes routes PyTorch's own dis
 (issue 19; the same sums in another order, tested against the plain mode): a 1x1 convolution is
 one matrix product on the channels-last view; other 2-D convolutions run in oneDNN with their
 weights packed once per input shape and the ReLU fused (PyTorch otherwise sends small batch-1
-convolutions to its im2col path, with layout copies); a BatchNorm (+ Scale) that follows no
-convolution is one ``addcmul``; and a chain of Concats that each append to the previous one (a
-DenseNet block) fills one buffer, each reader getting its prefix view.
+convolutions to its im2col path, with layout copies), except the most weight-bound ones (a
+batch of one through SSE-ResNet's 7x7 heads), which run as im2col + GEMM like Caffe; a BatchNorm
+(+ Scale) that follows no convolution is one ``addcmul``; and a chain of Concats that each
+append to the previous one (a DenseNet block) fills one buffer, each reader getting its prefix
+view.
 ``CAFFE_INFERENCE_CPU_PATHS=0`` (all of these) and ``CAFFE_INFERENCE_PACKED=0`` (the packed
 convolutions) turn them off.
 
@@ -37,7 +39,8 @@ import torch.nn.functional as F
 
 from .errors import NetError
 from .layers.base import TEST, Layer
-from .layers.conv import Convolution, convolution
+from .layers.conv import (PACKED_GEMM_RATIO, Convolution, convolution, im2col_conv2d,
+                          weight_bound)
 from .layers.inner_product import InnerProduct
 from .layers.neuron import Dropout, ReLU
 from .layers.normalization import BatchNorm, Scale
@@ -294,7 +297,9 @@ def _conv_fn(layer: Convolution, weight: torch.Tensor, bias: torch.Tensor | None
     the CPU) 2-D convolutions take two faster routes (the same sums, in another order): a 1x1
     convolution without padding is one matrix product on the channels-last view, and other
     convolutions (not covering the whole input, which ``conv2d`` already runs as one matrix
-    product) run in oneDNN with the weights packed once per input shape and the ReLU fused."""
+    product) run in oneDNN with the weights packed once per input shape and the ReLU fused, but
+    for the most weight-bound ones (``weight_bound`` with PACKED_GEMM_RATIO), which run as
+    im2col + GEMM."""
     stride, pad, dilation, group = layer.stride, layer.pad, layer.dilation, layer.group
     fast = (cpu_paths and layer.axis == 1 and len(stride) == 2 and weight.dim() == 4)
     pointwise = (fast and tuple(weight.shape[2:]) == (1, 1) and pad == (0, 0) and group == 1
@@ -310,6 +315,10 @@ def _conv_fn(layer: Convolution, weight: torch.Tensor, bias: torch.Tensor | None
                 return act(y) if act else y
             full_map = (tuple(x.shape[2:]) == tuple(weight.shape[2:]) and pad == (0, 0)
                         and dilation == (1, 1) and group == 1)
+            if not full_map and weight_bound(x, weight, stride, pad, dilation, group,
+                                             PACKED_GEMM_RATIO):
+                y = im2col_conv2d(x, weight, bias, stride, pad, dilation)
+                return act(y) if act else y
             if not full_map and packed_conv_available():
                 key = tuple(x.shape)
                 w = packed.get(key)

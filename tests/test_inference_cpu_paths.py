@@ -9,6 +9,7 @@ import pytest
 import caffe
 from caffe import inference
 from caffe.inference import optimize
+from caffe.layers.conv import im2col_conv2d
 from caffe.model_io import parse_net_text
 from golden_utils import rel_err
 from inference_helpers import MODELS, randomize_weights, sse_test_net_param
@@ -183,3 +184,42 @@ def test_concat_chain_step_falls_back_when_its_first_bottom_is_not_the_chain_vie
     assert torch.equal(other, torch.cat([a, b, c], 1)) and other.data_ptr() != ab.data_ptr()
     (too_wide,) = first(a, b, c, c)  # more channels than the chain's last Concat: plain
     assert too_wide.shape[1] == 7
+
+
+# A weight-bound convolution at batch 1 (512 x 64 x 5 x 5 weights for 3 x 3 output positions, as
+# SSE-ResNet's 7x7 heads on their small maps) followed by BatchNorm + Scale + ReLU (folded): the
+# plan runs it as im2col + GEMM rather than the packed oneDNN convolution; at batch 8 (72
+# positions) it is no longer weight-bound and takes the packed route.
+HEAVY = (
+    'name: "heavy"\n'
+    'layer { name: "data" type: "Input" top: "data" '
+    'input_param { shape { dim: 1 dim: 64 dim: 6 dim: 6 } } }\n'
+    + conv("head", "data", "head", 512, 5, "stride: 2 pad: 2")
+    + layer("bn", "BatchNorm", ["head"], ["head"])
+    + layer("sc", "Scale", ["head"], ["head"], "scale_param { bias_term: true }")
+    + layer("relu", "ReLU", ["head"], ["head"])
+    + layer("pool", "Pooling", ["head"], ["pool"], "pooling_param { pool: AVE global_pooling: true }")
+)
+
+
+@pytest.mark.parametrize("batch,gemm", [(1, True), (8, False)])
+def test_weight_bound_convolution_runs_as_gemm_and_equals_plain_mode(batch: int, gemm: bool,
+                                                                     monkeypatch) -> None:
+    net = build(HEAVY)
+    calls = []
+
+    def spy(*args):
+        calls.append(tuple(args[0].shape))
+        return im2col_conv2d(*args)
+    monkeypatch.setattr(inference, "im2col_conv2d", spy)
+    fast = optimize(net)
+    assert fast.folded == [("head", "bn", "sc", "relu")]
+    x = np.random.default_rng(batch).normal(0, 1, (batch, 64, 6, 6)).astype(np.float32)
+    got = fast.forward(blobs=["head", "pool"], data=x)
+    assert calls == ([(batch, 64, 6, 6)] if gemm else [])
+    reference = without_cpu_paths(net, monkeypatch).forward(blobs=["head", "pool"], data=x)
+    net.blobs["data"].reshape(*x.shape)
+    expected = {k: v.copy() for k, v in net.forward(blobs=["head", "pool"], data=x).items()}
+    for name in ("head", "pool"):
+        assert rel_err(got[name], expected[name]) < 1e-5, name
+        assert rel_err(got[name], reference[name]) < 1e-5, name

@@ -73,16 +73,63 @@ def conv_geometry(p, layer: Layer) -> tuple[tuple[int, int], ...]:
     return spatial_geometry(p, 2, layer)
 
 
+# A convolution is weight-bound when its weights outnumber its output positions (N * H_o * W_o)
+# this many times or more: a batch of one on a small map with a large kernel (SSE-ResNet's 7x7
+# stride-2 heads, 2048 x 1024 x 7 x 7 on 14x14 -> 7x7; ResNet-50's res5 3x3 on 7x7). oneDNN then
+# spends its time reordering the weights into its blocked layout at every call (several times the
+# product itself), so on the CPU such a convolution runs as Caffe runs every convolution: im2col
+# and one matrix product (bench/results/vs_bvlc_layers.md). PLAIN_GEMM_RATIO is for the plain
+# route (weights reordered at each call), PACKED_GEMM_RATIO for the inference mode's convolutions
+# with weights packed once (caffe/inference.py), where only the largest ones gain.
+PLAIN_GEMM_RATIO = 1 << 14
+PACKED_GEMM_RATIO = 1 << 16
+
+
+def conv2d_output_hw(hw: tuple[int, int], kernel: tuple[int, int], stride: tuple[int, int],
+                     pad: tuple[int, int], dilation: tuple[int, int]) -> tuple[int, int]:
+    """The output height and width of a 2-D convolution (floor, as Caffe's)."""
+    return tuple((size + 2 * p - d * (k - 1) - 1) // s + 1
+                 for size, k, s, p, d in zip(hw, kernel, stride, pad, dilation))
+
+
+def weight_bound(x: torch.Tensor, weight: torch.Tensor, stride: tuple[int, int],
+                 pad: tuple[int, int], dilation: tuple[int, int], group: int, ratio: int) -> bool:
+    """Whether a CPU float32 2-D convolution (one group, a kernel larger than 1x1) has ``ratio``
+    times more weights than output positions, and so runs faster as im2col + GEMM."""
+    if (group != 1 or x.device.type != "cpu" or x.dtype != torch.float32
+            or weight.shape[2] * weight.shape[3] == 1):
+        return False
+    h_o, w_o = conv2d_output_hw(tuple(x.shape[2:]), tuple(weight.shape[2:]), stride, pad,
+                                dilation)
+    return weight.numel() >= ratio * x.shape[0] * h_o * w_o
+
+
+def im2col_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                  stride: tuple[int, int], pad: tuple[int, int], dilation: tuple[int, int]
+                  ) -> torch.Tensor:
+    """A one-group 2-D convolution as Caffe computes it: each image's im2col columns
+    (``F.unfold``) times the weights as one matrix product (the same sums as ``F.conv2d``, in
+    another order). The output is N x out x H_o x W_o with channels-last strides."""
+    n = x.shape[0]
+    out = weight.shape[0]
+    h_o, w_o = conv2d_output_hw(tuple(x.shape[2:]), tuple(weight.shape[2:]), stride, pad,
+                                dilation)
+    cols = F.unfold(x, tuple(weight.shape[2:]), dilation, pad, stride)  # N x K x (H_o W_o)
+    y = F.linear(cols.transpose(1, 2), weight.reshape(out, -1), bias)  # N x (H_o W_o) x out
+    return y.view(n, h_o, w_o, out).permute(0, 3, 1, 2)
+
+
 def conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
            stride: tuple[int, int], pad: tuple[int, int], dilation: tuple[int, int], group: int
            ) -> torch.Tensor:
-    """F.conv2d with two CPU speed-ups (the same sums, in another order).
+    """F.conv2d with three CPU speed-ups (the same sums, in another order).
 
     A kernel covering the whole unpadded input (a 1x1 output, as in the SSE branches' full-map
     convolutions) runs as one matrix product, several times faster than the convolution kernels
-    for such shapes. Other convolutions on the CPU take their input channels-last: oneDNN then
-    works on it directly instead of reordering NCHW into its blocked layout and back at every
-    call, and the output stays channels-last, so the BatchNorm, ReLU and pooling after it run on
+    for such shapes. A weight-bound convolution (``weight_bound``) runs as im2col + GEMM. Other
+    convolutions on the CPU take their input channels-last: oneDNN then works on it directly
+    instead of reordering NCHW into its blocked layout and back at every call, and the output
+    stays channels-last, so the BatchNorm, ReLU and pooling after it run on
     that layout too (bench/RESULTS.md, engine ablation: DenseNet-121's training step 1.32x
     faster; HoloNet's, with 8-48 channels, about the same). Blob views that pycaffe hands out
     remain N x C x H x W arrays, with channels-last strides."""
@@ -90,6 +137,8 @@ def conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
     if (group == 1 and pad == (0, 0) and dilation == (1, 1) and (h, w) == tuple(weight.shape[2:])):
         y = F.linear(x.reshape(n, -1), weight.reshape(weight.shape[0], -1), bias)
         return y.reshape(n, weight.shape[0], 1, 1)
+    if weight_bound(x, weight, stride, pad, dilation, group, PLAIN_GEMM_RATIO):
+        return im2col_conv2d(x, weight, bias, stride, pad, dilation)
     if x.device.type == "cpu":
         x = x.contiguous(memory_format=torch.channels_last)
     return F.conv2d(x, weight, bias, stride, pad, dilation, group)

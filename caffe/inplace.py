@@ -86,6 +86,7 @@ class InplaceEmulator:
                  latest_data: Callable[[], torch.Tensor]) -> None:
         self.layer, self.buffer, self.latest_data = layer, buffer, latest_data
         self.col: torch.Tensor | None = None
+        self.col_written = 0  # the column buffer's cells past this one hold zeros (never written)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         return _InplaceFunction.apply(self, x, *self.layer.blobs)
@@ -148,6 +149,7 @@ def _conv_geometry(em: InplaceEmulator, in_shape: Shape, out_shape: Shape) -> di
     if not one_by_one and (em.col is None or em.col.numel() != col_size
                            or em.col.device != em.buffer.data.device):
         em.col = torch.zeros(col_size, device=em.buffer.data.device)
+        em.col_written = 0
     return dict(n=n, c_in=c_in, c_out=c_out, hw=(h_o, w_o), g=g, kdim=c_in // g * kh * kw,
                 top_dim=c_out * h_o * w_o, in_dim=c_in * h_o * w_o, one_by_one=one_by_one,
                 col_used=c_in * kh * kw * h2 * w2, spatial=h_o * w_o)
@@ -161,7 +163,18 @@ def _im2col(em: InplaceEmulator, image: torch.Tensor, geo: dict) -> torch.Tensor
         return image.reshape(geo["g"], geo["kdim"], geo["spatial"]).clone()
     cols = F.unfold(image[None], layer.kernel, layer.dilation, layer.pad, layer.stride)
     em.col[:geo["col_used"]].copy_(cols.reshape(-1))
+    em.col_written = max(em.col_written, geo["col_used"])
     return em.col.view(geo["g"], geo["kdim"], geo["spatial"])
+
+
+def _written_rows(em: InplaceEmulator, geo: dict) -> int:
+    """How many leading rows of the (kernel_dim x H_o W_o) column matrix may hold non-zero values
+    (one group): the GEMM over the rows below, which only ever held the buffer's zero fill, adds
+    nothing to the product. A forward-only net reads its im2col's cells and never writes the rest
+    (SSE-ResNet's in-place 7x7 heads: a quarter or a third of the rows), the backward writes all."""
+    if geo["one_by_one"] or geo["g"] != 1:
+        return geo["kdim"]
+    return min(geo["kdim"], -(-em.col_written // geo["spatial"]))
 
 
 def _conv_forward(em: InplaceEmulator, in_shape: Shape, out_shape: Shape) -> None:
@@ -179,7 +192,10 @@ def _conv_forward(em: InplaceEmulator, in_shape: Shape, out_shape: Shape) -> Non
             out = data[at:at + geo["top_dim"]].view(geo["c_out"], geo["spatial"])
         else:
             image = data[at:at + geo["in_dim"]].view(geo["c_in"], *geo["hw"])
-            out = torch.bmm(weight, _im2col(em, image, geo)).reshape(geo["c_out"], geo["spatial"])
+            cols = _im2col(em, image, geo)
+            rows = _written_rows(em, geo)
+            out = torch.bmm(weight[:, :, :rows], cols[:, :rows]).reshape(geo["c_out"],
+                                                                        geo["spatial"])
         if bias is not None:
             out = out + bias
         data[at:at + geo["top_dim"]].copy_(out.reshape(-1))
@@ -229,6 +245,7 @@ def _conv_backward(em: InplaceEmulator, in_shape: Shape, out_shape: Shape,
                 continue
             cols = torch.bmm(weight.transpose(1, 2), top)
             em.col.copy_(cols.reshape(-1))
+            em.col_written = em.col.numel()
             used = em.col[:geo["col_used"]].view(1, geo["c_in"] * math.prod(layer.kernel), -1)
             image = F.fold(used, geo["hw"], layer.kernel, layer.dilation, layer.pad, layer.stride)
             diff[at:at + geo["in_dim"]].copy_(image.reshape(-1))

@@ -253,6 +253,8 @@ def time_net(args) -> int:
     glog.log("caffe.cpp:356", "Performing Backward")
     if initial.requires_grad:
         initial.backward()
+    if net.requires_backward:
+        warm_up_autograd()
     glog.log("caffe.cpp:368", "*** Benchmark begins ***")
     glog.log("caffe.cpp:369", f"Testing for {args.iterations} iterations.")
     n = len(net.modules)
@@ -283,6 +285,14 @@ def time_net(args) -> int:
     glog.log("caffe.cpp:417", f"Total Time: {glog.fmt(total * 1e3)} ms.")
     glog.log("caffe.cpp:418", "*** Benchmark ends ***")
     return 0
+
+
+def warm_up_autograd() -> None:
+    """One autograd call with explicit gradients before the benchmark: the first such call of a
+    process imports PyTorch's symbolic-shape helpers (sympy, half a second to two seconds), which
+    would otherwise count as the backward of the first layer timed (the loss)."""
+    t = torch.zeros(1, requires_grad=True)
+    torch.autograd.backward([t * 1], [torch.ones(1)])
 
 
 def time_layer_forward(net, i: int, device: torch.device) -> float:

@@ -343,6 +343,10 @@ def measure(args) -> dict:
     if args.resume:  # a run cut short: keep what it measured, measure the rest
         earlier = json.loads(args.resume.read_text())
         run["models"] = earlier["models"]
+        if args.redo:
+            forget_works(run["models"], args.redo)
+            run["redone"] = [f"{run['models'].get(k.split(':')[0], {}).get('title', k)}, "
+                             f"{WORK_TITLES[k.split(':')[1]]}" for k in args.redo]
         run["engines_resumed"] = earlier.get("engines", {})
         run["resumed"] = [{k: earlier.get(k) for k in ("date", "command", "load_start", "load_end")}]
         run["resumed"] += earlier.get("resumed", [])
@@ -378,6 +382,8 @@ def measure(args) -> dict:
                 for work in ("infer1", "infer32", "train"):
                     if work == "train" and key not in args.train_models:
                         continue
+                    if args.redo and f"{key}:{work}" not in args.redo:
+                        continue
                     fast = "fast" + work[5:]
                     failed = [k for k in entry["failed"] if k.split(":")[1] in (work, fast)]
                     if work in entry["times"] and not failed:  # measured by the run resumed
@@ -396,6 +402,24 @@ def measure(args) -> dict:
             w.close()
     run["load_end"] = loadavg()
     return run
+
+
+def forget_works(models: dict, redo: list[str]) -> None:
+    """Drop the works named ``key:work`` (their times, output differences and failures) from a
+    resumed run's models, so that they are measured again."""
+    for item in redo:
+        key, work = item.split(":")
+        entry = models.get(key)
+        if entry is None:
+            continue
+        entry["times"].pop(work, None)
+        calls = {work, "fast" + work[5:]} if work.startswith("infer") else {work}
+        for k in [k for k in entry.get("failed", {}) if k.split(":")[1] in calls]:
+            del entry["failed"][k]
+        if work.startswith("infer"):
+            b = work[5:]
+            for k in [k for k in entry.get("diff", {}) if k.split(" vs ")[0] in (f"plain{b}", f"fast{b}")]:
+                del entry["diff"][k]
 
 
 def measure_work(args, workers: dict, restart, key: str, files: dict, chw, work: str, n: int,
@@ -498,10 +522,16 @@ def render(run: dict) -> str:
     lines = ["## Side by side with real BVLC Caffe (bench/vs_bvlc.py)", "",
              f"Measured {run['date']} with `{run['command']}`; medians of repetitions alternating "
              "between the engines (each in its own process, both alive through the run).", ""]
+    if run.get("redone"):
+        lines += ["Measured again in this run (`--redo`): " + "; ".join(run["redone"]) + ". The "
+                  "other rows are those of the earlier run(s) named below, kept as they were "
+                  "(`--resume`): they were measured with the code of that time.", ""]
     for earlier in run.get("resumed", []):
-        lines += [f"Resumed from a run cut short: measured from {earlier['date']} with "
+        what, rest = (("Earlier run", ".") if run.get("redone")
+                      else ("Resumed from a run cut short", ", the rest in this run."))
+        lines += [f"{what}: measured from {earlier['date']} with "
                   f"`{earlier['command']}` (load average {earlier['load_start']} -> "
-                  f"{earlier['load_end']}), the rest in this run.", ""]
+                  f"{earlier['load_end']}){rest}", ""]
     if run.get("note"):
         lines += [f"**{run['note']}.**", ""]
     lines += ["| machine | |", "| --- | --- |"]
@@ -610,6 +640,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="with --from-json and --bvlc: describe the build (its BLAS) again")
     p.add_argument("--resume", type=Path, default=None, metavar="JSON",
                    help="a cut-short run's vs_bvlc.partial.json: keep its measurements, measure the rest")
+    p.add_argument("--redo", nargs="+", default=[], metavar="NET:WORK",
+                   choices=[f"{k}:{w}" for k in KEYS for w in WORKS],
+                   help="measure only these works (e.g. resnet:infer1); with --resume the "
+                        "resumed run's other works are kept and its measurements of these replaced")
     p.add_argument("--train-models", nargs="*", choices=KEYS, default=list(KEYS),
                    help="the nets whose training step is timed (default: all)")
     p.add_argument("--out", type=Path, default=HERE / "results" / "vs_bvlc.md")

@@ -53,3 +53,25 @@ def test_report_from_json_without_measuring(tmp_path):
     subprocess.run([sys.executable, str(REPO / "bench" / "vs_bvlc.py"), "--from-json", str(src),
                     "--out", str(out)], check=True, capture_output=True)
     assert out.read_text() == vs_bvlc.render(RUN)
+
+
+def test_redo_forgets_only_the_works_measured_again():
+    models = json.loads(json.dumps({
+        "holonet": {"title": "SSE-HoloNet", "failed": {"bvlc:fast1": "x", "sse:train": "y"},
+                    "diff": {"fast1 vs plain1": 0.0, "plain1 vs bvlc": 0.0, "fast32 vs bvlc": 0.0},
+                    "times": {"train": {}, "infer1": {}, "infer32": {}}}}))
+    vs_bvlc.forget_works(models, ["holonet:infer1"])
+    entry = models["holonet"]
+    assert set(entry["times"]) == {"train", "infer32"}
+    assert entry["diff"] == {"fast32 vs bvlc": 0.0}
+    assert entry["failed"] == {"sse:train": "y"}
+
+
+def test_report_of_a_redo_names_what_was_measured_again():
+    run = dict(RUN, redone=["SSE-HoloNet, inference, batch 1"],
+               resumed=[{"date": "2026-12-04 05:00 UTC", "command": "python bench/vs_bvlc.py --old",
+                         "load_start": "1", "load_end": "2"}])
+    text = vs_bvlc.render(run)
+    assert "Measured again in this run (`--redo`): SSE-HoloNet, inference, batch 1." in text
+    assert "Earlier run: measured from 2026-12-04 05:00 UTC with `python bench/vs_bvlc.py --old`" in text
+    assert "Resumed from a run cut short" not in text

@@ -1,7 +1,8 @@
 """A Scale with its own per-channel blob (axis 1, the BatchNorm + Scale pattern) runs on the CPU as
 an inference batch_norm with mean 0, variance 1 and eps 0 (caffe.layers.normalization, issue 19):
-its values must be the broadcast product's (addcmul), bit for bit, and its gradients the product's; Scales
-with a second bottom or another axis keep the broadcast product."""
+its values must be the broadcast product's (addcmul), bit for bit, and its gradients the
+product's; Scales with a second bottom or another axis, and a forward with no backward to follow,
+keep the broadcast product."""
 from __future__ import annotations
 
 import pytest
@@ -77,3 +78,19 @@ def test_a_lower_precision_input_keeps_the_product() -> None:
     (y,) = layer.forward(x)
     assert y.dtype == torch.float32
     torch.testing.assert_close(y, broadcast_product(layer, x))
+
+
+def test_a_forward_without_backward_keeps_the_product() -> None:
+    layer = scale_layer((1, 3, 4, 4))
+    x = torch.randn(1, 3, 4, 4)
+    with torch.no_grad():
+        (y,) = layer.forward(x)
+    assert torch.equal(y, broadcast_product(layer, x))
+    for p in layer.blobs:
+        p.requires_grad_(False)
+    (y,) = layer.forward(x)
+    assert y.grad_fn is None
+    for p in layer.blobs:
+        p.requires_grad_(True)
+    (y,) = layer.forward(x)
+    assert "BatchNorm" in type(y.grad_fn).__name__

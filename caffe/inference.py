@@ -39,8 +39,8 @@ import torch.nn.functional as F
 
 from .errors import NetError
 from .layers.base import TEST, Layer
-from .layers.conv import (PACKED_GEMM_RATIO, Convolution, convolution, im2col_conv2d,
-                          weight_bound)
+from .layers.conv import (PACKED_GEMM_RATIO, Convolution, channels_last, convolution,
+                          im2col_conv2d, weight_bound)
 from .layers.inner_product import InnerProduct
 from .layers.neuron import Dropout, ReLU
 from .layers.normalization import BatchNorm, Scale
@@ -552,7 +552,7 @@ class InferenceNet:
     def _prepare(self, x: torch.Tensor) -> torch.Tensor:
         x = x.to(device=self.device, dtype=torch.float32)
         if self.channels_last and x.dim() == 4:
-            return x.contiguous(memory_format=torch.channels_last)
+            return channels_last(x)
         return x
 
     def _values_for(self, names: Sequence[str]) -> list[int]:

@@ -29,6 +29,24 @@ def test_cpu_convolution_gives_channels_last_output_with_conv2d_values() -> None
     torch.testing.assert_close(y, F.conv2d(x, w, None, 1, 1), rtol=1e-5, atol=1e-5)
 
 
+def test_one_channel_input_gives_channels_last_output_and_conv2d_gradients() -> None:
+    """A gray image (one channel) is laid out channels-last already; the convolution must still
+    answer channels-last (so the layers after it run that way), with conv2d's values and input
+    gradient."""
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(3, 1, 12, 10, generator=g).requires_grad_()
+    w = torch.randn(8, 1, 7, 7, generator=g).requires_grad_()
+    y = conv2d(x, w, None, (2, 2), (3, 3), (1, 1), 1)
+    assert y.is_contiguous(memory_format=torch.channels_last) and not y.is_contiguous()
+    reference = F.conv2d(x, w, None, 2, 3)
+    torch.testing.assert_close(y, reference, rtol=1e-5, atol=1e-5)
+    got = torch.autograd.grad(y.square().sum(), (x, w))
+    want = torch.autograd.grad(reference.square().sum(), (x, w))
+    assert got[0].shape == x.shape
+    for a, e in zip(got, want):
+        torch.testing.assert_close(a, e, rtol=1e-4, atol=1e-3)
+
+
 def test_blob_views_are_nchw_arrays_with_caffe_values(tmp_path) -> None:
     prototxt = tmp_path / "cl.prototxt"
     prototxt.write_text(NET)

@@ -119,6 +119,18 @@ def im2col_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
     return y.view(n, h_o, w_o, out).permute(0, 3, 1, 2)
 
 
+def channels_last(x: torch.Tensor) -> torch.Tensor:
+    """A 4-D tensor in channels-last memory format. A one-channel NCHW tensor is laid out so
+    already, but its strides leave the format ambiguous, and oneDNN (which reads the format from
+    the strides) then answers NCHW, so everything after a net's first convolution ran NCHW (the
+    HoloNet's gray input: its first block and pool1, converted back and forth); it gets
+    channels-last strides on the same memory (a view)."""
+    if x.shape[1] == 1 and x.is_contiguous():
+        n, _, h, w = x.shape
+        return x.as_strided(x.shape, (h * w, 1, w, 1))
+    return x.contiguous(memory_format=torch.channels_last)
+
+
 def conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
            stride: tuple[int, int], pad: tuple[int, int], dilation: tuple[int, int], group: int
            ) -> torch.Tensor:
@@ -140,7 +152,7 @@ def conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
     if weight_bound(x, weight, stride, pad, dilation, group, PLAIN_GEMM_RATIO):
         return im2col_conv2d(x, weight, bias, stride, pad, dilation)
     if x.device.type == "cpu":
-        x = x.contiguous(memory_format=torch.channels_last)
+        x = channels_last(x)
     return F.conv2d(x, weight, bias, stride, pad, dilation, group)
 
 

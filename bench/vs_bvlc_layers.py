@@ -49,6 +49,8 @@ def parse_time_log(text: str) -> dict:
 
 
 def thread_env(threads: int) -> dict[str, str]:
+    """The environment of every engine's command: ``threads`` OpenMP/OpenBLAS/MKL threads, glog
+    at its default level (the per-layer lines are INFO), this repository's caffe first."""
     env = dict(os.environ)
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         env[var] = str(threads)
@@ -58,6 +60,7 @@ def thread_env(threads: int) -> dict[str, str]:
 
 
 def run_caffe_time(cmd: list[str], env: dict[str, str]) -> dict:
+    """Run one engine's ``caffe time`` and parse its log; an error names the command."""
     r = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tempfile.gettempdir())
     if r.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed: {(r.stderr.strip().splitlines() or ['?'])[-1]}")
@@ -98,19 +101,21 @@ def inference_steps(prototxt: str, weights: str, iterations: int) -> dict:
 
 
 def layer_types(prototxt: str) -> dict[str, str]:
-    """Layer name -> type, with the Split layers a net inserts where a blob feeds several layers."""
+    """Layer name -> type, as the prototxt declares them."""
     sys.path.insert(0, str(REPO))
     from caffe.model_io import read_net
     return {lp.name: lp.type for lp in read_net(prototxt).layer}
 
 
 def layer_type(types: dict[str, str], name: str) -> str:
+    """A logged layer's type; the Split layers Caffe inserts (``*_split``) are not in the file."""
     if name in types:
         return types[name]
     return "Split" if name.endswith("_split") else "?"
 
 
 def measure(args) -> dict:
+    """Every work's rounds, each engine's command once per round in rotating order."""
     sys.path.insert(0, str(HERE))
     from vs_bvlc import write_nets
     run = {"date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
@@ -161,18 +166,22 @@ def median_log(logs: list[dict]) -> dict:
 
 
 def loadavg() -> str:
+    """The 1/5/15-minute load averages, for the report."""
     return " / ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def cell(ms: float | None) -> str:
+    """A table cell in ms, ``-`` when not measured."""
     return "-" if ms is None else f"{ms:.1f}"
 
 
 def ratio(a: float | None, b: float | None) -> str:
+    """``a / b`` as a table cell, ``-`` when either is missing or zero."""
     return "-" if not a or not b else f"{a / b:.2f}x"
 
 
 def render(run: dict, top: int = 12) -> str:
+    """The report: per work, the ``top`` layers by Caffe's time and the sums per layer type."""
     lines = ["## Layer by layer against real BVLC Caffe (bench/vs_bvlc_layers.py)", "",
              f"Measured {run['date']} with `{run['command']}` (load average {run['load_start']} -> "
              f"{run['load_end']}; {run['machine']['cpu']}, {run['machine']['cores']} cores, "

@@ -292,33 +292,48 @@ class _Group:
 def link_people(fragments: list[Fragment], cuts: list[int], config: LinkConfig,
                 min_frames: int = 1, short: list[Person] | None = None) -> list[Person]:
     """Join fragments into people (step 2) and number them by screen presence (step 3); people with
-    fewer than `min_frames` frames are left out (appended to `short`, unnumbered). The closest joinable pair is taken from a heap whose
-    entries of groups already joined are skipped, so the cost grows as pairs x log pairs."""
+    fewer than `min_frames` frames are left out (appended to `short`, unnumbered).
+
+    Greedy: the closest joinable pair of groups, ordered by (distance, lower id, higher id), is joined
+    first. Every joinable pair is scored once, when the later of its two groups appears, and kept in
+    that group's `_Candidates` (numpy rows, 12 bytes a pair, dropped with the group): a film whose
+    main characters return in hundreds of shots has that many squared pairs (issue 21: a tuple a pair
+    on a heap made the face pipeline's memory grow with the square of a film's length)."""
     cut_list = sorted(cuts)
     groups = {k: _Group([f], config.trust)
               for k, f in enumerate(sorted(fragments, key=lambda f: (f.first, f.track_id)))}
-    heap: list[tuple[float, int, int]] = []
+    candidates: dict[int, _Candidates] = {}
+    heads: list[tuple[tuple[float, int, int], int]] = []  # (a candidate list's first pair, its owner)
 
     def offer(a: int, others: list[int]) -> None:
-        """Push the joinable pairs (a, other); the mean distances are computed in one numpy step."""
+        """Score the pairs (a, other); the mean distances are computed in one numpy step."""
         means: dict[int, float] = {}
         described = [o for o in others if groups[o].mean is not None]
         if groups[a].mean is not None and described:
             distances = np.linalg.norm(np.stack([groups[o].mean for o in described]) - groups[a].mean, axis=1)
             means = dict(zip(described, distances.tolist()))
-        for other in others:
-            distance = _link_distance(groups[a], groups[other], means.get(other), cut_list, config)
-            if distance is not None:
-                heapq.heappush(heap, (distance, min(a, other), max(a, other)))
+        found = [(distance, other) for other in others
+                 if (distance := _link_distance(groups[a], groups[other], means.get(other), cut_list, config))
+                 is not None]
+        if found:
+            candidates[a] = _Candidates(a, found)
+            _push_head(heads, candidates[a], groups)
 
     ids = list(groups)
     for k, a in enumerate(ids):
         offer(a, ids[k + 1:])
     next_id = len(groups)
-    while heap:
-        _, a, b = heapq.heappop(heap)
+    while heads:
+        key, owner = heapq.heappop(heads)
+        if owner not in groups:
+            continue  # its group was joined: its pairs went with it
+        _, a, b = key
         if a not in groups or b not in groups:
+            candidates[owner].advance()
+            _push_head(heads, candidates[owner], groups)
             continue
+        for gone in (a, b):
+            candidates.pop(gone, None)
         groups[next_id] = groups.pop(a).joined(groups.pop(b))
         offer(next_id, list(groups)[:-1])
         next_id += 1
@@ -329,6 +344,38 @@ def link_people(fragments: list[Fragment], cuts: list[int], config: LinkConfig,
     for number, person in enumerate(people, start=1):
         person.person_id = number
     return people
+
+
+class _Candidates:
+    """The joinable pairs (owner, other) scored when group `owner` appeared, sorted by the linking's
+    key (distance, lower id, higher id): float64 distances and int32 ids, read from `position` on."""
+
+    def __init__(self, owner: int, found: list[tuple[float, int]]) -> None:
+        self.owner = owner
+        distance = np.array([d for d, _ in found], dtype=np.float64)
+        other = np.array([o for _, o in found], dtype=np.int64)
+        low, high = np.minimum(other, owner), np.maximum(other, owner)
+        order = np.lexsort((high, low, distance))
+        self.distance, self.other = distance[order], other[order].astype(np.int32)
+        self.position = 0
+
+    def advance(self) -> None:
+        self.position += 1
+
+    def head(self, alive: dict) -> tuple[float, int, int] | None:
+        """The first pair whose other group still exists (moving past the others), or None."""
+        while self.position < len(self.other) and int(self.other[self.position]) not in alive:
+            self.position += 1
+        if self.position == len(self.other):
+            return None
+        other = int(self.other[self.position])
+        return float(self.distance[self.position]), min(self.owner, other), max(self.owner, other)
+
+
+def _push_head(heads: list, pairs: _Candidates, alive: dict) -> None:
+    key = pairs.head(alive)
+    if key is not None:
+        heapq.heappush(heads, (key, pairs.owner))
 
 
 def _link_distance(a: _Group, b: _Group, mean_distance: float | None, cuts: list[int],

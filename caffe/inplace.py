@@ -34,6 +34,7 @@ import torch.nn.functional as F
 
 from . import aliased_gemm
 from .layers.base import Layer, Shape
+from .layers.conv import conv2d_output_hw
 
 ENV = "CAFFE_INPLACE_RESHAPE"
 EMULATED_TYPES = ("Convolution", "InnerProduct")
@@ -140,8 +141,7 @@ def _conv_geometry(em: InplaceEmulator, in_shape: Shape, out_shape: Shape) -> di
     kh, kw = layer.kernel
     g = layer.group
     one_by_one = layer.kernel == (1, 1) and layer.stride == (1, 1) and layer.pad == (0, 0)
-    h2 = (h_o + 2 * layer.pad[0] - layer.dilation[0] * (kh - 1) - 1) // layer.stride[0] + 1
-    w2 = (w_o + 2 * layer.pad[1] - layer.dilation[1] * (kw - 1) - 1) // layer.stride[1] + 1
+    h2, w2 = conv2d_output_hw((h_o, w_o), layer.kernel, layer.stride, layer.pad, layer.dilation)
     col_size = c_in * kh * kw * h_o * w_o
     if not one_by_one and c_in * kh * kw * h2 * w2 > col_size:
         raise layer.error(f"in place on a blob whose shape it changes, its im2col ({h2}x{w2}) "

@@ -42,7 +42,7 @@ from .layers.base import TEST, Layer
 from .layers.conv import (PACKED_GEMM_RATIO, Convolution, channels_last, convolution,
                           im2col_conv2d, weight_bound)
 from .layers.inner_product import InnerProduct
-from .layers.neuron import Dropout, ReLU
+from .layers.neuron import Dropout, Power, ReLU
 from .layers.normalization import BatchNorm, Scale
 from .layers.structure import Concat, Silence, Split
 from .net import Net
@@ -144,18 +144,38 @@ def _foldable_scale(layer: Layer, channels: int) -> bool:
 
 
 @dataclass
+class _Mirror:
+    """A Concat along the channels of a chain's output y and of Power images ``shift + scale * y``
+    of it (HoloNet's CReLU: [y, 1 - y]), optionally followed by a per-channel Scale of the
+    concatenation: every output channel is still an affine map of one channel of y."""
+
+    source: int
+    powers: list[_Node]
+    concat: _Node
+    scale: _Node | None = None
+
+    @property
+    def nodes(self) -> list[_Node]:
+        return self.powers + [n for n in (self.concat, self.scale) if n is not None]
+
+
+@dataclass
 class _Chain:
     """Layers run as one step: a head (Convolution, InnerProduct or TEST BatchNorm), then
-    optionally the BatchNorm, Scale and ReLU that each read only the previous one's output."""
+    optionally the BatchNorm, Scale, a ``_Mirror`` (heads with weights only) and the ReLU, each
+    reading only what the previous one wrote."""
 
     head: _Node
     bn: _Node | None = None
     scale: _Node | None = None
     relu: _Node | None = None
+    mirror: _Mirror | None = None
 
     @property
     def nodes(self) -> list[_Node]:
-        return [n for n in (self.head, self.bn, self.scale, self.relu) if n is not None]
+        before = [n for n in (self.head, self.bn, self.scale) if n is not None]
+        after = [self.relu] if self.relu is not None else []
+        return before + (self.mirror.nodes if self.mirror else []) + after
 
 
 def _next(graph: _Graph, by_index: dict[int, _Node], node: _Node, accept) -> _Node | None:
@@ -166,6 +186,36 @@ def _next(graph: _Graph, by_index: dict[int, _Node], node: _Node, accept) -> _No
     if index is None or not accept(by_index[index].layer):
         return None
     return by_index[index]
+
+
+def _affine_power(layer: Layer) -> bool:
+    return type(layer) is Power and layer.lp.power_param.power == 1
+
+
+def _find_mirror(graph: _Graph, by_index: dict[int, _Node], node: _Node, channels: int
+                 ) -> _Mirror | None:
+    """The ``_Mirror`` reading ``node``'s top y (``channels`` channels), if y's readers are one
+    Concat along the channels and Power layers (power 1) that only that Concat reads, and the
+    Concat reads nothing else."""
+    if len(node.tops) != 1:
+        return None
+    y = node.tops[0]
+    readers = set(graph.consumers[y])
+    if _OUTPUT in readers:
+        return None
+    concats = [i for i in readers if type(by_index[i].layer) is Concat]
+    powers = [by_index[i] for i in sorted(readers) if i not in concats]
+    if len(concats) != 1 or not all(_affine_power(p.layer) and len(p.tops) == 1 for p in powers):
+        return None
+    concat = by_index[concats[0]]
+    images = {p.tops[0] for p in powers}
+    if (getattr(concat.layer, "axis", None) != 1 or len(concat.tops) != 1
+            or any(set(graph.consumers[v]) != {concat.index} for v in images)
+            or not set(concat.bottoms) <= images | {y} or not images <= set(concat.bottoms)):
+        return None
+    total = channels * len(concat.bottoms)
+    return _Mirror(y, powers, concat, _next(graph, by_index, concat,
+                                            lambda l: _foldable_scale(l, total)))
 
 
 def _find_chains(graph: _Graph, exclude: set[int] = frozenset()) -> dict[int, _Chain]:
@@ -190,6 +240,8 @@ def _find_chains(graph: _Graph, exclude: set[int] = frozenset()) -> dict[int, _C
         last = chain.bn or chain.head
         if _global_bn(last.layer):
             chain.scale = _next(graph, by_index, last, lambda l: _foldable_scale(l, channels))
+        if _foldable_head(node.layer) and getattr(node.layer, "group", 1) == 1:
+            chain.mirror = _find_mirror(graph, by_index, chain.nodes[-1], channels)
         chain.relu = _next(graph, by_index, chain.nodes[-1], lambda l: type(l) is ReLU)
         if len(chain.nodes) > 1 or _global_bn(node.layer):
             chains[node.index] = chain
@@ -219,13 +271,42 @@ def _head_params(chain: _Chain) -> tuple[torch.Tensor, torch.Tensor | None]:
     if isinstance(head, InnerProduct) and head.transpose:
         weight = weight.t()
     bias = head.blobs[1].detach() if head.bias_term else None
-    if chain.bn is None:
+    if chain.bn is None and chain.mirror is None:
         return weight.clone().contiguous(), None if bias is None else bias.clone()
-    g, h = _affine(chain.bn.layer, chain.scale.layer if chain.scale else None)
-    n = weight.shape[0]
-    folded_weight = weight.double() * g.reshape((n,) + (1,) * (weight.dim() - 1))
-    folded_bias = h if bias is None else bias.double() * g + h
-    return folded_weight.float().contiguous(), folded_bias.float()
+    weight = weight.double()
+    bias = torch.zeros(weight.shape[0], dtype=torch.float64) if bias is None else bias.double()
+    if chain.bn is not None:
+        g, h = _affine(chain.bn.layer, chain.scale.layer if chain.scale else None)
+        weight, bias = _scale_rows(weight, g), bias * g + h
+    if chain.mirror is not None:
+        weight, bias = _mirror_params(chain.mirror, weight, bias)
+    return weight.float().contiguous(), bias.float()
+
+
+def _scale_rows(weight: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """``weight`` (out, ...) with output channel j multiplied by g[j]."""
+    return weight * g.reshape((weight.shape[0],) + (1,) * (weight.dim() - 1))
+
+
+@torch.no_grad()
+def _mirror_params(mirror: _Mirror, weight: torch.Tensor, bias: torch.Tensor
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Float64 weight and bias of the concatenation ``mirror`` makes of its source (made with
+    ``weight``, ``bias``) and the source's Power images, then of its Scale if any."""
+    images = {p.tops[0]: p.layer.lp.power_param for p in mirror.powers}
+    weights, biases = [], []
+    for v in mirror.concat.bottoms:
+        a, c = (1.0, 0.0) if v == mirror.source else (images[v].scale, images[v].shift)
+        weights.append(weight * a)
+        biases.append(bias * a + c)
+    weight, bias = torch.cat(weights), torch.cat(biases)
+    if mirror.scale is not None:
+        scale = mirror.scale.layer
+        gamma = scale.blobs[0].detach().double()
+        weight, bias = _scale_rows(weight, gamma), bias * gamma
+        if scale.lp.scale_param.bias_term:
+            bias = bias + scale.blobs[scale.bias_index].detach().double()
+    return weight, bias
 
 
 def _activation(chain: _Chain | None) -> Callable[[torch.Tensor], torch.Tensor] | None:

@@ -271,18 +271,21 @@ class Solver:
         p = self.param
         norm = f32(1) / f32(p.iter_size)
         decay = f32(p.weight_decay)
+        decays = [float(decay * f32(m)) for m in self._decay_mults]
+        rates = [float(f32(rate) * f32(m)) for m in self._lr_mults]
         with torch.no_grad():
-            for i, (w, g) in enumerate(zip(self._params, diffs)):
-                if p.iter_size != 1:
+            if p.iter_size != 1:
+                for g in diffs:
                     g.mul_(float(norm))
-                local_decay = float(decay * f32(self._decay_mults[i]))
-                if local_decay:
-                    if p.regularization_type == "L2":
-                        g.add_(w, alpha=local_decay)
-                    else:
-                        g.add_(torch.sign(w), alpha=local_decay)
-                local_rate = float(f32(rate) * f32(self._lr_mults[i]))
-                w.sub_(self.rule.compute(i, g, local_rate, self.iter))
+            if not (p.regularization_type == "L2"
+                    and self.rule.update_all(self._params, diffs, rates, decays)):
+                for i, (w, g) in enumerate(zip(self._params, diffs)):
+                    if decays[i]:
+                        if p.regularization_type == "L2":
+                            g.add_(w, alpha=decays[i])
+                        else:
+                            g.add_(torch.sign(w), alpha=decays[i])
+                    w.sub_(self.rule.compute(i, g, rates[i], self.iter))
         self.iter += 1
 
     def _diffs(self) -> list[torch.Tensor]:

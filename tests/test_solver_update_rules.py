@@ -8,6 +8,7 @@ import math
 import h5py
 import numpy as np
 import pytest
+import torch
 
 import caffe
 from caffe.errors import SolverError
@@ -173,3 +174,21 @@ def test_typed_solver_classes_use_their_own_rule(workdir):
     text = 'net: "net.prototxt" type: "SGD" base_lr: 0.1 lr_policy: "fixed" display: 0'
     solver = caffe.AdamSolver(caffe.model_io.parse_solver_text(text))
     assert solver.rule.type == "Adam" and len(solver.history) == 4
+
+
+def test_fused_sgd_step_equals_the_per_parameter_loop(workdir, monkeypatch):
+    """L2-regularized SGD runs as PyTorch's fused CPU kernel (one pass per tensor), grouped by
+    (rate, decay): within float32 rounding of the per-parameter loop, history included."""
+    fused = make_solver("SGD", "momentum: 0.9")
+    calls = []
+    original = torch._fused_sgd_
+    monkeypatch.setattr(torch, "_fused_sgd_", lambda *a, **k: calls.append(k) or original(*a, **k))
+    fused.step(5)
+    assert len(calls) == 5 * 2  # weights (lr_mult 1, decay_mult 1) and bias (2, 0): two groups
+    monkeypatch.setattr(caffe.solvers.updates.SGD, "update_all", lambda self, *a: False)
+    loop = make_solver("SGD", "momentum: 0.9")
+    loop.step(5)
+    for got, expected in zip(fused.net.params["ip"], loop.net.params["ip"]):
+        np.testing.assert_allclose(got.data, expected.data, rtol=1e-6, atol=1e-7)
+    for got, expected in zip(fused.history, loop.history):
+        np.testing.assert_allclose(got.numpy(), expected.numpy(), rtol=1e-5, atol=1e-8)

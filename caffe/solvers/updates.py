@@ -42,6 +42,12 @@ class UpdateRule:
         """The update of parameter ``i`` from its gradient ``g`` (may be modified in place)."""
         raise NotImplementedError
 
+    def update_all(self, params: list[torch.Tensor], diffs: list[torch.Tensor],
+                   rates: list[float], decays: list[float]) -> bool:
+        """Update every parameter in one go (L2 regularization ``decays``, then the rule with
+        ``rates``), where a rule has such a path; False (nothing changed) otherwise."""
+        return False
+
     def bind(self, history: list[torch.Tensor], count: int) -> None:
         """Attach the history blobs (``history_sets * count`` tensors)."""
         self.history = history
@@ -55,6 +61,30 @@ class SGD(UpdateRule):
         h = self.history[i]
         h.mul_(float(f32(self.param.momentum))).add_(g, alpha=local_rate)
         return h
+
+    def update_all(self, params: list[torch.Tensor], diffs: list[torch.Tensor],
+                   rates: list[float], decays: list[float]) -> bool:
+        """Caffe's L2-regularized SGD step of every parameter at once, where PyTorch's fused CPU
+        SGD kernel runs (float32 CPU tensors): ``diff += decay * w; h = momentum * h + rate *
+        diff; w -= h`` in one pass over each tensor instead of four (bench/results/vs_bvlc.md,
+        issue 19), one call per distinct (rate, decay). That kernel is torch.optim's rule
+        ``h = momentum * h + (1 - dampening) * diff; w -= lr * h``: with lr 1 and dampening
+        1 - rate it is Caffe's (its fused multiply-adds round within an ulp of the plain path).
+        Returns False, having changed nothing, where the kernel is not available."""
+        fused = getattr(torch, "_fused_sgd_", None)
+        if fused is None or not all(t.device.type == "cpu" and t.dtype == torch.float32
+                                    for t in params):
+            return False
+        groups: dict[tuple[float, float], list[int]] = {}
+        for i, key in enumerate(zip(rates, decays)):
+            groups.setdefault(key, []).append(i)
+        momentum = float(f32(self.param.momentum))
+        for (rate, decay), index in groups.items():
+            fused([params[i] for i in index], [diffs[i] for i in index],
+                  [self.history[i] for i in index], weight_decay=decay, momentum=momentum,
+                  lr=1.0, dampening=1.0 - rate, nesterov=False, maximize=False,
+                  is_first_step=False)
+        return True
 
 
 class Nesterov(UpdateRule):

@@ -44,7 +44,7 @@ from .layers.conv import (PACKED_GEMM_RATIO, Convolution, channels_last, convolu
 from .layers.inner_product import InnerProduct
 from .layers.neuron import Dropout, Power, ReLU
 from .layers.normalization import BatchNorm, Scale
-from .layers.structure import Concat, Silence, Split
+from .layers.structure import Concat, Eltwise, Silence, Split
 from .net import Net
 
 _OUTPUT = -1  # consumer id standing for "returned as a net output"
@@ -160,22 +160,44 @@ class _Mirror:
 
 
 @dataclass
+class _Residual:
+    """An Eltwise SUM (coefficients 1) of a chain's output and a value computed before the
+    chain's head (a shortcut), or a Power ``x + shift`` of one, whose shift then goes into the
+    chain's bias: the chain's step adds the shortcut into its own output."""
+
+    eltwise: _Node
+    shortcut: int
+    power: _Node | None = None
+
+    @property
+    def nodes(self) -> list[_Node]:
+        return [n for n in (self.power, self.eltwise) if n is not None]
+
+    @property
+    def shift(self) -> float:
+        return self.power.layer.lp.power_param.shift if self.power is not None else 0.0
+
+
+@dataclass
 class _Chain:
     """Layers run as one step: a head (Convolution, InnerProduct or TEST BatchNorm), then
-    optionally the BatchNorm, Scale, a ``_Mirror`` (heads with weights only) and the ReLU, each
-    reading only what the previous one wrote."""
+    optionally the BatchNorm, Scale, a ``_Mirror`` or a ``_Residual`` (Convolution heads only)
+    and the ReLU, each reading only what the previous one wrote."""
 
     head: _Node
     bn: _Node | None = None
     scale: _Node | None = None
     relu: _Node | None = None
     mirror: _Mirror | None = None
+    residual: _Residual | None = None
 
     @property
     def nodes(self) -> list[_Node]:
         before = [n for n in (self.head, self.bn, self.scale) if n is not None]
         after = [self.relu] if self.relu is not None else []
-        return before + (self.mirror.nodes if self.mirror else []) + after
+        middle = ((self.mirror.nodes if self.mirror else [])
+                  + (self.residual.nodes if self.residual else []))
+        return before + middle + after
 
 
 def _next(graph: _Graph, by_index: dict[int, _Node], node: _Node, accept) -> _Node | None:
@@ -218,12 +240,35 @@ def _find_mirror(graph: _Graph, by_index: dict[int, _Node], node: _Node, channel
                                             lambda l: _foldable_scale(l, total)))
 
 
+def _find_residual(graph: _Graph, by_index: dict[int, _Node], node: _Node, head: _Node,
+                   producer: dict[int, int]) -> _Residual | None:
+    """The ``_Residual`` reading ``node``'s top (the end of a chain starting at ``head``): an
+    Eltwise SUM of it and a shortcut produced before ``head`` (directly, or through a Power
+    ``x + shift`` that only the Eltwise reads)."""
+    eltwise = _next(graph, by_index, node, lambda l: type(l) is Eltwise and l.op == "SUM"
+                    and l.coeff == [1.0, 1.0])
+    if eltwise is None or len(set(eltwise.bottoms)) != 2 or len(eltwise.tops) != 1:
+        return None
+    other = next(v for v in eltwise.bottoms if v != node.tops[0])
+    power = None
+    if other in producer:
+        source = by_index[producer[other]]
+        p = source.layer.lp.power_param if type(source.layer) is Power else None
+        if (p is not None and p.power == 1 and p.scale == 1
+                and set(graph.consumers[other]) == {eltwise.index}):
+            power, other = source, source.bottoms[0]
+    if producer.get(other, -1) >= head.index:
+        return None
+    return _Residual(eltwise, other, power)
+
+
 def _find_chains(graph: _Graph, exclude: set[int] = frozenset()) -> dict[int, _Chain]:
     """The chains to fuse, keyed by their head's layer index. A Convolution/InnerProduct absorbs
     the TEST BatchNorm (+ Scale) and the ReLU that read only its output; a BatchNorm that
     follows no such layer becomes one affine step with its Scale (+ ReLU). Layers in ``exclude``
     (those the net computes on a shared buffer, caffe/inplace.py) head no chain."""
     by_index = {n.index: n for n in graph.nodes}
+    producer = {v: n.index for n in graph.nodes for v in n.tops}
     chains: dict[int, _Chain] = {}
     claimed: set[int] = set()
     for node in graph.nodes:
@@ -242,6 +287,10 @@ def _find_chains(graph: _Graph, exclude: set[int] = frozenset()) -> dict[int, _C
             chain.scale = _next(graph, by_index, last, lambda l: _foldable_scale(l, channels))
         if _foldable_head(node.layer) and getattr(node.layer, "group", 1) == 1:
             chain.mirror = _find_mirror(graph, by_index, chain.nodes[-1], channels)
+        if type(node.layer) is Convolution and chain.mirror is None:
+            chain.residual = _find_residual(graph, by_index, chain.nodes[-1], node, producer)
+            if chain.residual is not None and chain.residual.power is not None:
+                claimed.add(chain.residual.power.index)
         chain.relu = _next(graph, by_index, chain.nodes[-1], lambda l: type(l) is ReLU)
         if len(chain.nodes) > 1 or _global_bn(node.layer):
             chains[node.index] = chain
@@ -271,7 +320,8 @@ def _head_params(chain: _Chain) -> tuple[torch.Tensor, torch.Tensor | None]:
     if isinstance(head, InnerProduct) and head.transpose:
         weight = weight.t()
     bias = head.blobs[1].detach() if head.bias_term else None
-    if chain.bn is None and chain.mirror is None:
+    shift = chain.residual.shift if chain.residual is not None else 0.0
+    if chain.bn is None and chain.mirror is None and shift == 0:
         return weight.clone().contiguous(), None if bias is None else bias.clone()
     weight = weight.double()
     bias = torch.zeros(weight.shape[0], dtype=torch.float64) if bias is None else bias.double()
@@ -280,6 +330,7 @@ def _head_params(chain: _Chain) -> tuple[torch.Tensor, torch.Tensor | None]:
         weight, bias = _scale_rows(weight, g), bias * g + h
     if chain.mirror is not None:
         weight, bias = _mirror_params(chain.mirror, weight, bias)
+    bias = bias + shift
     return weight.float().contiguous(), bias.float()
 
 
@@ -470,9 +521,20 @@ def _step_fn(layer: Layer, chain: _Chain | None, cpu_paths: bool = False
     if type(layer) not in (Convolution, InnerProduct):
         return layer.forward
     weight, bias = _head_params(chain or _Chain(_Node(-1, layer, [], [])))
+    if isinstance(layer, Convolution) and chain is not None and chain.residual is not None:
+        return _residual_fn(_conv_fn(layer, weight, bias, None, cpu_paths), act)
     if isinstance(layer, Convolution):
         return _conv_fn(layer, weight, bias, act, cpu_paths)
     return _linear_fn(layer, weight, bias, act)
+
+
+def _residual_fn(conv: Callable[..., list[torch.Tensor]], act) -> Callable[..., list[torch.Tensor]]:
+    """A convolution step that adds the shortcut (its last argument) into its fresh output, then
+    applies ``act`` in place: one pass instead of an Eltwise's new tensor (and a Power's)."""
+    def residual(x: torch.Tensor, shortcut: torch.Tensor) -> list[torch.Tensor]:
+        y = conv(x)[0].add_(shortcut)
+        return [act(y) if act else y]
+    return residual
 
 
 def _emulated_fn(emulator: Callable[[torch.Tensor], torch.Tensor]
@@ -580,7 +642,8 @@ class InferenceNet:
             tops = chain.nodes[-1].tops if chain else node.tops
             fn = (_emulated_fn(emulated[node.index]) if node.index in emulated
                   else _step_fn(node.layer, chain, cpu_paths))
-            self._steps.append(_Step(net._layer_names[node.index], fn, node.bottoms, tops))
+            bottoms = node.bottoms + ([chain.residual.shortcut] if chain and chain.residual else [])
+            self._steps.append(_Step(net._layer_names[node.index], fn, bottoms, tops))
         self.concat_chains: list[tuple[str, ...]] = []
         if cpu_paths:
             self._chain_concats()

@@ -14,8 +14,8 @@ Dropout cost nothing, and each intermediate tensor is freed after its last reade
 On the CPU (float32, channels-last) the plan also takes routes PyTorch's own dispatch does not
 (issue 19; the same sums in another order, tested against the plain mode): a 1x1 convolution is
 one matrix product on the channels-last view; other 2-D convolutions run in oneDNN with their
-weights packed once per input shape and the ReLU fused (PyTorch otherwise sends small batch-1
-convolutions to its im2col path, with layout copies), except the most weight-bound ones (a
+weights packed once per input shape (kept for the ``PACKED_SHAPES`` shapes used last) and the
+ReLU fused (PyTorch otherwise sends small batch-1 convolutions to its im2col path, with layout copies), except the most weight-bound ones (a
 batch of one through SSE-ResNet's 7x7 heads), which run as im2col + GEMM like Caffe; a BatchNorm
 (+ Scale) that follows no convolution is one ``addcmul``; and a chain of Concats that each
 append to the previous one (a DenseNet block) fills one buffer, each reader getting its prefix
@@ -30,6 +30,7 @@ so call ``optimize`` again after loading new weights into the net."""
 from __future__ import annotations
 
 import os
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Callable, Mapping, Sequence
 
@@ -369,6 +370,31 @@ def _activation(chain: _Chain | None) -> Callable[[torch.Tensor], torch.Tensor] 
 
 
 _PACKED_CONV: bool | None = None
+PACKED_SHAPES = 4  # input shapes whose packed weights a convolution keeps (the least recently used
+# is dropped): a stream of batches of many sizes (the last batch of every chunk sse-predict scores)
+# would otherwise keep one more copy of every weight per batch size it has seen
+
+
+class ShapeCache:
+    """The values made for the last ``capacity`` keys used (least recently used dropped)."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.values: OrderedDict = OrderedDict()
+
+    def get(self, key, make: Callable):
+        """The value of ``key``, made by ``make()`` if it is not kept."""
+        value = self.values.get(key)
+        if value is None:
+            value = self.values[key] = make()
+            while len(self.values) > self.capacity:
+                self.values.popitem(last=False)
+        else:
+            self.values.move_to_end(key)
+        return value
+
+    def __len__(self) -> int:
+        return len(self.values)
 
 
 def packed_conv_available() -> bool:
@@ -438,7 +464,7 @@ def _conv_fn(layer: Convolution, weight: torch.Tensor, bias: torch.Tensor | None
                  and dilation == (1, 1))
     weight2d = weight.reshape(weight.shape[0], -1) if pointwise else None
     fused_relu = act is F.relu_
-    packed: dict[tuple[int, ...], torch.Tensor] = {}
+    packed = ShapeCache(PACKED_SHAPES)  # input shape -> the weight packed for it
 
     def one(x: torch.Tensor) -> torch.Tensor:
         if fast and x.dim() == 4 and x.dtype == torch.float32 and x.device.type == "cpu":
@@ -453,9 +479,7 @@ def _conv_fn(layer: Convolution, weight: torch.Tensor, bias: torch.Tensor | None
                 return act(y) if act else y
             if not full_map and packed_conv_available():
                 key = tuple(x.shape)
-                w = packed.get(key)
-                if w is None:
-                    w = packed[key] = _pack_conv_weight(weight, stride, pad, dilation, group, key)
+                w = packed.get(key, lambda: _pack_conv_weight(weight, stride, pad, dilation, group, key))
                 y = _packed_conv(x, w, bias, stride, pad, dilation, group, fused_relu)
                 return act(y) if act and not fused_relu else y
         y = convolution(x, weight, bias, stride, pad, dilation, group, layer.axis)

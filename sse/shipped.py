@@ -96,6 +96,21 @@ class Preprocessing:
                              f"and an optional crop ({exc})") from exc
 
 
+
+def batch_sizes(n: int, batch: int) -> list[int]:
+    """The batches ``n`` faces are scored in: full batches of ``batch``, then the rest as powers of
+    two, largest first (100 of 128: 64, 32, 4). A model then sees at most a few input shapes
+    however many chunks of however many faces a long video streams through it: the engine and
+    oneDNN keep state per input shape (packed weights, compiled primitives), which a new
+    remainder size in every chunk would grow without end."""
+    sizes = [batch] * (n // batch)
+    rest = n % batch
+    while rest:
+        size = 1 << (rest.bit_length() - 1)
+        sizes.append(size)
+        rest -= size
+    return sizes
+
 class FaceCrops:
     """The same N faces, cut for each model as it asks (``crops(spec)``): from source images and
     their landmarks by ``cut_crop``, or, for models without a crop (``spec`` None), the given
@@ -268,10 +283,11 @@ class EmotionModel:
             .reshape(len(faces), size, size, *faces.shape[3:])
 
     def _forward(self, x: np.ndarray) -> np.ndarray:
-        out = []
-        for i in range(0, len(x), self.batch):
-            chunk = np.ascontiguousarray(x[i:i + self.batch])
-            out.append(self._fast.forward(data=chunk)[self.prep.output].reshape(len(chunk), -1))
+        out, i = [], 0
+        for size in batch_sizes(len(x), self.batch):
+            chunk = np.ascontiguousarray(x[i:i + size])
+            out.append(self._fast.forward(data=chunk)[self.prep.output].reshape(size, -1))
+            i += size
         return np.concatenate(out)
 
     def views(self, faces: np.ndarray, tta: str) -> list[np.ndarray]:

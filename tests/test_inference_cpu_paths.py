@@ -3,6 +3,9 @@ the channels-last view, other 2-D convolutions in oneDNN with weights packed onc
 and the ReLU fused) give what the plain mode and the inference mode without them give."""
 from __future__ import annotations
 
+import gc
+import weakref
+
 import numpy as np
 import pytest
 
@@ -86,6 +89,42 @@ def test_one_plan_serves_several_batch_sizes(monkeypatch) -> None:
         expected = net.forward(blobs=["full"], data=x)["full"].copy()
         assert rel_err(fast.forward(blobs=["full"], data=x)["full"], expected) < 1e-5
 
+
+
+def test_packed_weights_are_kept_for_the_last_shapes_only(monkeypatch) -> None:
+    """A plan fed batches of many sizes keeps packed weights for PACKED_SHAPES input shapes per
+    convolution, not one more copy per size seen (a long video's chunks), and still gives the
+    plain mode's outputs for a size whose packing was dropped."""
+    made: list = []
+    pack = inference._pack_conv_weight
+
+    def counted(*args):
+        made.append(weakref.ref(packed := pack(*args)))
+        return packed
+    monkeypatch.setattr(inference, "_pack_conv_weight", counted)
+    net = build(ROUTES)
+    fast = optimize(net)
+    sizes = [1, 2, 3, 4, 5, 6, 7, 8, 1]
+    for n in sizes:
+        x = np.random.default_rng(n).normal(0, 1, (n, 4, 13, 13)).astype(np.float32)
+        got = fast.forward(blobs=["full"], data=x)["full"]
+    net.blobs["data"].reshape(*x.shape)
+    assert rel_err(got, net.forward(blobs=["full"], data=x)["full"]) < 1e-5
+    gc.collect()
+    packed_convs = len(made) // (len(sizes))  # size 1 was dropped, so every size packed once
+    assert packed_convs >= 1 and len(made) == packed_convs * len(sizes)
+    assert sum(r() is not None for r in made) == packed_convs * inference.PACKED_SHAPES
+
+
+def test_shape_cache_drops_the_least_recently_used() -> None:
+    cache = inference.ShapeCache(2)
+    made: list = []
+
+    def make(key):
+        return lambda: made.append(key) or key
+    for key in ("a", "b", "a", "c", "a", "b"):
+        assert cache.get(key, make(key)) == key
+    assert made == ["a", "b", "c", "b"] and len(cache) == 2
 
 def test_fold_cases_net_equals_the_plan_without_cpu_paths(monkeypatch) -> None:
     net = build(NET)

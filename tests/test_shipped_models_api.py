@@ -11,7 +11,7 @@ import pytest
 import caffe
 from sse.classes import CLASS_NAMES
 from sse.fusion import fuse_models
-from sse.shipped import Ensemble, EmotionModel, ModelError, load
+from sse.shipped import Ensemble, EmotionModel, ModelError, batch_sizes, load
 
 DEPLOY = """name: "tiny"
 layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 1 dim: 12 dim: 12 } } }
@@ -51,6 +51,32 @@ def test_single_crop_is_the_deploy_forward_of_mean_subtracted_faces(tmp_path, fa
     folder = _model_dir(tmp_path / "m", 1)
     np.testing.assert_allclose(load(folder).probs(faces), _plain(folder, faces), atol=1e-6)
 
+
+
+@pytest.mark.parametrize("n, batch, sizes", [(100, 128, [64, 32, 4]), (300, 128, [128, 128, 32, 8, 4]),
+                                             (128, 128, [128]), (0, 128, []), (3, 1, [1, 1, 1])])
+def test_faces_are_scored_in_full_batches_then_powers_of_two(n, batch, sizes):
+    assert batch_sizes(n, batch) == sizes
+
+
+def test_any_number_of_faces_reaches_the_net_in_a_few_batch_shapes(tmp_path, monkeypatch):
+    """However many faces a chunk holds, the net sees batches of 8 or a power of two below it
+    (the engine and oneDNN keep state per input shape), and each face's scores are those of the
+    plain forward."""
+    folder = _model_dir(tmp_path / "m", 4)
+    model = EmotionModel.from_dir(folder, batch=8)
+    seen = set()
+    forward = model._fast.forward
+
+    def spy(**inputs):
+        seen.add(len(inputs["data"]))
+        return forward(**inputs)
+    monkeypatch.setattr(model._fast, "forward", spy)
+    rng = np.random.default_rng(9)
+    for n in range(1, 40):
+        faces = rng.integers(0, 256, (n, 12, 12)).astype(np.uint8)
+        np.testing.assert_allclose(model.probs(faces), _plain(folder, faces), rtol=1e-4, atol=1e-6)
+    assert seen == {1, 2, 4, 8}
 
 def test_mirror_and_tencrop_average_their_views(tmp_path, faces):
     folder = _model_dir(tmp_path / "m", 2)

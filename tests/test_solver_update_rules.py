@@ -192,3 +192,15 @@ def test_fused_sgd_step_equals_the_per_parameter_loop(workdir, monkeypatch):
         np.testing.assert_allclose(got.data, expected.data, rtol=1e-6, atol=1e-7)
     for got, expected in zip(fused.history, loop.history):
         np.testing.assert_allclose(got.numpy(), expected.numpy(), rtol=1e-5, atol=1e-8)
+
+
+def test_sgd_without_momentum_keeps_the_last_update_as_history(workdir):
+    """Without momentum the fused kernel keeps no history; the loop runs and the history holds
+    the last update (rate * diff), as Caffe's."""
+    x, y = workdir
+    solver = make_solver("SGD")
+    w0, b0 = initial(solver)
+    (w, b), h, _ = reference("SGD", w0, b0, x, y, 3)
+    solver.step(3)
+    np.testing.assert_allclose(solver.net.params["ip"][0].data, w, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(solver.history[0].numpy(), h[0], rtol=1e-4, atol=1e-7)

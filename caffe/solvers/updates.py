@@ -70,10 +70,11 @@ class SGD(UpdateRule):
         issue 19), one call per distinct (rate, decay). That kernel is torch.optim's rule
         ``h = momentum * h + (1 - dampening) * diff; w -= lr * h``: with lr 1 and dampening
         1 - rate it is Caffe's (its fused multiply-adds round within an ulp of the plain path).
-        Returns False, having changed nothing, where the kernel is not available."""
+        Returns False, having changed nothing, where the kernel is not available, and without
+        momentum (the kernel then keeps no history, which Caffe fills with the last update)."""
         fused = getattr(torch, "_fused_sgd_", None)
-        if fused is None or not all(t.device.type == "cpu" and t.dtype == torch.float32
-                                    for t in params):
+        if (fused is None or self.param.momentum == 0
+                or not all(t.device.type == "cpu" and t.dtype == torch.float32 for t in params)):
             return False
         groups: dict[tuple[float, float], list[int]] = {}
         for i, key in enumerate(zip(rates, decays)):

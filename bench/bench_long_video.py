@@ -29,9 +29,13 @@ under its ``--label`` and bench/results/long_video.md shows them all. A run repl
 rows, unless ``--add``: its lengths then replace only the rows of the same length (a long length can
 be measured in a later run, with its own ``--repeat``). ``--no-end-to-end`` leaves out the third
 command (its row shows "not run"): at 60 minutes it is a second full pass of the face pipeline.
+``--work DIR`` keeps the looped videos and their faces in DIR (default: a temporary folder, removed)
+and reuses them: a length whose video and finished faces are there skips the loop and sse-preprocess
+(its cells show "not run"), so that sse-predict of another checkout can be measured on the same
+faces without an hour of face pipeline.
 
     python bench/bench_long_video.py --minutes 1 10 60 [--repeat 3] [--label NAME] [--repo PATH] [--model ENSEMBLE.json]
-                                     [--add] [--no-end-to-end] [--note TEXT]
+                                     [--add] [--no-end-to-end] [--note TEXT] [--work DIR]
 """
 from __future__ import annotations
 
@@ -59,15 +63,21 @@ RESULTS_MD = REPO / "bench" / "results" / "long_video.md"
 ENTRY = "import sys, {module} as m; sys.exit(m.main(sys.argv[1:]))"
 
 
-def loop_clip(clip: Path, out: Path, minutes: float) -> tuple[int, float, str]:
-    """Write ``clip`` looped to ``minutes`` of video at its frame rate into ``out`` (mp4v); returns
-    (frames written, fps, WxH). Frames are read and written one at a time."""
+def loop_geometry(clip: Path, minutes: float) -> tuple[int, float, int, int]:
+    """(frames, fps, width, height) of ``clip`` looped to ``minutes`` of video at its frame rate."""
     import cv2
     capture = cv2.VideoCapture(str(clip))
     fps = capture.get(cv2.CAP_PROP_FPS) or 25.0
     width, height = int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
     capture.release()
-    total = max(1, int(round(minutes * 60 * fps)))
+    return max(1, int(round(minutes * 60 * fps))), fps, width, height
+
+
+def loop_clip(clip: Path, out: Path, minutes: float) -> tuple[int, float, str]:
+    """Write ``clip`` looped to ``minutes`` of video at its frame rate into ``out`` (mp4v); returns
+    (frames written, fps, WxH). Frames are read and written one at a time."""
+    import cv2
+    total, fps, width, height = loop_geometry(clip, minutes)
     writer = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
     if not writer.isOpened():
         raise OSError(f"{out}: OpenCV cannot write MP4 (mp4v)")
@@ -116,15 +126,33 @@ def repeated(runs: list[dict]) -> dict:
     return {**best, "peak_rss_mb": min(r["peak_rss_mb"] for r in runs), "peak_rss_mb_runs": [r["peak_rss_mb"] for r in runs]}
 
 
+def finished_manifest(path: Path) -> dict | None:
+    """The face pipeline's manifest at ``path`` if it is there and finished."""
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return manifest if isinstance(manifest, dict) and manifest.get("complete") is True else None
+
+
 def measure(repo: Path, clip: Path, model: Path, minutes: float, tmp: Path, repeat: int = 1,
-            end_to_end: bool = True) -> dict:
+            end_to_end: bool = True, keep: bool = False) -> dict:
+    """One length: the loop, sse-preprocess, sse-predict on its faces, sse-predict end to end. With
+    ``keep`` the video and faces stay in ``tmp`` and, found there finished, are not made again."""
     video = tmp / f"hamilton_{minutes:g}min.mp4"
-    frames, fps, size = loop_clip(clip, video, minutes)
     out = tmp / f"out_{minutes:g}"
-    faces = run_tool(repo, "sse.faces.cli", [str(video), "--out", str(out / "faces"), "--faces", "all",
-                                             "--no-progress"])
     manifest_path = out / "faces" / video.stem / "manifest.json"
-    manifest = json.loads(manifest_path.read_text())
+    reused = keep and video.is_file() and finished_manifest(manifest_path) is not None
+    if reused:
+        frames, fps, width, height = loop_geometry(clip, minutes)
+        size, faces = f"{width}x{height}", None
+    else:
+        frames, fps, size = loop_clip(clip, video, minutes)
+        faces = run_tool(repo, "sse.faces.cli", [str(video), "--out", str(out / "faces"), "--faces", "all",
+                                                 "--no-progress"])
+    manifest = finished_manifest(manifest_path)
+    if manifest is None:
+        raise RuntimeError(f"{manifest_path}: the face pipeline left no finished manifest")
     stamp = manifest_path.stat().st_mtime_ns
     predict_runs = []
     for _ in range(repeat):
@@ -132,9 +160,12 @@ def measure(repo: Path, clip: Path, model: Path, minutes: float, tmp: Path, repe
         predict_runs.append(run_tool(repo, "sse.predict.cli", [str(video), "--out", str(out), "--model", str(model),
                                                                "--no-progress"]))
     predict = repeated(predict_runs)
-    reused = manifest_path.stat().st_mtime_ns == stamp
+    faces_kept = manifest_path.stat().st_mtime_ns == stamp
     manifest_mb = round(manifest_path.stat().st_size / 2**20, 1)
-    shutil.rmtree(out, ignore_errors=True)
+    if keep:
+        shutil.rmtree(out / video.stem, ignore_errors=True)
+    else:
+        shutil.rmtree(out, ignore_errors=True)
     whole_runs = []
     for _ in range(repeat if end_to_end else 0):
         fresh = tmp / f"fresh_{minutes:g}"
@@ -144,11 +175,13 @@ def measure(repo: Path, clip: Path, model: Path, minutes: float, tmp: Path, repe
     result = {"minutes": minutes, "frames": frames, "fps": round(fps, 3), "size": size,
               "faces": manifest.get("crops"), "people": len(manifest.get("people", [])),
               "tracks": len(manifest.get("tracks", [])), "manifest_mb": manifest_mb,
-              "sse-preprocess": faces, "sse-predict": predict, "faces_reused_by_predict": reused,
-              "repeat": repeat}
+              "sse-predict": predict, "faces_reused_by_predict": faces_kept, "repeat": repeat}
+    if faces is not None:
+        result["sse-preprocess"] = faces
     if whole_runs:
         result["sse-predict end to end"] = repeated(whole_runs)
-    video.unlink(missing_ok=True)
+    if not keep:
+        video.unlink(missing_ok=True)
     return result
 
 
@@ -218,6 +251,9 @@ def main() -> int:
                         "length); without it the label's rows are replaced")
     p.add_argument("--no-end-to-end", dest="end_to_end", action="store_false",
                    help="leave out 'sse-predict end to end' (a second full face pipeline pass; its cells show 'not run')")
+    p.add_argument("--work", type=Path,
+                   help="keep the looped videos and their faces here and reuse them when finished (default: a "
+                        "temporary folder, removed)")
     args = p.parse_args()
     if not args.clip.is_file():
         print(f"clip not found: {args.clip}", file=sys.stderr)
@@ -225,9 +261,11 @@ def main() -> int:
     from bench_faces import cpu_model
     runs = []
     with tempfile.TemporaryDirectory(prefix="bench_long_video_") as tmp:
+        work = args.work.resolve() if args.work else Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
         for minutes in args.minutes:
-            result = measure(args.repo.resolve(), args.clip, args.model.resolve(), minutes, Path(tmp), args.repeat,
-                             args.end_to_end)
+            result = measure(args.repo.resolve(), args.clip, args.model.resolve(), minutes, work, args.repeat,
+                             args.end_to_end, keep=args.work is not None)
             runs.append(result)
             print(json.dumps(result), flush=True)
     stored = json.loads(RESULTS_JSON.read_text()) if RESULTS_JSON.is_file() else {}
@@ -240,6 +278,8 @@ def main() -> int:
         command += f" --repo {args.repo}"
     if not args.end_to_end:
         command += " --no-end-to-end"
+    if args.work:
+        command += f" --work {args.work}"
     if args.label != "this checkout":
         command += f" --label '{args.label}'"
     load = " / ".join(f"{x:.1f}" for x in os.getloadavg())

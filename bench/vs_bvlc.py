@@ -580,8 +580,7 @@ def render(run: dict) -> str:
             lines.append(row)
     lines += ["", "CPU time of the engine's process per call (all its threads; medians), which a loaded "
               "machine inflates less than the wall time when each engine runs one thread:", "",
-              "| net | work | real Caffe (ms) | plain (ms) | inference mode (ms) | Caffe / plain | "
-              "Caffe / inference mode |", "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+              head, rule]
     for key, entry in run["models"].items():
         for work in WORKS:
             t = entry["times"].get(work)
@@ -590,8 +589,12 @@ def render(run: dict) -> str:
             c = {k: {"median": v["cpu_median"]} for k, v in t.items() if "cpu_median" in v}
             b, p = c.get(f"bvlc:{work}"), c.get(f"sse:{work}")
             f = c.get(f"sse:fast{work[5:]}") if work.startswith("infer") else None
-            lines.append(f"| {entry['title']} | {WORK_TITLES[work]} | {ms(b)} | {ms(p)} | {ms(f)} | "
-                         f"{ratio(b, p)} | {ratio(b, f)} |")
+            row = (f"| {entry['title']} | {WORK_TITLES[work]} | {ms(b)} | {ms(p)} | {ms(f)} | "
+                   f"{ratio(b, p)} | {ratio(b, f)} |")
+            if before:
+                o = c.get(f"before:fast{work[5:]}") if work.startswith("infer") else None
+                row += f" {ms(o)} | {ratio(b, o)} |"
+            lines.append(row)
     lines += ["", "Spread (min - max ms over the repetitions, n each):", ""]
     for key, entry in run["models"].items():
         parts = []

@@ -8,8 +8,13 @@ with ``g = gamma / sqrt(var + eps)``. Folding is safe when the layer's output fe
 BatchNorm and the BatchNorm's output feeds only the Scale (no branch sees the unnormalised
 value). Blob names are tracked as versions, so in-place layers (top == bottom) fold too.
 Likewise a ReLU that alone reads such a step's output runs in place inside the step, and a
-BatchNorm (+ Scale) that follows no convolution runs as one ``batch_norm`` call. Split and TEST
-Dropout cost nothing, and each intermediate tensor is freed after its last reader.
+BatchNorm (+ Scale) that follows no convolution runs as one ``batch_norm`` call. Two more folds
+keep every output channel an affine map of the convolution's (issue 19): a Concat of the
+output y and Power images ``shift + scale * y`` of it (HoloNet's CReLU ``[y, 1 - y]``), with the
+Scale after it, becomes one convolution with the stacked weights; an Eltwise SUM of the output
+and a shortcut computed earlier is added inside the convolution's step (a Power ``x + shift``
+on the shortcut going into the bias). Split and TEST Dropout cost nothing, and each
+intermediate tensor is freed after its last reader.
 
 On the CPU (float32, channels-last) the plan also takes routes PyTorch's own dispatch does not
 (issue 19; the same sums in another order, tested against the plain mode): a 1x1 convolution is

@@ -63,6 +63,40 @@ class _ChannelsLastMaxPool2d(torch.autograd.Function):
         return dx, None, None, None
 
 
+class _ReLUInPlace(torch.autograd.Function):
+    """ReLU written over its input, with a backward that may write over its incoming gradient.
+
+    The solver's step runs Caffe's in-place ReLU (top == bottom) on a tensor no other layer reads
+    (``Net`` checks that), so overwriting it saves the output buffer and half the memory traffic
+    of the pass. ``grad_in_place``: the gradient that reaches the backward is a fresh tensor owned
+    by nobody else (the input gradient of a convolution, the ReLU output's only reader), so the
+    mask is applied in it instead of into a new tensor. Same values as ``F.relu`` and its autograd
+    (``threshold_backward`` on the output)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, grad_in_place: bool) -> torch.Tensor:
+        x.relu_()
+        ctx.mark_dirty(x)
+        ctx.save_for_backward(x)
+        ctx.grad_in_place = grad_in_place
+        return x
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (y,) = ctx.saved_tensors
+        if (ctx.grad_in_place and grad.shape == y.shape
+                and (grad.is_contiguous() or grad.is_contiguous(memory_format=torch.channels_last))):
+            return torch.ops.aten.threshold_backward.grad_input(grad, y, 0, grad_input=grad), None
+        return torch.ops.aten.threshold_backward(grad, y, 0), None
+
+
+def relu_(x: torch.Tensor, grad_in_place: bool = False) -> torch.Tensor:
+    """ReLU over ``x`` itself (see ``_ReLUInPlace``); a plain ``relu_`` when nothing records."""
+    if torch.is_grad_enabled() and x.requires_grad:
+        return _ReLUInPlace.apply(x, grad_in_place)
+    return x.relu_()
+
+
 def max_pool2d(x: torch.Tensor, kernel: tuple[int, int], stride: tuple[int, int],
                pad: tuple[int, int]) -> torch.Tensor:
     """PyTorch's ceil-mode MAX pooling, through the channels-last kernel for 4-D CPU tensors."""

@@ -27,7 +27,11 @@ from .blob import Blob, HostSync, param_blob
 from .errors import BlobNameError, NetError, WeightsError, WeightsWarning
 from .layers import create_layer
 from .layers.base import TEST, TRAIN, Layer, Shape
+from .layers.conv import Convolution
+from .layers.inner_product import InnerProduct
+from .layers.neuron import ReLU
 from .layers.normalization import BatchNorm, Scale
+from .layers.structure import Concat, Eltwise
 from .memory import keep_freed_memory
 from .mode import current_device, net_generator
 from .net_graph import LayerSpec, plan_backward
@@ -35,6 +39,12 @@ from .net_pycaffe import PycaffeNetMethods
 from .proto import caffe_pb2
 
 PathLike = str | os.PathLike
+
+
+# Layers whose output is a fresh tensor that their own backward does not keep: an in-place ReLU
+# right after one may write over that output in the solver's step (Net._find_relus_over).
+_FRESH_OUTPUT_LAYERS = (Convolution, BatchNorm, Scale, Eltwise, Concat, InnerProduct)
+INPLACE_RELU_ENV = "CAFFE_INPLACE_RELU"
 
 
 def state_meets_rule(state, rule, layer_name: str = "") -> bool:
@@ -208,6 +218,7 @@ class Net(PycaffeNetMethods):
         self._emulators: dict[int, inplace.InplaceEmulator] = {}
         self._buffer_backward: dict[int, inplace.BufferBackward] = {}
         self._setup_inplace_reshapes(shapes_in, shapes_out, capacity)
+        self._relu_over = self._find_relus_over()
         self.device = torch.device("cpu")
         self._allocate()
         for name, w in self.loss_tops:
@@ -287,6 +298,45 @@ class Net(PycaffeNetMethods):
             if blobs is not None and blobs[0].numel() == bn.blobs[0].numel():
                 pairs[i] = i + 1
         return pairs
+
+    def _find_relus_over(self) -> dict[int, bool]:
+        """In-place ReLU layer index -> whether its backward may mask its incoming gradient in
+        place, for each in-place ReLU that ``run`` writes over its bottom tensor: the layer right
+        before it produces that tensor fresh (``_FRESH_OUTPUT_LAYERS``) and no other layer reads
+        it, so no blob Caffe exposes sees the difference. The gradient is masked in place when
+        the ReLU's only reader is a Convolution, whose input gradient is a fresh tensor.
+        CAFFE_INPLACE_RELU=0 turns both off."""
+        if os.environ.get(INPLACE_RELU_ENV, "1") == "0":
+            return {}
+        special = set(self._emulators) | set(self._buffer_backward)
+        found = {}
+        for k in range(1, len(self.modules)):
+            relu, producer = self.modules[k], self.modules[k - 1]
+            bottoms, tops = self.bottom_names[relu.name], self.top_names[relu.name]
+            produced = self.top_names[producer.name]
+            if (not isinstance(relu, ReLU) or not relu.writes_over_bottom or bottoms != tops
+                    or k in special or k - 1 in special
+                    or not isinstance(producer, _FRESH_OUTPUT_LAYERS)
+                    or (isinstance(producer, Concat) and len(self.bottom_names[producer.name]) < 2)
+                    or bottoms[0] not in produced
+                    or (k - 1, produced.index(bottoms[0])) in self._plan.splits):
+                continue
+            found[k] = self._only_reader_is_convolution(k, bottoms[0])
+        return found
+
+    def _only_reader_is_convolution(self, k: int, blob: str) -> bool:
+        """Whether the version of ``blob`` that layer k writes is read by one layer only, a
+        Convolution computed plainly, and by no loss."""
+        if (k, 0) in self._plan.splits or any(t == blob for t, _ in self.loss_tops):
+            return False
+        for m in range(k + 1, len(self.modules)):
+            name = self._layer_names[m]
+            if blob in self.bottom_names[name]:
+                return (type(self.modules[m]) is Convolution and m not in self._emulators
+                        and m not in self._buffer_backward)
+            if blob in self.top_names[name]:
+                return False
+        return False
 
     def _set_loss_weights(self, layer: Layer, lp) -> None:
         n = len(lp.top)
@@ -452,16 +502,20 @@ class Net(PycaffeNetMethods):
         record = self.requires_backward and torch.is_grad_enabled()
         indices = list(layers) if layers is not None else range(len(self.modules))
         with torch.set_grad_enabled(record):
-            skip = None
+            skip = previous = None
             for pos, i in enumerate(indices):
                 if i == skip:
+                    previous = i
                     continue
                 j = self._bn_scale.get(i)
                 if j is not None and pos + 1 < len(indices) and indices[pos + 1] == j:
                     self._forward_bn_scale(i, j)
                     skip = j
+                elif i in self._relu_over and previous == i - 1:
+                    self._forward_relu_over(i)
                 else:
                     self._forward_layer(i)
+                previous = i
         return self._weighted_loss()
 
     def _weighted_loss(self) -> torch.Tensor:
@@ -498,6 +552,17 @@ class Net(PycaffeNetMethods):
         bottom, top = self.bottom_names[name][0], self.top_names[name][0]
         weight, bias = self.modules[j].per_channel_blobs()
         self._data[top] = self.modules[i].normalize(self._data[bottom], weight, bias)
+
+    def _forward_relu_over(self, i: int) -> None:
+        """In-place ReLU i written over the fresh tensor the layer before it made in this run (a
+        view, such as a convolution's reshaped product, takes the plain forward: autograd would
+        copy its base's whole gradient to write over it)."""
+        top = self.top_names[self._layer_names[i]][0]
+        x = self._data[top]
+        if x._base is not None:
+            self._forward_layer(i)
+            return
+        self._data[top] = self.modules[i].forward_over(x, self._relu_over[i])[0]
 
     def _forward_recorded(self, i: int) -> None:
         """Layer i on its own: its bottoms enter as fresh autograd leaves (those that need backward

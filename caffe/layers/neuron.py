@@ -7,7 +7,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ..functional import swish
+from ..functional import relu_, swish
 from .base import Layer, Shape, register
 
 
@@ -20,6 +20,16 @@ class ReLU(_Neuron):
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         slope = self.lp.relu_param.negative_slope
         return [F.leaky_relu(x, slope) if slope else F.relu(x)]
+
+    @property
+    def writes_over_bottom(self) -> bool:
+        """Whether ``forward_over`` may run it: a plain ReLU (no negative slope)."""
+        return not self.lp.relu_param.negative_slope
+
+    def forward_over(self, x: torch.Tensor, grad_in_place: bool = False) -> list[torch.Tensor]:
+        """The ReLU written over ``x`` itself (caffe.functional.relu_), for a Net that knows no
+        other layer reads ``x``."""
+        return [relu_(x, grad_in_place)]
 
 
 @register("PReLU")

@@ -59,7 +59,7 @@ class BatchNorm(Layer):
         else:
             y, mean, var = self._batch_norm_with_stats(x4, weight, bias)
             self._update_stats(mean, var)
-        return y.reshape(shape)
+        return y if x4 is x else y.reshape(shape)
 
     def _batch_norm_with_stats(self, x: torch.Tensor, weight: torch.Tensor | None,
                                bias: torch.Tensor | None

@@ -348,6 +348,11 @@ def measure(args) -> dict:
             run["redone"] = [f"{run['models'].get(k.split(':')[0], {}).get('title', k)}, "
                              f"{WORK_TITLES[k.split(':')[1]]}" for k in args.redo]
         run["engines_resumed"] = earlier.get("engines", {})
+        if args.before:  # this run's before engine is another: the kept rows lose theirs
+            for entry in run["models"].values():
+                for times in entry["times"].values():
+                    for k in [k for k in times if k.startswith("before:")]:
+                        del times[k]
         run["resumed"] = [{k: earlier.get(k) for k in ("date", "command", "load_start", "load_end")}]
         run["resumed"] += earlier.get("resumed", [])
     workers = {"sse": Worker("sse", None)}
@@ -430,7 +435,7 @@ def measure_work(args, workers: dict, restart, key: str, files: dict, chw, work:
     train net is in memory (real Caffe's DenseNet-121 at batch 32 takes several GB). An engine
     whose worker dies (killed for memory) is recorded as failed for this work, and restarted."""
     part = "train" if work == "train" else "test" + work[5:]
-    calls = [(e, work) for e in workers if e != "before"]
+    calls = [(e, work) for e in workers if e != "before" or work == "train"]
     if work.startswith("infer"):
         calls.append(("sse", "fast" + work[5:]))
         if "before" in workers:
@@ -450,7 +455,7 @@ def measure_work(args, workers: dict, restart, key: str, files: dict, chw, work:
         try:
             return workers[e].ask(cmd="setup", model=key, files=files, chw=chw, parts=[part])
         except RuntimeError as err:
-            fail(e, work if e != "before" else "fast" + work[5:], err)
+            fail(e, work if e != "before" or work == "train" else "fast" + work[5:], err)
             return None
 
     def timed(e: str, w: str) -> None:
@@ -517,6 +522,11 @@ def ratio(a: dict | None, b: dict | None) -> str:
     return "-" if a is None or b is None else f"{a['median'] / b['median']:.2f}x"
 
 
+def _before_key(work: str) -> str:
+    """The ``before`` engine's timing of a row: its inference mode, or its training step."""
+    return "before:train" if work == "train" else f"before:fast{work[5:]}"
+
+
 def render(run: dict) -> str:
     has_bvlc = "bvlc" in run.get("engines", {})
     lines = ["## Side by side with real BVLC Caffe (bench/vs_bvlc.py)", "",
@@ -559,10 +569,11 @@ def render(run: dict) -> str:
     head = "| net | work | real Caffe (ms) | plain (ms) | inference mode (ms) | Caffe / plain | Caffe / inference mode |"
     rule = "| --- | --- | ---: | ---: | ---: | ---: | ---: |"
     if before:
-        head += " inference mode before (ms) | Caffe / inference mode before |"
+        head += " before (ms) | Caffe / before |"
         rule += " ---: | ---: |"
         lines += [f"`before`: {before['engine']} (`{before['caffe']}`), in its own worker, "
-                  "timed in the same alternation.", ""]
+                  "timed in the same alternation: its inference mode on the inference rows, its "
+                  "training step on the training rows.", ""]
     lines += [head, rule]
     for key, entry in run["models"].items():
         for work in WORKS:
@@ -575,7 +586,7 @@ def render(run: dict) -> str:
             row = (f"| {entry['title']} | {WORK_TITLES[work]} | {ms(b)} | {ms(p)} | {ms(f)} | "
                    f"{ratio(b, p)} | {ratio(b, f)} |")
             if before:
-                o = t.get(f"before:fast{work[5:]}") if work.startswith("infer") else None
+                o = t.get(_before_key(work))
                 row += f" {ms(o)} | {ratio(b, o)} |"
             lines.append(row)
     lines += ["", "CPU time of the engine's process per call (all its threads; medians), which a loaded "
@@ -592,7 +603,7 @@ def render(run: dict) -> str:
             row = (f"| {entry['title']} | {WORK_TITLES[work]} | {ms(b)} | {ms(p)} | {ms(f)} | "
                    f"{ratio(b, p)} | {ratio(b, f)} |")
             if before:
-                o = c.get(f"before:fast{work[5:]}") if work.startswith("infer") else None
+                o = c.get(_before_key(work))
                 row += f" {ms(o)} | {ratio(b, o)} |"
             lines.append(row)
     lines += ["", "Spread (min - max ms over the repetitions, n each):", ""]
@@ -629,7 +640,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repo", default=None, help=argparse.SUPPRESS)
     p.add_argument("--before", default=None, metavar="DIR",
                    help="a copy of this repository at an earlier commit (e.g. git archive): its "
-                        "inference mode is timed in the same run, as a before/after column")
+                        "inference mode and its training step are timed in the same run, as a "
+                        "before/after column")
     p.add_argument("--before-label", default=None, help="how the report names --before")
     p.add_argument("--threads", type=int, default=None,
                    help="threads of both engines (OMP_NUM_THREADS, OPENBLAS_NUM_THREADS, "

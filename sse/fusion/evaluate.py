@@ -146,13 +146,17 @@ def save_timeline_png(frame_probs: np.ndarray, path: str | os.PathLike, title: s
     _save(timeline_figure(frame_probs, title, class_names, frame_labels, frame_indices, fps), path)
 
 
+TIMELINE_POINTS = 2000  # at most this many points per line (the axes are about 800 pixels wide)
+
+
 def timeline_figure(frame_probs: np.ndarray, title: str = "", class_names: Sequence[str] = CLASS_NAMES,
                     frame_labels: Sequence[str] | None = None, frame_indices: Sequence[int] | None = None,
                     fps: float | None = None):
     """One video's class probabilities over its frames, one line per class, the per-frame argmax
     as a colour strip underneath (a matplotlib Figure). With ``frame_indices`` (the rows' frame
     numbers in the source video) the x axis is the source frame, or with ``fps`` too the time in
-    seconds, and frames the pipeline did not see leave gaps in the lines."""
+    seconds, and frames the pipeline did not see leave gaps in the lines. Beyond TIMELINE_POINTS
+    frames (a long video) the lines and the strip show the mean of each run of frames."""
     plt = _pyplot()
     probs = np.asarray(frame_probs, dtype=np.float64)
     if probs.ndim != 2 or probs.shape[1] != len(class_names) or len(probs) == 0:
@@ -160,7 +164,7 @@ def timeline_figure(frame_probs: np.ndarray, title: str = "", class_names: Seque
     colours = plt.get_cmap("tab10").colors
     fig, (ax, strip) = plt.subplots(2, 1, figsize=(9, 4.6), dpi=110, sharex=True,
                                     gridspec_kw={"height_ratios": [6, 0.5]})
-    x, lines = _timeline_axis(probs, frame_indices, fps)
+    x, lines = _binned(*_timeline_axis(probs, frame_indices, fps), TIMELINE_POINTS)
     for c, name in enumerate(class_names):
         ax.plot(x, lines[:, c], color=colours[c], lw=1.6, marker="o" if len(x) < 40 else None,
                 ms=3, label=name)
@@ -185,6 +189,23 @@ def timeline_figure(frame_probs: np.ndarray, title: str = "", class_names: Seque
         strip.set_xticks(x, list(frame_labels), rotation=45, ha="right", fontsize=7)
     fig.tight_layout()
     return fig
+
+
+def _binned(x: np.ndarray, lines: np.ndarray, points: int) -> tuple[np.ndarray, np.ndarray]:
+    """At most ``points`` rows: runs of consecutive rows (the same number each, the last shorter)
+    drawn as their mean over the rows that have values, at the run's mean x; NaN where a run has
+    none (a gap). A long video's timeline is then drawn from as many points as the figure has
+    pixels, not one per source frame (matplotlib's memory grows with the points)."""
+    if len(x) <= points:
+        return x, lines
+    step = -(-len(x) // points)
+    starts = np.arange(0, len(x), step)
+    valid = np.isfinite(lines).all(axis=1)
+    sums = np.add.reduceat(np.where(valid[:, None], lines, 0.0), starts, axis=0)
+    counts = np.add.reduceat(valid.astype(np.int64), starts)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        means = sums / counts[:, None]
+    return np.add.reduceat(x, starts) / np.diff(np.append(starts, len(x))), means
 
 
 def _timeline_axis(probs: np.ndarray, frame_indices: Sequence[int] | None,

@@ -75,3 +75,14 @@ def test_report_of_a_redo_names_what_was_measured_again():
     assert "Measured again in this run (`--redo`): SSE-HoloNet, inference, batch 1." in text
     assert "Earlier run: measured from 2026-12-04 05:00 UTC with `python bench/vs_bvlc.py --old`" in text
     assert "Resumed from a run cut short" not in text
+
+
+def test_the_before_column_has_the_training_step_and_the_inference_mode():
+    run = json.loads(json.dumps(RUN))
+    run["engines"]["before"] = {"engine": "this engine at abc", "caffe": "/before/caffe/__init__.py"}
+    times = run["models"]["holonet"]["times"]
+    times["train"]["before:train"] = timing(360)
+    times["infer1"]["before:fast1"] = timing(4)
+    text = vs_bvlc.render(run)
+    assert "| 1800.0 | 300.0 | - | 6.00x | - | 360.0 | 5.00x |" in text
+    assert "| 20.0 | 10.0 | 5.0 | 2.00x | 4.00x | 4.0 | 5.00x |" in text

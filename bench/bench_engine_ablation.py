@@ -2,11 +2,13 @@
 bench/results/engine_ablation.md.
 
 The SSE-HoloNet and SSE-DenseNet-121 train nets (batch 32, data layer replaced by Input, as in
-bench_engine.py (a)) take forward+backward steps, interleaved, in four forms:
+bench_engine.py (a)) take forward+backward steps, interleaved, in five forms:
   * engine: as shipped;
   * NCHW convolutions: conv2d without its channels-last input (the full-map GEMM path kept);
   * NCHW max pooling: PyTorch's NCHW MAX pooling kernel instead of caffe.functional.max_pool2d;
-  * both in NCHW.
+  * both in NCHW;
+  * plain ReLU: the in-place ReLUs computed as new tensors (the net's ``_relu_over`` emptied, as
+    ``CAFFE_INPLACE_RELU=0`` builds it).
 Each net runs in two child processes, one with the memory policy (caffe.memory, the default) and
 one with ``CAFFE_KEEP_FREED_MEMORY=0``, since glibc's settings cannot be undone inside a process.
 
@@ -26,7 +28,7 @@ sys.path.insert(0, str(REPO / "bench"))
 sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO))
 
-FORMS = ("engine", "NCHW convolutions", "NCHW max pooling", "both in NCHW")
+FORMS = ("engine", "NCHW convolutions", "NCHW max pooling", "both in NCHW", "plain ReLU")
 
 
 def child(key: str, reps: int, warmup: int) -> dict:
@@ -60,9 +62,12 @@ def child(key: str, reps: int, warmup: int) -> dict:
     net.blobs["data"].data[...] = rng.normal(0, 50, (32,) + model.input_chw).astype(np.float32)
     net.blobs["label"].data[...] = rng.integers(0, 7, 32)
 
-    def form(conv, pool):
+    relus_over = dict(net._relu_over)
+
+    def form(conv, pool, relu_over: bool = True):
         def step() -> None:
             caffe.layers.conv.conv2d, caffe.functional.max_pool2d = conv, pool
+            net._relu_over = relus_over if relu_over else {}
             for p in net.learnable_params:
                 p.grad = None
             net.forward_backward()
@@ -71,9 +76,11 @@ def child(key: str, reps: int, warmup: int) -> dict:
     steps = {"engine": form(shipped_conv, shipped_pool),
              "NCHW convolutions": form(nchw_conv, shipped_pool),
              "NCHW max pooling": form(shipped_conv, nchw_pool),
-             "both in NCHW": form(nchw_conv, nchw_pool)}
+             "both in NCHW": form(nchw_conv, nchw_pool),
+             "plain ReLU": form(shipped_conv, shipped_pool, relu_over=False)}
     seconds = interleaved(steps, reps, warmup)
     caffe.layers.conv.conv2d, caffe.functional.max_pool2d = shipped_conv, shipped_pool
+    net._relu_over = relus_over
     return {"memory policy": keep_freed_memory(), "ms": {k: v * 1e3 for k, v in seconds.items()},
             "title": model.title, "threads": torch.get_num_threads()}
 
@@ -92,7 +99,7 @@ def render(results: dict, args) -> str:
     lines = ["## What each engine speed-up is worth (bench/bench_engine_ablation.py)", "",
              f"Measured {time.strftime('%Y-%m-%d')} with `python bench/bench_engine_ablation.py "
              f"--reps {args.reps}`: forward+backward of the train nets at batch 32 (data layer "
-             "replaced by Input, no per-blob diffs kept, as the solver runs them); the four forms "
+             "replaced by Input, no per-blob diffs kept, as the solver runs them); the five forms "
              "alternate within one child process per net and memory setting; medians in ms. "
              f"Machine: {info['cpu']}, {info['cores']} cores, torch {info['torch']} "
              f"({info['torch threads']} threads); load average {os.getloadavg()[0]:.2f} at the end.",
@@ -102,12 +109,13 @@ def render(results: dict, args) -> str:
         for keep, r in by_keep.items():
             lines.append(f"| {r['title']} | {'kept (default)' if keep else 'glibc defaults'} | " +
                          " | ".join(f"{r['ms'][f]:.0f}" for f in FORMS) + " |")
-    lines += ["", "Share of each speed-up, the other two in place (time without it / time with it):"]
+    lines += ["", "Share of each speed-up, the others in place (time without it / time with it):"]
     for key, by_keep in results.items():
         kept, default = by_keep[True]["ms"], by_keep[False]["ms"]
         lines.append(f"* {by_keep[True]['title']}: memory policy {default['engine'] / kept['engine']:.2f}x, "
                      f"channels-last convolutions {kept['NCHW convolutions'] / kept['engine']:.2f}x, "
-                     f"channels-last max pooling {kept['NCHW max pooling'] / kept['engine']:.2f}x; "
+                     f"channels-last max pooling {kept['NCHW max pooling'] / kept['engine']:.2f}x, "
+                     f"in-place ReLU {kept['plain ReLU'] / kept['engine']:.2f}x; "
                      f"all three {default['both in NCHW'] / kept['engine']:.2f}x.")
     return "\n".join(lines) + "\n"
 

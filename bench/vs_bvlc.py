@@ -522,6 +522,27 @@ def ratio(a: dict | None, b: dict | None) -> str:
     return "-" if a is None or b is None else f"{a['median'] / b['median']:.2f}x"
 
 
+def _time_rows(run: dict, before: bool, times_of) -> list[str]:
+    """The table rows of every net and work, from ``times_of(times)``: the wall medians as stored
+    or the CPU medians."""
+    rows = []
+    for entry in run["models"].values():
+        for work in WORKS:
+            t = entry["times"].get(work)
+            if t is None:
+                continue
+            t = times_of(t)
+            b, p = t.get(f"bvlc:{work}"), t.get(f"sse:{work}")
+            f = t.get(f"sse:fast{work[5:]}") if work.startswith("infer") else None
+            row = (f"| {entry['title']} | {WORK_TITLES[work]} | {ms(b)} | {ms(p)} | {ms(f)} | "
+                   f"{ratio(b, p)} | {ratio(b, f)} |")
+            if before:
+                o = t.get(_before_key(work))
+                row += f" {ms(o)} | {ratio(b, o)} |"
+            rows.append(row)
+    return rows
+
+
 def _before_key(work: str) -> str:
     """The ``before`` engine's timing of a row: its inference mode, or its training step."""
     return "before:train" if work == "train" else f"before:fast{work[5:]}"
@@ -575,37 +596,12 @@ def render(run: dict) -> str:
                   "timed in the same alternation: its inference mode on the inference rows, its "
                   "training step on the training rows.", ""]
     lines += [head, rule]
-    for key, entry in run["models"].items():
-        for work in WORKS:
-            t = entry["times"].get(work)
-            if t is None:
-                continue
-            b = t.get(f"bvlc:{work}")
-            p = t.get(f"sse:{work}")
-            f = t.get(f"sse:fast{work[5:]}") if work.startswith("infer") else None
-            row = (f"| {entry['title']} | {WORK_TITLES[work]} | {ms(b)} | {ms(p)} | {ms(f)} | "
-                   f"{ratio(b, p)} | {ratio(b, f)} |")
-            if before:
-                o = t.get(_before_key(work))
-                row += f" {ms(o)} | {ratio(b, o)} |"
-            lines.append(row)
+    lines += _time_rows(run, before, lambda t: t)
     lines += ["", "CPU time of the engine's process per call (all its threads; medians), which a loaded "
               "machine inflates less than the wall time when each engine runs one thread:", "",
               head, rule]
-    for key, entry in run["models"].items():
-        for work in WORKS:
-            t = entry["times"].get(work)
-            if t is None:
-                continue
-            c = {k: {"median": v["cpu_median"]} for k, v in t.items() if "cpu_median" in v}
-            b, p = c.get(f"bvlc:{work}"), c.get(f"sse:{work}")
-            f = c.get(f"sse:fast{work[5:]}") if work.startswith("infer") else None
-            row = (f"| {entry['title']} | {WORK_TITLES[work]} | {ms(b)} | {ms(p)} | {ms(f)} | "
-                   f"{ratio(b, p)} | {ratio(b, f)} |")
-            if before:
-                o = c.get(_before_key(work))
-                row += f" {ms(o)} | {ratio(b, o)} |"
-            lines.append(row)
+    lines += _time_rows(run, before, lambda t: {k: {"median": v["cpu_median"]} for k, v in t.items()
+                                                if "cpu_median" in v})
     lines += ["", "Spread (min - max ms over the repetitions, n each):", ""]
     for key, entry in run["models"].items():
         parts = []

@@ -155,6 +155,14 @@ def sse_test_net_param(model: SSEModel, batch: int):
                             (batch,) + model.input_chw, drop_losses=True)
 
 
+def random_sse_test_net(model: SSEModel, batch: int, seed: int = 0) -> caffe.Net:
+    """The TEST net of ``sse_test_net_param`` with random weights (``randomize_weights``)."""
+    caffe.set_random_seed(seed)
+    net = caffe.Net(net_param=sse_test_net_param(model, batch), phase=caffe.TEST)
+    randomize_weights(net, seed)
+    return net
+
+
 def sse_test_net_files(model: SSEModel, batch: int, folder: Path, seed: int = 0
                    ) -> tuple[caffe.Net, Path, Path, Path]:
     """Build the TEST net with random weights (random BatchNorm statistics and Scale values),

@@ -15,7 +15,7 @@ from caffe.inference import optimize
 from caffe.layers.conv import im2col_conv2d
 from caffe.model_io import parse_net_text
 from golden_utils import rel_err
-from inference_helpers import MODELS, randomize_weights, sse_test_net_param
+from inference_helpers import MODELS, random_sse_test_net, randomize_weights
 from test_inference_equivalence import NET, conv, layer
 
 # Every convolution shape the routes distinguish: 1x1 with stride 1 and 2, with and without bias,
@@ -157,9 +157,7 @@ def score_blobs(net: caffe.Net) -> list[str]:
 def test_sse_nets_at_batch_1_and_2_equal_plain_mode(key: str, monkeypatch) -> None:
     model = MODELS[key]
     for batch in (1, 2):
-        caffe.set_random_seed(0)
-        net = caffe.Net(net_param=sse_test_net_param(model, batch), phase=caffe.TEST)
-        randomize_weights(net, 0)
+        net = random_sse_test_net(model, batch)
         x = np.random.default_rng(batch).normal(0, 40, (batch,) + model.input_chw).astype(np.float32)
         scores = score_blobs(net)
         expected = {k: v.copy() for k, v in net.forward(blobs=scores, data=x).items()}

@@ -8,10 +8,9 @@ import pytest
 
 import caffe
 from caffe.inference import optimize
-from caffe.model_io import parse_net_text
 from golden_utils import rel_err
-from inference_helpers import MODELS, randomize_weights, sse_test_net_param
-from test_inference_cpu_paths import score_blobs
+from inference_helpers import MODELS, random_sse_test_net
+from test_inference_cpu_paths import build, score_blobs
 from test_inference_equivalence import conv, layer
 
 NEG = "power_param { scale: -1 shift: 1 }"
@@ -48,15 +47,8 @@ MIRRORS = (
 BLOBS = ["crelu_out", "swapped_out", "shared_out", "shared_pool", "grouped_out", "squared_out"]
 
 
-def build(seed: int = 0) -> caffe.Net:
-    caffe.set_random_seed(seed)
-    net = caffe.Net(net_param=parse_net_text(MIRRORS), phase=caffe.TEST)
-    randomize_weights(net, seed)
-    return net
-
-
 def test_only_concats_of_affine_images_of_an_ungrouped_convolution_are_folded() -> None:
-    folded = optimize(build()).folded
+    folded = optimize(build(MIRRORS)).folded
     assert ("crelu", "crelu_bn", "crelu_neg", "crelu_cat", "crelu_scale", "crelu_relu") in folded
     assert ("swapped", "swapped_neg", "swapped_half", "swapped_cat", "swapped_relu") in folded
     assert not [f for f in folded if f[0] in ("shared", "grouped", "squared")]
@@ -65,7 +57,7 @@ def test_only_concats_of_affine_images_of_an_ungrouped_convolution_are_folded() 
 @pytest.mark.parametrize("batch", [1, 3])
 @pytest.mark.parametrize("channels_last", [True, False])
 def test_folded_mirrors_equal_plain_mode(batch: int, channels_last: bool) -> None:
-    net = build()
+    net = build(MIRRORS)
     x = np.random.default_rng(batch).normal(0, 1, (batch, 3, 11, 11)).astype(np.float32)
     net.blobs["data"].reshape(*x.shape)
     expected = {k: v.copy() for k, v in net.forward(blobs=BLOBS, data=x).items()}
@@ -76,16 +68,14 @@ def test_folded_mirrors_equal_plain_mode(batch: int, channels_last: bool) -> Non
 
 
 def test_folded_away_images_cannot_be_read() -> None:
-    fast = optimize(build())
+    fast = optimize(build(MIRRORS))
     with pytest.raises(caffe.errors.NetError, match="folded away"):
         fast.run(blobs=["crelu_neg"])
 
 
 def test_holonet_runs_its_crelus_as_single_convolutions_and_equals_plain_mode() -> None:
     model = MODELS["holonet"]
-    caffe.set_random_seed(0)
-    net = caffe.Net(net_param=sse_test_net_param(model, 2), phase=caffe.TEST)
-    randomize_weights(net, 0)
+    net = random_sse_test_net(model, 2)
     fast = optimize(net)
     crelus = [f for f in fast.folded if any(name.endswith("/neg") for name in f)]
     assert len(crelus) == 5

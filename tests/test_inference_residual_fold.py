@@ -8,10 +8,9 @@ import pytest
 
 import caffe
 from caffe.inference import optimize
-from caffe.model_io import parse_net_text
 from golden_utils import rel_err
-from inference_helpers import MODELS, randomize_weights, sse_test_net_param
-from test_inference_cpu_paths import score_blobs
+from inference_helpers import MODELS, random_sse_test_net
+from test_inference_cpu_paths import build, score_blobs
 from test_inference_equivalence import conv, layer
 
 BN_SCALE = "scale_param { bias_term: true }"
@@ -52,15 +51,8 @@ RESIDUALS = (
 BLOBS = ["proj", "plus1", "plus2", "coeff", "scaled", "later"]
 
 
-def build(seed: int = 0) -> caffe.Net:
-    caffe.set_random_seed(seed)
-    net = caffe.Net(net_param=parse_net_text(RESIDUALS), phase=caffe.TEST)
-    randomize_weights(net, seed)
-    return net
-
-
 def test_which_eltwise_sums_are_folded_into_a_convolution() -> None:
-    folded = optimize(build()).folded
+    folded = optimize(build(RESIDUALS)).folded
     assert ("proj_b", "proj_b_bn", "proj_b_sc", "proj", "proj_relu") in folded
     assert ("plus1_conv", "plus1_in", "plus1") in folded
     assert ("plus2_conv", "plus2_in", "plus2") in folded
@@ -72,7 +64,7 @@ def test_which_eltwise_sums_are_folded_into_a_convolution() -> None:
 @pytest.mark.parametrize("batch", [1, 3])
 @pytest.mark.parametrize("channels_last", [True, False])
 def test_folded_shortcuts_equal_plain_mode(batch: int, channels_last: bool) -> None:
-    net = build()
+    net = build(RESIDUALS)
     x = np.random.default_rng(batch).normal(0, 1, (batch, 4, 9, 9)).astype(np.float32)
     net.blobs["data"].reshape(*x.shape)
     expected = {k: v.copy() for k, v in net.forward(blobs=BLOBS, data=x).items()}
@@ -84,7 +76,7 @@ def test_folded_shortcuts_equal_plain_mode(batch: int, channels_last: bool) -> N
 
 def test_the_shortcut_is_left_as_it_was() -> None:
     """The step adds the shortcut into its own output, never into the shortcut's tensor."""
-    net = build()
+    net = build(RESIDUALS)
     x = np.random.default_rng(0).normal(0, 1, (2, 4, 9, 9)).astype(np.float32)
     expected = {k: v.copy() for k, v in net.forward(blobs=["proj_a", "proj"], data=x).items()}
     got = optimize(net).forward(blobs=["proj_a", "proj"], data=x)
@@ -94,9 +86,7 @@ def test_the_shortcut_is_left_as_it_was() -> None:
 @pytest.mark.parametrize("key", ["holonet", "resnet"])
 def test_sse_nets_fold_their_shortcuts_and_equal_plain_mode(key: str) -> None:
     model = MODELS[key]
-    caffe.set_random_seed(0)
-    net = caffe.Net(net_param=sse_test_net_param(model, 1), phase=caffe.TEST)
-    randomize_weights(net, 0)
+    net = random_sse_test_net(model, 1)
     fast = optimize(net)
     eltwise = [l.name for l in net.modules if l.type == "Eltwise"]
     assert sum(any(name in f for name in eltwise) for f in fast.folded) == len(eltwise)

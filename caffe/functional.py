@@ -90,6 +90,90 @@ class _ReLUInPlace(torch.autograd.Function):
         return torch.ops.aten.threshold_backward(grad, y, 0), None
 
 
+class _ReLUMaxPool2d(torch.autograd.Function):
+    """An in-place ReLU (as ``_ReLUInPlace``) and the channels-last MAX pooling that is the only
+    reader of its output, with one backward: the pooled gradient is masked where the pooled output
+    is 0, then routed to the recorded maxima. Each maximum is the ReLU output at the position it
+    routes to, so this mask is the ReLU's own and the sums are the same, in the same order; the
+    mask pass then covers the pooled map (a quarter of the input or less) instead of the ReLU's
+    input, and no separate gradient of the ReLU's input is made."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, kernel: tuple[int, int], stride: tuple[int, int],
+                pad: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        x.relu_()
+        ctx.mark_dirty(x)
+        ctx.set_materialize_grads(False)
+        y, index = F.max_pool2d_with_indices(x.contiguous(memory_format=torch.channels_last),
+                                             kernel, stride, pad, ceil_mode=True)
+        if not x.is_contiguous(memory_format=torch.channels_last):
+            y = y.contiguous()
+        ctx.save_for_backward(x, y, index)
+        ctx.geometry = (kernel, stride, pad)
+        return x, y
+
+    @staticmethod
+    def backward(ctx, grad_x: torch.Tensor | None, grad_y: torch.Tensor | None):
+        x, y, index = ctx.saved_tensors
+        kernel, stride, pad = ctx.geometry
+        dx = None
+        if grad_y is not None:
+            masked = torch.ops.aten.threshold_backward(grad_y, y, 0)
+            dx = torch.ops.aten.max_pool2d_with_indices_backward(masked, x, kernel, stride, pad,
+                                                                 (1, 1), True, index)
+        if grad_x is not None:
+            direct = torch.ops.aten.threshold_backward(grad_x, x, 0)
+            dx = direct if dx is None else dx + direct
+        return dx, None, None, None
+
+
+def relu_max_pool2d(x: torch.Tensor, kernel: tuple[int, int], stride: tuple[int, int],
+                    pad: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """ReLU written over ``x``, then Caffe's MAX pooling of it: (x, pooled). Recorded as one
+    autograd node (``_ReLUMaxPool2d``) where the pooling is PyTorch's own ceil-mode kernel on a 4-D
+    CPU tensor; otherwise ``relu_`` and ``pool2d``."""
+    h, w = x.shape[-2:]
+    if (torch.is_grad_enabled() and x.requires_grad and x.device.type == "cpu" and x.dim() == 4
+            and _native_pooling(h, w, kernel, stride, pad)):
+        return _ReLUMaxPool2d.apply(x, tuple(kernel), tuple(stride), tuple(pad))
+    x = relu_(x)
+    return x, pool2d(x, "MAX", kernel, stride, pad)
+
+
+class _ConcatShiftedNegation(torch.autograd.Function):
+    """The Concat of ``x`` and ``shift - x`` along ``axis`` (HoloNet's CReLU: a Power with scale
+    -1 and its bottom, concatenated), written straight into one output; the backward is one
+    subtraction of the two halves of the gradient, the exact value of the plain graph's negation
+    of the second half added to the first."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, shift: float, axis: int) -> torch.Tensor:
+        channels_last = (x.dim() == 4 and not x.is_contiguous()
+                         and x.is_contiguous(memory_format=torch.channels_last))
+        shape = list(x.shape)
+        shape[axis] *= 2
+        out = torch.empty(shape, dtype=x.dtype, device=x.device, memory_format=(
+            torch.channels_last if channels_last else torch.contiguous_format))
+        size = x.shape[axis]
+        out.narrow(axis, 0, size).copy_(x)
+        torch.sub(x.new_tensor(shift), x, out=out.narrow(axis, size, size))
+        ctx.split = (axis, size)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        axis, size = ctx.split
+        return torch.sub(grad.narrow(axis, 0, size), grad.narrow(axis, size, size)), None, None
+
+
+def concat_shifted_negation(x: torch.Tensor, shift: float, axis: int
+                            ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Caffe's Concat of ``x`` and Power(scale -1, ``shift``, power 1) of ``x`` along ``axis``:
+    (the Concat's top, the Power's top as a view of its second half), one autograd node."""
+    out = _ConcatShiftedNegation.apply(x, float(shift), axis)
+    return out, out.narrow(axis, x.shape[axis], x.shape[axis])
+
+
 def relu_(x: torch.Tensor, grad_in_place: bool = False) -> torch.Tensor:
     """ReLU over ``x`` itself (see ``_ReLUInPlace``); a plain ``relu_`` when nothing records."""
     if torch.is_grad_enabled() and x.requires_grad:
@@ -105,6 +189,15 @@ def max_pool2d(x: torch.Tensor, kernel: tuple[int, int], stride: tuple[int, int]
     return F.max_pool2d(x, kernel, stride, pad, ceil_mode=True)
 
 
+def _native_pooling(h: int, w: int, kernel: tuple[int, int], stride: tuple[int, int],
+                    pad: tuple[int, int]) -> bool:
+    """Whether PyTorch's ceil-mode pooling has Caffe's output size and accepts the pad."""
+    (kh, kw), (sh, sw), (ph, pw) = kernel, stride, pad
+    return (ph <= kh // 2 and pw <= kw // 2
+            and _torch_pooled_size(h, kh, sh, ph) == pooled_size(h, kh, sh, ph)
+            and _torch_pooled_size(w, kw, sw, pw) == pooled_size(w, kw, sw, pw))
+
+
 def pool2d(x: torch.Tensor, method: str, kernel: tuple[int, int], stride: tuple[int, int],
            pad: tuple[int, int]) -> torch.Tensor:
     """MAX or AVE pooling of an NCHW tensor exactly as Caffe computes it.
@@ -115,8 +208,7 @@ def pool2d(x: torch.Tensor, method: str, kernel: tuple[int, int], stride: tuple[
     (kh, kw), (sh, sw), (ph, pw) = kernel, stride, pad
     h, w = x.shape[-2:]
     oh, ow = pooled_size(h, kh, sh, ph), pooled_size(w, kw, sw, pw)
-    native = (ph <= kh // 2 and pw <= kw // 2 and _torch_pooled_size(h, kh, sh, ph) == oh
-              and _torch_pooled_size(w, kw, sw, pw) == ow)
+    native = _native_pooling(h, w, kernel, stride, pad)
     if method == "MAX":
         if native:
             return max_pool2d(x, kernel, stride, pad)

@@ -29,8 +29,9 @@ from .layers import create_layer
 from .layers.base import TEST, TRAIN, Layer, Shape
 from .layers.conv import Convolution
 from .layers.inner_product import InnerProduct
-from .layers.neuron import ReLU
+from .layers.neuron import Power, ReLU
 from .layers.normalization import BatchNorm, Scale
+from .layers.pooling import Pooling
 from .layers.structure import Concat, Eltwise
 from .memory import keep_freed_memory
 from .mode import current_device, net_generator
@@ -45,6 +46,7 @@ PathLike = str | os.PathLike
 # right after one may write over that output in the solver's step (Net._find_relus_over).
 _FRESH_OUTPUT_LAYERS = (Convolution, BatchNorm, Scale, Eltwise, Concat, InnerProduct)
 INPLACE_RELU_ENV = "CAFFE_INPLACE_RELU"
+NEGATED_CONCAT_ENV = "CAFFE_FUSE_CRELU"
 
 
 def state_meets_rule(state, rule, layer_name: str = "") -> bool:
@@ -219,6 +221,8 @@ class Net(PycaffeNetMethods):
         self._buffer_backward: dict[int, inplace.BufferBackward] = {}
         self._setup_inplace_reshapes(shapes_in, shapes_out, capacity)
         self._relu_over = self._find_relus_over()
+        self._relu_pool = self._find_relu_pools()
+        self._negated_concat = self._find_negated_concats()
         self.device = torch.device("cpu")
         self._allocate()
         for name, w in self.loss_tops:
@@ -321,22 +325,61 @@ class Net(PycaffeNetMethods):
                     or bottoms[0] not in produced
                     or (k - 1, produced.index(bottoms[0])) in self._plan.splits):
                 continue
-            found[k] = self._only_reader_is_convolution(k, bottoms[0])
+            reader = self._only_reader(k, bottoms[0])
+            found[k] = reader is not None and type(self.modules[reader]) is Convolution
         return found
 
-    def _only_reader_is_convolution(self, k: int, blob: str) -> bool:
-        """Whether the version of ``blob`` that layer k writes is read by one layer only, a
-        Convolution computed plainly, and by no loss."""
+    def _find_relu_pools(self) -> dict[int, int]:
+        """In-place ReLU index (one of ``_find_relus_over``) -> index of the MAX Pooling right
+        after it that is the only reader of its top: ``run`` computes the two as one autograd node
+        (``Pooling.forward_after_relu``), whose backward masks the pooled gradient instead of the
+        ReLU's input gradient (same values). Off with CAFFE_INPLACE_RELU=0."""
+        found = {}
+        for k in self._relu_over:
+            pool = self.modules[k + 1] if k + 1 < len(self.modules) else None
+            blob = self.top_names[self._layer_names[k]][0]
+            if (isinstance(pool, Pooling) and pool.fuses_relu()
+                    and self.bottom_names[pool.name] == [blob]
+                    and self._only_reader(k, blob) == k + 1):
+                found[k] = k + 1
+        return found
+
+    def _find_negated_concats(self) -> dict[int, int]:
+        """Power layer index -> index of the Concat right after it, for CReLU's pair: a Power
+        ``shift - x`` (``Power.negation_shift``) whose top only that Concat reads, concatenated
+        after its own bottom. ``run`` computes the two as one node
+        (``Concat.forward_with_negation``; the Power's top is a view of the Concat's top, so no
+        ReLU may be written over that). CAFFE_FUSE_CRELU=0 turns it off."""
+        if os.environ.get(NEGATED_CONCAT_ENV, "1") == "0":
+            return {}
+        special = set(self._emulators) | set(self._buffer_backward)
+        found = {}
+        for i in range(len(self.modules) - 1):
+            power, concat = self.modules[i], self.modules[i + 1]
+            if (not isinstance(power, Power) or not isinstance(concat, Concat)
+                    or power.negation_shift() is None or i in special or i + 1 in special
+                    or i + 2 in self._relu_over):
+                continue
+            bottom, top = self.bottom_names[power.name][0], self.top_names[power.name][0]
+            if (top != bottom and self.bottom_names[concat.name] == [bottom, top]
+                    and self._only_reader(i, top) == i + 1):
+                found[i] = i + 1
+        return found
+
+    def _only_reader(self, k: int, blob: str) -> int | None:
+        """The index of the one layer that reads the version of ``blob`` that layer k writes,
+        computed plainly (no in-place emulation), when that version feeds no other layer and no
+        loss; else None."""
         if (k, 0) in self._plan.splits or any(t == blob for t, _ in self.loss_tops):
-            return False
+            return None
         for m in range(k + 1, len(self.modules)):
             name = self._layer_names[m]
             if blob in self.bottom_names[name]:
-                return (type(self.modules[m]) is Convolution and m not in self._emulators
-                        and m not in self._buffer_backward)
+                plain = m not in self._emulators and m not in self._buffer_backward
+                return m if plain else None
             if blob in self.top_names[name]:
-                return False
-        return False
+                return None
+        return None
 
     def _set_loss_weights(self, layer: Layer, lp) -> None:
         n = len(lp.top)
@@ -507,12 +550,19 @@ class Net(PycaffeNetMethods):
                 if i == skip:
                     previous = i
                     continue
-                j = self._bn_scale.get(i)
-                if j is not None and pos + 1 < len(indices) and indices[pos + 1] == j:
-                    self._forward_bn_scale(i, j)
-                    skip = j
+                following = indices[pos + 1] if pos + 1 < len(indices) else None
+                if following is not None and self._bn_scale.get(i) == following:
+                    self._forward_bn_scale(i, following)
+                    skip = following
+                elif following is not None and self._negated_concat.get(i) == following:
+                    self._forward_negated_concat(i, following)
+                    skip = following
                 elif i in self._relu_over and previous == i - 1:
-                    self._forward_relu_over(i)
+                    if following is not None and self._relu_pool.get(i) == following:
+                        self._forward_relu_pool(i, following)
+                        skip = following
+                    else:
+                        self._forward_relu_over(i)
                 else:
                     self._forward_layer(i)
                 previous = i
@@ -563,6 +613,26 @@ class Net(PycaffeNetMethods):
             self._forward_layer(i)
             return
         self._data[top] = self.modules[i].forward_over(x, self._relu_over[i])[0]
+
+    def _forward_negated_concat(self, i: int, j: int) -> None:
+        """Power i (``shift - x``) and the Concat j of its bottom and top, as one node."""
+        name = self._layer_names[i]
+        x = self._data[self.bottom_names[name][0]]
+        top, negated = self.modules[j].forward_with_negation(x, self.modules[i].negation_shift())
+        self._data[self.top_names[name][0]] = negated
+        self._data[self.top_names[self._layer_names[j]][0]] = top
+
+    def _forward_relu_pool(self, i: int, j: int) -> None:
+        """In-place ReLU i and the MAX Pooling j that alone reads its top, as one node (a view
+        takes the plain layers, as in ``_forward_relu_over``)."""
+        top = self.top_names[self._layer_names[i]][0]
+        x = self._data[top]
+        if x._base is not None:
+            self._forward_layer(i)
+            self._forward_layer(j)
+            return
+        self._data[top], pooled = self.modules[j].forward_after_relu(x)
+        self._data[self.top_names[self._layer_names[j]][0]] = pooled
 
     def _forward_recorded(self, i: int) -> None:
         """Layer i on its own: its bottoms enter as fresh autograd leaves (those that need backward

@@ -85,6 +85,11 @@ class ELU(_Neuron):
 class Power(_Neuron):
     """(shift + scale * x) ^ power; SSE uses scale -1, shift 1 (1 - x) and shift 1 (x + 1)."""
 
+    def negation_shift(self) -> float | None:
+        """``shift`` when the layer is ``shift - x`` (scale -1, power 1, shift not 0), else None."""
+        p = self.lp.power_param
+        return p.shift if p.scale == -1 and p.power == 1 and p.shift != 0 else None
+
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         p = self.lp.power_param
         y = x

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from ..functional import pool2d, pooled_size
+from ..functional import pool2d, pooled_size, relu_max_pool2d
 from .base import Layer, Shape, register
 from .conv import spatial_pair
 
@@ -58,6 +58,17 @@ class Pooling(Layer):
         if len(self.lp.top) == 2:
             return [y, self._mask(x, k, s, p, y)]
         return [y]
+
+    def fuses_relu(self) -> bool:
+        """Whether ``forward_after_relu`` may run it: MAX pooling without a mask top."""
+        return self.method == "MAX" and len(self.lp.top) == 1
+
+    def forward_after_relu(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """An in-place ReLU over ``x`` and this pooling of it as one autograd node
+        (``functional.relu_max_pool2d``), for a Net that knows this pooling is the ReLU top's only
+        reader: [ReLU top, pooled]."""
+        k, s, p = self._geometry(tuple(x.shape))
+        return list(relu_max_pool2d(x, k, s, p))
 
     def _mask(self, x: torch.Tensor, k, s, p, y: torch.Tensor) -> torch.Tensor:
         """Caffe's MAX mask top: the flat H*W index of each window's maximum."""

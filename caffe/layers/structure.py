@@ -6,6 +6,8 @@ import math
 
 import torch
 
+from ..functional import concat_shifted_negation
+
 from .base import Layer, Shape, register
 
 _ELTWISE_OPS = {0: "PROD", 1: "SUM", 2: "MAX"}
@@ -67,6 +69,11 @@ class Concat(Layer):
 
     def forward(self, *bottoms: torch.Tensor) -> list[torch.Tensor]:
         return [bottoms[0] if len(bottoms) == 1 else torch.cat(bottoms, dim=self.axis)]
+
+    def forward_with_negation(self, x: torch.Tensor, shift: float) -> list[torch.Tensor]:
+        """This Concat of bottoms ``x`` and ``shift - x`` (a Power layer's top that only this
+        Concat reads) as one node (``functional.concat_shifted_negation``): [top, Power's top]."""
+        return list(concat_shifted_negation(x, shift, self.axis))
 
 
 @register("Slice")

@@ -57,10 +57,20 @@ class _ChannelsLastMaxPool2d(torch.autograd.Function):
     def backward(ctx, grad: torch.Tensor):
         x, index = ctx.saved_tensors
         kernel, stride, pad = ctx.geometry
-        # The kernel lays gradient and indices out in x's memory format itself.
-        dx = torch.ops.aten.max_pool2d_with_indices_backward(grad, x, kernel, stride, pad,
-                                                             (1, 1), True, index)
+        dx = torch.ops.aten.max_pool2d_with_indices_backward(_like_input(grad, x), x, kernel,
+                                                             stride, pad, (1, 1), True, index)
         return dx, None, None, None
+
+
+def _like_input(grad: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """The pooled gradient in the memory format of the pooling's input ``x``. PyTorch's MAX pooling
+    backward picks its kernel from the gradient's format and converts the input gradient to it
+    and back: an NCHW gradient (the reshape in front of a full-map convolution gives one) cost a
+    copy of the input gradient each way, where converting the pooled gradient is a quarter of one."""
+    if (x.dim() == 4 and not x.is_contiguous()
+            and x.is_contiguous(memory_format=torch.channels_last)):
+        return grad.contiguous(memory_format=torch.channels_last)
+    return grad
 
 
 class _ReLUInPlace(torch.autograd.Function):
@@ -118,7 +128,7 @@ class _ReLUMaxPool2d(torch.autograd.Function):
         kernel, stride, pad = ctx.geometry
         dx = None
         if grad_y is not None:
-            masked = torch.ops.aten.threshold_backward(grad_y, y, 0)
+            masked = torch.ops.aten.threshold_backward(_like_input(grad_y, x), y, 0)
             dx = torch.ops.aten.max_pool2d_with_indices_backward(masked, x, kernel, stride, pad,
                                                                  (1, 1), True, index)
         if grad_x is not None:

@@ -152,26 +152,23 @@ def relu_max_pool2d(x: torch.Tensor, kernel: tuple[int, int], stride: tuple[int,
 
 class _ConcatShiftedNegation(torch.autograd.Function):
     """The Concat of ``x`` and ``shift - x`` along ``axis`` (HoloNet's CReLU: a Power with scale
-    -1 and its bottom, concatenated), written straight into one output; the backward is one
-    subtraction of the two halves of the gradient, the exact value of the plain graph's negation
-    of the second half added to the first."""
+    -1 and its bottom, concatenated) as one node: (Concat's top, Power's top). The backward is
+    one subtraction of the two halves of the gradient, the exact value of the plain graph's
+    negation of the second half added to the first, in one pass instead of two."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, shift: float, axis: int) -> torch.Tensor:
-        channels_last = (x.dim() == 4 and not x.is_contiguous()
-                         and x.is_contiguous(memory_format=torch.channels_last))
-        shape = list(x.shape)
-        shape[axis] *= 2
-        out = torch.empty(shape, dtype=x.dtype, device=x.device, memory_format=(
-            torch.channels_last if channels_last else torch.contiguous_format))
-        size = x.shape[axis]
-        out.narrow(axis, 0, size).copy_(x)
-        torch.sub(x.new_tensor(shift), x, out=out.narrow(axis, size, size))
-        ctx.split = (axis, size)
-        return out
+    def forward(ctx, x: torch.Tensor, shift: float, axis: int
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        negated = torch.rsub(x, shift)
+        ctx.mark_non_differentiable(negated)
+        ctx.set_materialize_grads(False)
+        ctx.split = (axis, x.shape[axis])
+        return torch.cat((x, negated), dim=axis), negated
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor):
+    def backward(ctx, grad: torch.Tensor | None, _negated_grad: None):
+        if grad is None:
+            return None, None, None
         axis, size = ctx.split
         return torch.sub(grad.narrow(axis, 0, size), grad.narrow(axis, size, size)), None, None
 
@@ -179,9 +176,8 @@ class _ConcatShiftedNegation(torch.autograd.Function):
 def concat_shifted_negation(x: torch.Tensor, shift: float, axis: int
                             ) -> tuple[torch.Tensor, torch.Tensor]:
     """Caffe's Concat of ``x`` and Power(scale -1, ``shift``, power 1) of ``x`` along ``axis``:
-    (the Concat's top, the Power's top as a view of its second half), one autograd node."""
-    out = _ConcatShiftedNegation.apply(x, float(shift), axis)
-    return out, out.narrow(axis, x.shape[axis], x.shape[axis])
+    (the Concat's top, the Power's top), one autograd node (``_ConcatShiftedNegation``)."""
+    return _ConcatShiftedNegation.apply(x, float(shift), axis)
 
 
 def relu_(x: torch.Tensor, grad_in_place: bool = False) -> torch.Tensor:

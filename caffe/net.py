@@ -348,8 +348,7 @@ class Net(PycaffeNetMethods):
         """Power layer index -> index of the Concat right after it, for CReLU's pair: a Power
         ``shift - x`` (``Power.negation_shift``) whose top only that Concat reads, concatenated
         after its own bottom. ``run`` computes the two as one node
-        (``Concat.forward_with_negation``; the Power's top is a view of the Concat's top, so no
-        ReLU may be written over that). CAFFE_FUSE_CRELU=0 turns it off."""
+        (``Concat.forward_with_negation``). CAFFE_FUSE_CRELU=0 turns it off."""
         if os.environ.get(NEGATED_CONCAT_ENV, "1") == "0":
             return {}
         special = set(self._emulators) | set(self._buffer_backward)
@@ -357,8 +356,7 @@ class Net(PycaffeNetMethods):
         for i in range(len(self.modules) - 1):
             power, concat = self.modules[i], self.modules[i + 1]
             if (not isinstance(power, Power) or not isinstance(concat, Concat)
-                    or power.negation_shift() is None or i in special or i + 1 in special
-                    or i + 2 in self._relu_over):
+                    or power.negation_shift() is None or i in special or i + 1 in special):
                 continue
             bottom, top = self.bottom_names[power.name][0], self.top_names[power.name][0]
             if (top != bottom and self.bottom_names[concat.name] == [bottom, top]

@@ -1,8 +1,7 @@
 """The solver's step (``Net.run``) computes HoloNet's CReLU pair, a Power ``shift - x`` and the
-Concat of its bottom and top, as one autograd node (caffe.functional.concat_shifted_negation):
-the Power's top is a view of the Concat's top and the backward is one subtraction. Which pairs
-take it, and that the step gives exactly what the plain layers give; CAFFE_FUSE_CRELU=0 turns it
-off."""
+Concat of its bottom and top, as one autograd node (caffe.functional.concat_shifted_negation)
+whose backward is one subtraction. Which pairs take it, and that the step gives exactly what the
+plain layers give; CAFFE_FUSE_CRELU=0 turns it off."""
 from __future__ import annotations
 
 import pytest
@@ -53,9 +52,9 @@ def build(fused: bool) -> caffe.Net:
 def test_the_pairs_fused() -> None:
     net = build(True)
     found = {net._layer_names[i]: net._layer_names[j] for i, j in net._negated_concat.items()}
-    # cat2's top is written over by an in-place ReLU, cat3 takes the negation first, neg4 has
-    # no shift (-x, not 0 - x), neg5's top has another reader
-    assert found == {"neg1": "cat1"}
+    # cat3 takes the negation first, neg4 has no shift (-x, not 0 - x), neg5's top has another
+    # reader
+    assert found == {"neg1": "cat1", "neg2": "cat2"}
 
 
 def test_the_switch_turns_it_off(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -89,9 +88,9 @@ def test_values_and_gradient_equal_the_plain_graph(memory_format, axis: int) -> 
     g = torch.randn_like(expected)
     expected.backward(g)
     a = x.clone().requires_grad_()
-    top, view = concat_shifted_negation(a, 1.5, axis)
+    top, negated_top = concat_shifted_negation(a, 1.5, axis)
     top.backward(g)
-    assert torch.equal(top, expected) and torch.equal(view, negated)
+    assert torch.equal(top, expected) and torch.equal(negated_top, negated)
     assert torch.equal(a.grad, leaf.grad)
     if axis == 1:
         assert top.is_contiguous(memory_format=memory_format)

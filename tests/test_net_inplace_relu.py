@@ -11,8 +11,7 @@ import torch
 
 import caffe
 from caffe.functional import relu_
-from caffe.model_io import parse_net_text
-from inference_helpers import MODELS, randomize_weights, sse_train_net
+from train_step_helpers import assert_same_step, feed, sse_pair, train_net
 
 NET = """
 layer { name: "data" type: "Input" top: "data" top: "label"
@@ -47,18 +46,7 @@ layer { name: "loss" type: "SoftmaxWithLoss" bottom: "ip" bottom: "label" top: "
 
 
 def build(over: bool) -> caffe.Net:
-    caffe.set_random_seed(3)
-    net = caffe.Net(net_param=parse_net_text(NET), phase=caffe.TRAIN)
-    randomize_weights(net, 3)
-    if not over:
-        net._relu_over = {}
-    return net
-
-
-def feed(net: caffe.Net, seed: int = 0) -> None:
-    rng = np.random.default_rng(seed)
-    net.blobs["data"].data[...] = rng.normal(0, 1, net.blobs["data"].data.shape)
-    net.blobs["label"].data[...] = rng.integers(0, 5, net.blobs["label"].data.shape)
+    return train_net(NET, off=None if over else "_relu_over")
 
 
 def test_the_relus_written_over_and_those_whose_gradient_is_masked_in_place() -> None:
@@ -74,30 +62,8 @@ def test_the_switch_turns_it_off(monkeypatch: pytest.MonkeyPatch) -> None:
     assert build(True)._relu_over == {}
 
 
-def _step(net: caffe.Net) -> float:
-    for p in net.learnable_params:
-        p.grad = None
-    return net.forward_backward()
-
-
-def _assert_same_step(a: caffe.Net, b: caffe.Net) -> None:
-    for seed in (0, 1):  # two steps: the BatchNorm statistics accumulate
-        feed(a, seed)
-        feed(b, seed)
-        assert _step(a) == _step(b)
-        for name in b.blobs:
-            np.testing.assert_array_equal(a.blobs[name].data, b.blobs[name].data, err_msg=name)
-        for pa, pb in zip(a.learnable_params, b.learnable_params):
-            assert (pa.grad is None) == (pb.grad is None)
-            if pa.grad is not None:
-                assert torch.equal(pa.grad, pb.grad)
-        for name in b.params:
-            for ba, bb in zip(a.params[name], b.params[name]):
-                np.testing.assert_array_equal(ba.data, bb.data, err_msg=name)
-
-
 def test_the_step_equals_the_plain_relus() -> None:
-    _assert_same_step(build(True), build(False))
+    assert_same_step(build(True), build(False))
 
 
 def test_pycaffe_forward_backward_keeps_the_plain_relu_and_its_diffs() -> None:
@@ -113,15 +79,9 @@ def test_pycaffe_forward_backward_keeps_the_plain_relu_and_its_diffs() -> None:
 
 @pytest.mark.parametrize("key", ["holonet", "densenet"])
 def test_sse_train_step_equals_the_plain_relus(key: str) -> None:
-    nets = []
-    for over in (True, False):
-        net = sse_train_net(MODELS[key], 2, seed=5)
-        randomize_weights(net, 5)
-        if not over:
-            net._relu_over = {}
-        nets.append(net)
-    assert nets[0]._relu_over and any(nets[0]._relu_over.values())
-    _assert_same_step(*nets)
+    fused, plain = sse_pair(key, "_relu_over")
+    assert fused._relu_over and any(fused._relu_over.values())
+    assert_same_step(fused, plain)
 
 
 def test_relu_in_place_values_and_gradients() -> None:

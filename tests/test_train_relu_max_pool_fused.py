@@ -11,9 +11,7 @@ import torch.nn.functional as F
 
 import caffe
 from caffe.functional import relu_max_pool2d
-from caffe.model_io import parse_net_text
-from inference_helpers import MODELS, randomize_weights, sse_train_net
-from test_net_inplace_relu import _assert_same_step, feed
+from train_step_helpers import assert_same_step, sse_pair, train_net
 
 NET = """
 layer { name: "data" type: "Input" top: "data" top: "label"
@@ -45,12 +43,7 @@ layer { name: "loss" type: "SoftmaxWithLoss" bottom: "sum" bottom: "label" top: 
 
 
 def build(fused: bool) -> caffe.Net:
-    caffe.set_random_seed(3)
-    net = caffe.Net(net_param=parse_net_text(NET), phase=caffe.TRAIN)
-    randomize_weights(net, 3)
-    if not fused:
-        net._relu_pool = {}
-    return net
+    return train_net(NET, off=None if fused else "_relu_pool")
 
 
 def test_the_pairs_fused() -> None:
@@ -66,19 +59,13 @@ def test_the_switch_turns_it_off(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_the_step_equals_the_plain_layers() -> None:
-    _assert_same_step(build(True), build(False))
+    assert_same_step(build(True), build(False))
 
 
 def test_sse_holonet_train_step_equals_the_plain_layers() -> None:
-    nets = []
-    for fused in (True, False):
-        net = sse_train_net(MODELS["holonet"], 2, seed=5)
-        randomize_weights(net, 5)
-        if not fused:
-            net._relu_pool = {}
-        nets.append(net)
-    assert nets[0]._relu_pool
-    _assert_same_step(*nets)
+    fused, plain = sse_pair("holonet", "_relu_pool")
+    assert fused._relu_pool
+    assert_same_step(fused, plain)
 
 
 @pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])

@@ -5,10 +5,11 @@ The SSE-HoloNet and SSE-DenseNet-121 train nets (batch 32, data layer replaced b
 bench_engine.py (a)) take forward+backward steps, interleaved, in five forms:
   * engine: as shipped;
   * NCHW convolutions: conv2d without its channels-last input (the full-map GEMM path kept);
-  * NCHW max pooling: PyTorch's NCHW MAX pooling kernel instead of caffe.functional.max_pool2d;
+  * NCHW max pooling: PyTorch's NCHW MAX pooling kernel instead of caffe.functional.max_pool2d
+    (with the ReLU + MAX pooling fusion of the step turned off, so that every MAX pooling takes it);
   * both in NCHW;
-  * plain ReLU: the in-place ReLUs computed as new tensors (the net's ``_relu_over`` emptied, as
-    ``CAFFE_INPLACE_RELU=0`` builds it).
+  * plain ReLU: the in-place ReLUs computed as new tensors (the net's ``_relu_over`` and
+    ``_relu_pool`` emptied, as ``CAFFE_INPLACE_RELU=0`` builds it).
 Each net runs in two child processes, one with the memory policy (caffe.memory, the default) and
 one with ``CAFFE_KEEP_FREED_MEMORY=0``, since glibc's settings cannot be undone inside a process.
 
@@ -62,12 +63,13 @@ def child(key: str, reps: int, warmup: int) -> dict:
     net.blobs["data"].data[...] = rng.normal(0, 50, (32,) + model.input_chw).astype(np.float32)
     net.blobs["label"].data[...] = rng.integers(0, 7, 32)
 
-    relus_over = dict(net._relu_over)
+    relus_over, relu_pools = dict(net._relu_over), dict(net._relu_pool)
 
     def form(conv, pool, relu_over: bool = True):
         def step() -> None:
             caffe.layers.conv.conv2d, caffe.functional.max_pool2d = conv, pool
             net._relu_over = relus_over if relu_over else {}
+            net._relu_pool = relu_pools if relu_over and pool is shipped_pool else {}
             for p in net.learnable_params:
                 p.grad = None
             net.forward_backward()
@@ -80,7 +82,7 @@ def child(key: str, reps: int, warmup: int) -> dict:
              "plain ReLU": form(shipped_conv, shipped_pool, relu_over=False)}
     seconds = interleaved(steps, reps, warmup)
     caffe.layers.conv.conv2d, caffe.functional.max_pool2d = shipped_conv, shipped_pool
-    net._relu_over = relus_over
+    net._relu_over, net._relu_pool = relus_over, relu_pools
     return {"memory policy": keep_freed_memory(), "ms": {k: v * 1e3 for k, v in seconds.items()},
             "title": model.title, "threads": torch.get_num_threads()}
 

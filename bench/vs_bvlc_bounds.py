@@ -2,12 +2,13 @@
 
 The goals are ratios to real BVLC Caffe measured on the same machine (bench/vs_bvlc.py): inference
 batch 1 >= 3x, batch 32 >= 6x, training step >= 6x. A ratio turns into a time for this engine
-(Caffe's measured CPU time / the ratio), and a time into an arithmetic rate: every multiply-add of
+(Caffe's measured time / the ratio), and a time into an arithmetic rate: every multiply-add of
 the nets' convolutions and inner products has to be done at least once, so no engine can go faster
-than ``2 * multiply-adds / peak``, where the peak is the best rate this core reached in a large
-single-precision matrix product (``torch.mm``, one thread, what the goals are measured with). At
+than ``2 * multiply-adds / peak``, where the peak is the best rate this machine reached in a large
+single-precision matrix product (``torch.mm`` at the threads the goals were measured with,
+``--threads``, one by default as bench/vs_bvlc.py is run on a shared machine). At
 batch 1 every weight has to be read once per forward too, so the time is also at least
-``weight bytes / read rate``, with the read rate this core reached on a matrix-vector product over
+``weight bytes / read rate``, with the read rate this machine reached on a matrix-vector product over
 a buffer of the same size (repeated, as a forward repeats; caches included). Both are lower bounds:
 they leave out every other layer (BatchNorm, ReLU, pooling, concatenation) and assume perfect
 efficiency.
@@ -17,8 +18,12 @@ positions) x (batch), an InnerProduct (its weight count) x (batch); a training s
 the weight gradient of each layer and the data gradient where Caffe's backward needs the bottom's
 diff (not for the data input).
 
-Run after ``bench/vs_bvlc.py`` (it reads Caffe's and this engine's CPU times from
-``bench/results/vs_bvlc.json``): ``python bench/vs_bvlc_bounds.py``, then
+Times are CPU times at one thread (the process's CPU time is what a loaded machine inflates
+least) and wall times at several (CPU time then adds up the threads, spinning ones included); the
+peak and the read rate are measured the same way.
+
+Run after ``bench/vs_bvlc.py`` (it reads Caffe's and this engine's times from
+``bench/results/vs_bvlc.json``, or ``--vs-json``): ``python bench/vs_bvlc_bounds.py``, then
 ``python bench/merge_results.py``."""
 from __future__ import annotations
 
@@ -74,13 +79,16 @@ def count_work(net) -> dict[str, float]:
     return {"forward": float(forward), "train": float(train), "weight_bytes": float(weight_bytes)}
 
 
+CLOCK = time.process_time  # time.perf_counter at several threads (measure)
+
+
 def _best_seconds(fn, reps: int) -> float:
     fn()
     best = float("inf")
     for _ in range(reps):
-        t0 = time.process_time()
+        t0 = CLOCK()
         fn()
-        best = min(best, time.process_time() - t0)
+        best = min(best, CLOCK() - t0)
     return best
 
 
@@ -136,12 +144,16 @@ def bounds_for(work: dict[str, float], train_work: dict[str, float], peak: float
 
 def measure(args) -> dict:
     import torch
+    global CLOCK
     torch.set_num_threads(args.threads)
+    CLOCK = time.process_time if args.threads == 1 else time.perf_counter
+    median = "cpu_median" if args.threads == 1 else "median"
     vs = json.loads(Path(args.vs_json).read_text())
     peak = gemm_peak()
     run = {"date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
            "command": "python bench/vs_bvlc_bounds.py " + " ".join(sys.argv[1:]),
            "cpu": cpu_model(), "cores": os.cpu_count(), "threads": args.threads,
+           "clock": "CPU time" if args.threads == 1 else "wall time",
            "torch": torch.__version__, "peak": peak["peak"],
            "peak_by_size": {str(k): v for k, v in peak["by_size"].items()},
            "vs_bvlc": {"date": vs.get("date"), "command": vs.get("command")}, "nets": {}}
@@ -157,8 +169,8 @@ def measure(args) -> dict:
                "read_rate": read, "works": {}}
         for name, b in bounds_for(work, train_work, peak["peak"], read).items():
             times = entry["times"].get(name, {})
-            caffe_t = times.get(f"bvlc:{name}", {}).get("cpu_median")
-            ours_t = times.get(OURS[name], {}).get("cpu_median")
+            caffe_t = times.get(f"bvlc:{name}", {}).get(median)
+            ours_t = times.get(OURS[name], {}).get(median)
             if caffe_t is None:
                 continue
             net["works"][name] = dict(b, caffe_s=caffe_t, ours_s=ours_t, goal=GOALS[name])
@@ -168,17 +180,22 @@ def measure(args) -> dict:
 
 def render(run: dict) -> str:
     peak = run["peak"]
-    lines = ["## What the speed goals ask of this core (bench/vs_bvlc_bounds.py)", "",
+    threads = run["threads"]
+    per = f"{threads} thread{'s' if threads > 1 else ''}"
+    lines = [f"## What the speed goals ask of this machine, {per} per engine "
+             "(bench/vs_bvlc_bounds.py)", "",
              f"Measured {run['date']} with `{run['command']}` on {run['cpu']} ({run['cores']} cores), "
-             f"torch {run['torch']}, {run['threads']} thread(s), the engines' times taken from "
-             f"bench/vs_bvlc.py's run of {run['vs_bvlc']['date']} (CPU time, medians).", "",
-             "Peak of this core: " + ", ".join(f"`torch.mm` {n}x{n} {r / 1e9:.1f} GFLOP/s"
+             f"torch {run['torch']}, {per}, the engines' times taken from "
+             f"bench/vs_bvlc.py's run of {run['vs_bvlc']['date']} ({run.get('clock', 'CPU time')}, medians; the peak "
+             "and read rate measured the same way).", "",
+             f"Peak at {per}: " + ", ".join(f"`torch.mm` {n}x{n} {r / 1e9:.1f} GFLOP/s"
                                                 for n, r in run["peak_by_size"].items())
              + f" (best of each); the peak used below is {peak / 1e9:.1f} GFLOP/s.", "",
-             "Goal time = real Caffe's CPU time / the goal ratio. Lower bound = the time the "
+             "Goal time = real Caffe's time / the goal ratio. Lower bound = the time the "
              "nets' multiply-adds take at that peak (and, at batch 1, the time to read their "
              "weights at the measured rate), whichever is longer; every other layer is left out. "
-             "A goal time below its lower bound cannot be reached by any engine on this core.", "",
+             "A goal time below its lower bound cannot be reached by any engine here at "
+             f"{per}.", "",
              "| net | work | multiply-adds (G) | real Caffe (ms) | goal | goal time (ms) | "
              "needs (GFLOP/s) | needs / peak | lower bound (ms) | goal time / bound | "
              "this engine (ms) | this engine (GFLOP/s) |",
@@ -197,7 +214,7 @@ def render(run: dict) -> str:
                 f"{1000 * w['caffe_s']:.1f} | {w['goal']:.0f}x | {1000 * goal_s:.1f} | "
                 f"{needs / 1e9:.1f} | {100 * needs / peak:.0f} % | {bound} | "
                 f"{goal_s / w['bound_s']:.2f} | {ours[0]} | {ours[1]} |")
-    lines += ["", "Weights per net (Convolution and InnerProduct, float32) and the rate this core "
+    lines += ["", "Weights per net (Convolution and InnerProduct, float32) and the rate this machine "
               "read a buffer of that size with `torch.mv`:", ""]
     for net in run["nets"].values():
         lines.append(f"- {net['title']}: {net['weight_bytes'] / 1e6:.1f} MB, "

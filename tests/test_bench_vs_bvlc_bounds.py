@@ -52,6 +52,7 @@ def test_a_goal_beyond_the_peak_has_a_goal_time_below_its_bound():
     works = {name: dict(b, caffe_s=caffe_s, ours_s=None, goal=vs_bvlc_bounds.GOALS[name])
              for (name, b), caffe_s in zip(bounds.items(), (0.09, 3.0, 0.6))}
     run = {"date": "d", "command": "c", "cpu": "cpu", "cores": 2, "threads": 1, "torch": "t",
+           "clock": "CPU time",
            "peak": 100e9, "peak_by_size": {"1024": 100e9}, "vs_bvlc": {"date": "v"},
            "nets": {"tiny": {"title": "Tiny", "weight_bytes": 100e6, "read_rate": 10e9,
                              "works": works}}}

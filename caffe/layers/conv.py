@@ -115,7 +115,10 @@ def im2col_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
     h_o, w_o = conv2d_output_hw(tuple(x.shape[2:]), tuple(weight.shape[2:]), stride, pad,
                                 dilation)
     cols = F.unfold(x, tuple(weight.shape[2:]), dilation, pad, stride)  # N x K x (H_o W_o)
-    y = F.linear(cols.transpose(1, 2), weight.reshape(out, -1), bias)  # N x (H_o W_o) x out
+    # one GEMM over all images' positions: (N H_o W_o) x K rows (a copy for N > 1); left 3-D,
+    # a channels-last input's columns went to a batched product, one small GEMM per image
+    rows = cols.transpose(1, 2).reshape(n * h_o * w_o, cols.shape[1])
+    y = F.linear(rows, weight.reshape(out, -1), bias)  # (N H_o W_o) x out
     return y.view(n, h_o, w_o, out).permute(0, 3, 1, 2)
 
 

@@ -550,7 +550,11 @@ def _before_key(work: str) -> str:
 
 def render(run: dict) -> str:
     has_bvlc = "bvlc" in run.get("engines", {})
-    lines = ["## Side by side with real BVLC Caffe (bench/vs_bvlc.py)", "",
+    threads = run.get("threads")
+    title = "## Side by side with real BVLC Caffe (bench/vs_bvlc.py)"
+    if isinstance(threads, int) and threads > 1:
+        title += f", {threads} threads per engine"
+    lines = [title, "",
              f"Measured {run['date']} with `{run['command']}`; medians of repetitions alternating "
              "between the engines (each in its own process, both alive through the run).", ""]
     if run.get("redone"):

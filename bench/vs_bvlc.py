@@ -279,8 +279,8 @@ def write_nets(key: str, folder: Path) -> dict[str, str]:
     sys.path.insert(0, str(REPO))
     sys.path.insert(0, str(REPO / "tests"))
     import caffe
-    from caffe.model_io import read_net, write_text as write_proto
-    from inference_helpers import MODELS, randomize_weights, sse_test_net_param, with_input_layer
+    from caffe.model_io import write_text as write_proto
+    from inference_helpers import MODELS, randomize_weights, sse_test_net_param, sse_train_net_param
     model = MODELS[key]
     sub = folder / key
     sub.mkdir(parents=True, exist_ok=True)
@@ -297,9 +297,7 @@ def write_nets(key: str, folder: Path) -> dict[str, str]:
     randomize_weights(net, SEED)
     net.save(str(sub / "random.caffemodel"))
     files["weights"] = str(sub / "random.caffemodel")
-    train = with_input_layer(read_net(model.prototxt("train")), caffe.TRAIN,
-                             (TRAIN_BATCH,) + model.input_chw, drop_losses=False)
-    write_proto(train, sub / "train.prototxt")
+    write_proto(sse_train_net_param(model, TRAIN_BATCH), sub / "train.prototxt")
     (sub / "solver.prototxt").write_text(SOLVER.format(net=sub / "train.prototxt"))
     files["solver"] = str(sub / "solver.prototxt")
     return files

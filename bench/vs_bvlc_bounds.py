@@ -115,13 +115,11 @@ def build_nets(key: str) -> dict[str, object]:
     of an SSE model, with in-place convolutions given their own tops so that each layer's
     bottom keeps its input's shape (the computation is unchanged)."""
     import caffe
-    from caffe.model_io import read_net
-    from inference_helpers import MODELS, rename_inplace_tops, sse_test_net_param, with_input_layer
+    from inference_helpers import (MODELS, rename_inplace_tops, sse_test_net_param,
+                                   sse_train_net_param)
     model = MODELS[key]
-    params = {"test1": (sse_test_net_param(model, 1), caffe.TEST)}
-    params["train"] = (with_input_layer(read_net(model.prototxt("train")), caffe.TRAIN,
-                                        (TRAIN_BATCH,) + model.input_chw, drop_losses=False),
-                       caffe.TRAIN)
+    params = {"test1": (sse_test_net_param(model, 1), caffe.TEST),
+              "train": (sse_train_net_param(model, TRAIN_BATCH), caffe.TRAIN)}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return {name: caffe.Net(net_param=rename_inplace_tops(param), phase=phase)

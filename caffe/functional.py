@@ -34,6 +34,25 @@ def _ave_divisor(size: int, out: int, kernel: int, stride: int, pad: int) -> tor
     return (ends - starts).to(torch.float32)
 
 
+def _channels_last_max_pool(x: torch.Tensor, kernel: tuple[int, int], stride: tuple[int, int],
+                            pad: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """PyTorch's ceil-mode MAX pooling of ``x`` by its channels-last kernel: (pooled, indices),
+    the pooled map in ``x``'s memory format."""
+    y, index = F.max_pool2d_with_indices(x.contiguous(memory_format=torch.channels_last),
+                                         kernel, stride, pad, ceil_mode=True)
+    if not x.is_contiguous(memory_format=torch.channels_last):
+        y = y.contiguous()
+    return y, index
+
+
+def _route_to_maxima(grad: torch.Tensor, x: torch.Tensor, index: torch.Tensor, geometry
+                     ) -> torch.Tensor:
+    """MAX pooling's backward: each pooled gradient to its window's recorded maximum in ``x``."""
+    kernel, stride, pad = geometry
+    return torch.ops.aten.max_pool2d_with_indices_backward(_like_input(grad, x), x, kernel,
+                                                           stride, pad, (1, 1), True, index)
+
+
 class _ChannelsLastMaxPool2d(torch.autograd.Function):
     """MAX pooling (ceil mode) computed by PyTorch's channels-last CPU kernel, which is
     vectorised over channels, unlike its NCHW kernel (bench/RESULTS.md, engine ablation: the SSE
@@ -44,10 +63,7 @@ class _ChannelsLastMaxPool2d(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor, kernel: tuple[int, int], stride: tuple[int, int],
                 pad: tuple[int, int]) -> torch.Tensor:
-        y, index = F.max_pool2d_with_indices(x.contiguous(memory_format=torch.channels_last),
-                                             kernel, stride, pad, ceil_mode=True)
-        if not x.is_contiguous(memory_format=torch.channels_last):
-            y = y.contiguous()
+        y, index = _channels_last_max_pool(x, kernel, stride, pad)
         if ctx.needs_input_grad[0]:
             ctx.save_for_backward(x, index)
             ctx.geometry = (kernel, stride, pad)
@@ -56,10 +72,7 @@ class _ChannelsLastMaxPool2d(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         x, index = ctx.saved_tensors
-        kernel, stride, pad = ctx.geometry
-        dx = torch.ops.aten.max_pool2d_with_indices_backward(_like_input(grad, x), x, kernel,
-                                                             stride, pad, (1, 1), True, index)
-        return dx, None, None, None
+        return _route_to_maxima(grad, x, index, ctx.geometry), None, None, None
 
 
 def _like_input(grad: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -114,10 +127,7 @@ class _ReLUMaxPool2d(torch.autograd.Function):
         x.relu_()
         ctx.mark_dirty(x)
         ctx.set_materialize_grads(False)
-        y, index = F.max_pool2d_with_indices(x.contiguous(memory_format=torch.channels_last),
-                                             kernel, stride, pad, ceil_mode=True)
-        if not x.is_contiguous(memory_format=torch.channels_last):
-            y = y.contiguous()
+        y, index = _channels_last_max_pool(x, kernel, stride, pad)
         ctx.save_for_backward(x, y, index)
         ctx.geometry = (kernel, stride, pad)
         return x, y
@@ -125,12 +135,10 @@ class _ReLUMaxPool2d(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_x: torch.Tensor | None, grad_y: torch.Tensor | None):
         x, y, index = ctx.saved_tensors
-        kernel, stride, pad = ctx.geometry
         dx = None
         if grad_y is not None:
             masked = torch.ops.aten.threshold_backward(_like_input(grad_y, x), y, 0)
-            dx = torch.ops.aten.max_pool2d_with_indices_backward(masked, x, kernel, stride, pad,
-                                                                 (1, 1), True, index)
+            dx = _route_to_maxima(masked, x, index, ctx.geometry)
         if grad_x is not None:
             direct = torch.ops.aten.threshold_backward(grad_x, x, 0)
             dx = direct if dx is None else dx + direct

@@ -141,12 +141,16 @@ MODELS = {
 }
 
 
-def sse_train_net(model: SSEModel, batch: int, seed: int = 0) -> caffe.Net:
+def sse_train_net_param(model: SSEModel, batch: int):
     """The TRAIN net with Input tops ``data`` and ``label`` instead of its data layer."""
+    return with_input_layer(read_net(model.prototxt("train")), caffe.TRAIN,
+                            (batch,) + model.input_chw, drop_losses=False)
+
+
+def sse_train_net(model: SSEModel, batch: int, seed: int = 0) -> caffe.Net:
+    """The TRAIN net of ``sse_train_net_param``."""
     caffe.set_random_seed(seed)
-    param = with_input_layer(read_net(model.prototxt("train")), caffe.TRAIN,
-                             (batch,) + model.input_chw, drop_losses=False)
-    return caffe.Net(net_param=param, phase=caffe.TRAIN)
+    return caffe.Net(net_param=sse_train_net_param(model, batch), phase=caffe.TRAIN)
 
 
 def sse_test_net_param(model: SSEModel, batch: int):

@@ -7,7 +7,6 @@ import math
 import torch
 
 from ..functional import concat_shifted_negation
-
 from .base import Layer, Shape, register
 
 _ELTWISE_OPS = {0: "PROD", 1: "SUM", 2: "MAX"}

@@ -2,18 +2,21 @@
 bench/results/engine_ablation.md.
 
 The SSE-HoloNet and SSE-DenseNet-121 train nets (batch 32, data layer replaced by Input, as in
-bench_engine.py (a)) take forward+backward steps, interleaved, in five forms:
+bench_engine.py (a)) take forward+backward steps, interleaved, in six forms:
   * engine: as shipped;
   * NCHW convolutions: conv2d without its channels-last input (the full-map GEMM path kept);
   * NCHW max pooling: PyTorch's NCHW MAX pooling kernel instead of caffe.functional.max_pool2d
     (with the ReLU + MAX pooling fusion of the step turned off, so that every MAX pooling takes it);
   * both in NCHW;
   * plain ReLU: the in-place ReLUs computed as new tensors (the net's ``_relu_over`` and
-    ``_relu_pool`` emptied, as ``CAFFE_INPLACE_RELU=0`` builds it).
+    ``_relu_pool`` emptied, as ``CAFFE_INPLACE_RELU=0`` builds it);
+  * PyTorch BatchNorm: ``F.batch_norm`` for every BatchNorm and per-channel Scale, instead of
+    caffe.functional.batch_norm (whose channel sums are matrix-vector products where PyTorch's
+    channels-last kernel would have its threads share cache lines: 8-24 float channels).
 Each net runs in two child processes, one with the memory policy (caffe.memory, the default) and
 one with ``CAFFE_KEEP_FREED_MEMORY=0``, since glibc's settings cannot be undone inside a process.
 
-Run: ``python bench/bench_engine_ablation.py`` (``--reps``, ``--nets``)."""
+Run: ``python bench/bench_engine_ablation.py`` (``--reps``, ``--nets``, ``--threads``)."""
 from __future__ import annotations
 
 import argparse
@@ -29,10 +32,11 @@ sys.path.insert(0, str(REPO / "bench"))
 sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO))
 
-FORMS = ("engine", "NCHW convolutions", "NCHW max pooling", "both in NCHW", "plain ReLU")
+FORMS = ("engine", "NCHW convolutions", "NCHW max pooling", "both in NCHW", "plain ReLU",
+         "PyTorch BatchNorm")
 
 
-def child(key: str, reps: int, warmup: int) -> dict:
+def child(key: str, reps: int, warmup: int, threads: int | None) -> dict:
     """Median ms per step of each form, in this process (its memory setting is the parent's)."""
     import numpy as np
     import torch
@@ -40,11 +44,16 @@ def child(key: str, reps: int, warmup: int) -> dict:
 
     import caffe.functional
     import caffe.layers.conv
+    import caffe.layers.normalization
     from bench_engine import interleaved
     from caffe.memory import keep_freed_memory
     from inference_helpers import MODELS, randomize_weights, sse_train_net
 
+    if threads:
+        torch.set_num_threads(threads)
+
     shipped_conv, shipped_pool = caffe.layers.conv.conv2d, caffe.functional.max_pool2d
+    shipped_bn = caffe.layers.normalization.batch_norm
 
     def nchw_conv(x, weight, bias, stride, pad, dilation, group):
         full_map = (group == 1 and pad == (0, 0) and dilation == (1, 1)
@@ -65,9 +74,10 @@ def child(key: str, reps: int, warmup: int) -> dict:
 
     relus_over, relu_pools = dict(net._relu_over), dict(net._relu_pool)
 
-    def form(conv, pool, relu_over: bool = True):
+    def form(conv, pool, relu_over: bool = True, bn=shipped_bn):
         def step() -> None:
             caffe.layers.conv.conv2d, caffe.functional.max_pool2d = conv, pool
+            caffe.layers.normalization.batch_norm = bn
             net._relu_over = relus_over if relu_over else {}
             net._relu_pool = relu_pools if relu_over and pool is shipped_pool else {}
             for p in net.learnable_params:
@@ -79,18 +89,21 @@ def child(key: str, reps: int, warmup: int) -> dict:
              "NCHW convolutions": form(nchw_conv, shipped_pool),
              "NCHW max pooling": form(shipped_conv, nchw_pool),
              "both in NCHW": form(nchw_conv, nchw_pool),
-             "plain ReLU": form(shipped_conv, shipped_pool, relu_over=False)}
+             "plain ReLU": form(shipped_conv, shipped_pool, relu_over=False),
+             "PyTorch BatchNorm": form(shipped_conv, shipped_pool, bn=F.batch_norm)}
     seconds = interleaved(steps, reps, warmup)
     caffe.layers.conv.conv2d, caffe.functional.max_pool2d = shipped_conv, shipped_pool
+    caffe.layers.normalization.batch_norm = shipped_bn
     net._relu_over, net._relu_pool = relus_over, relu_pools
     return {"memory policy": keep_freed_memory(), "ms": {k: v * 1e3 for k, v in seconds.items()},
             "title": model.title, "threads": torch.get_num_threads()}
 
 
-def run_child(key: str, keep: bool, reps: int, warmup: int) -> dict:
+def run_child(key: str, keep: bool, reps: int, warmup: int, threads: int | None) -> dict:
     env = dict(os.environ, CAFFE_KEEP_FREED_MEMORY="1" if keep else "0")
     out = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--child", key,
-                          "--reps", str(reps), "--warmup", str(warmup)],
+                          "--reps", str(reps), "--warmup", str(warmup),
+                          *(["--threads", str(threads)] if threads else [])],
                          env=env, capture_output=True, text=True, check=True).stdout
     return json.loads(out.strip().splitlines()[-1])
 
@@ -100,8 +113,8 @@ def render(results: dict, args) -> str:
     info = machine()
     lines = ["## What each engine speed-up is worth (bench/bench_engine_ablation.py)", "",
              f"Measured {time.strftime('%Y-%m-%d')} with `python bench/bench_engine_ablation.py "
-             f"--reps {args.reps}`: forward+backward of the train nets at batch 32 (data layer "
-             "replaced by Input, no per-blob diffs kept, as the solver runs them); the five forms "
+             f"--reps {args.reps}{f' --threads {args.threads}' if args.threads else ''}`: forward+backward of the train nets at batch 32 (data layer "
+             "replaced by Input, no per-blob diffs kept, as the solver runs them); the six forms "
              "alternate within one child process per net and memory setting; medians in ms. "
              f"Machine: {info['cpu']}, {info['cores']} cores, torch {info['torch']} "
              f"({info['torch threads']} threads); load average {os.getloadavg()[0]:.2f} at the end.",
@@ -117,7 +130,8 @@ def render(results: dict, args) -> str:
         lines.append(f"* {by_keep[True]['title']}: memory policy {default['engine'] / kept['engine']:.2f}x, "
                      f"channels-last convolutions {kept['NCHW convolutions'] / kept['engine']:.2f}x, "
                      f"channels-last max pooling {kept['NCHW max pooling'] / kept['engine']:.2f}x, "
-                     f"in-place ReLU {kept['plain ReLU'] / kept['engine']:.2f}x; "
+                     f"in-place ReLU {kept['plain ReLU'] / kept['engine']:.2f}x, "
+                     f"BatchNorm channel sums {kept['PyTorch BatchNorm'] / kept['engine']:.2f}x; "
                      f"all three {default['both in NCHW'] / kept['engine']:.2f}x.")
     return "\n".join(lines) + "\n"
 
@@ -127,15 +141,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--nets", default="holonet,densenet")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads in each child (default: torch's own)")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "engine_ablation.md")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        print(json.dumps(child(args.child, args.reps, args.warmup)))
+        print(json.dumps(child(args.child, args.reps, args.warmup, args.threads)))
         return 0
     results = {}
     for key in args.nets.split(","):
-        results[key] = {keep: run_child(key, keep, args.reps, args.warmup) for keep in (True, False)}
+        results[key] = {keep: run_child(key, keep, args.reps, args.warmup, args.threads) for keep in (True, False)}
         for keep, r in results[key].items():
             if r["memory policy"] != keep:
                 raise RuntimeError(f"{key}: the child's memory policy is {r['memory policy']}, "

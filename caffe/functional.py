@@ -188,6 +188,120 @@ def concat_shifted_negation(x: torch.Tensor, shift: float, axis: int
     return _ConcatShiftedNegation.apply(x, float(shift), axis)
 
 
+CACHE_LINE_BYTES = 64
+
+
+def _shared_reduction_lines(x: torch.Tensor) -> bool:
+    """Whether PyTorch's channels-last CPU BatchNorm backward would have its threads write the
+    same cache lines. That kernel sums each channel into one row of C values per thread, the rows
+    side by side; a row whose length is not a whole number of 64-byte lines shares a line with
+    the next thread's, and every input row then moves that line between the cores: with two
+    threads its backward ran slower than with one for 8-24 float channels (HoloNet's first
+    blocks). bench/results/engine_ablation.md ("PyTorch BatchNorm") measures what avoiding it is
+    worth in the training step."""
+    if (x.device.type != "cpu" or x.dim() != 4 or x.is_contiguous()
+            or not x.is_contiguous(memory_format=torch.channels_last)
+            or torch.get_num_threads() < 2):
+        return False
+    row = x.shape[1] * x.element_size()
+    return row % CACHE_LINE_BYTES != 0 and row < 4 * CACHE_LINE_BYTES
+
+
+def _channel_rows(x: torch.Tensor) -> torch.Tensor:
+    """A channels-last N x C x H x W tensor as its (N H W) x C matrix (a view)."""
+    return x.permute(0, 2, 3, 1).reshape(-1, x.shape[1])
+
+
+def _channel_sums(rows: torch.Tensor, ones: torch.Tensor) -> torch.Tensor:
+    """Per-channel sums of an (M x C) matrix as one matrix-vector product (BLAS splits it by rows
+    without shared partial sums)."""
+    return torch.mv(rows.t(), ones)
+
+
+class _ChannelsLastBatchNorm(torch.autograd.Function):
+    """BatchNorm of a channels-last tensor whose per-channel sums are matrix-vector products (see
+    ``_shared_reduction_lines``), with PyTorch's fixed-statistics kernel for the normalisation.
+    Training normalises with the batch mean and biased variance, E((x - mean)^2) as Caffe computes
+    it, and moves the running buffers as ``F.batch_norm`` does (unbiased variance). Backward, the
+    formulas of ``native_batch_norm_backward``: training, dx = w invstd (dy - mean(dy) - (x - mean)
+    invstd^2 mean(dy (x - mean))); fixed statistics, dx = w invstd dy; dw = invstd sum(dy (x -
+    mean)), db = sum(dy)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, running_mean: torch.Tensor | None,
+                running_var: torch.Tensor | None, weight: torch.Tensor | None,
+                bias: torch.Tensor | None, training: bool, momentum: float, eps: float
+                ) -> torch.Tensor:
+        if training:
+            rows = _channel_rows(x)
+            count = rows.shape[0]
+            ones = rows.new_ones(count)
+            mean = _channel_sums(rows, ones) / count
+            centered = rows - mean
+            var = _channel_sums(centered * centered, ones) / count
+            y = torch.native_batch_norm(x, weight, bias, mean, var, False, 0.0, eps)[0]
+            with torch.no_grad():
+                if running_mean is not None:
+                    running_mean.lerp_(mean, momentum)
+                if running_var is not None:
+                    running_var.lerp_(var * (count / max(count - 1, 1)), momentum)
+            ctx.save_for_backward(centered, weight, torch.rsqrt(var + eps))
+        else:
+            y = torch.native_batch_norm(x, weight, bias, running_mean, running_var, False, 0.0,
+                                        eps)[0]
+            ctx.save_for_backward(x, weight, running_mean, torch.rsqrt(running_var + eps))
+        ctx.training = training
+        ctx.has_bias = bias is not None
+        ctx.shape = x.shape
+        return y
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        if ctx.training:
+            centered, weight, invstd = ctx.saved_tensors
+        else:
+            x, weight, mean, invstd = ctx.saved_tensors
+            centered = _channel_rows(x) - mean
+        need_x, _, _, need_w, need_b = ctx.needs_input_grad[:5]
+        dy = _channel_rows(grad.contiguous(memory_format=torch.channels_last))
+        ones = dy.new_ones(dy.shape[0])
+        sum_dy = _channel_sums(dy, ones)
+        scale = invstd if weight is None else invstd * weight
+        product = dot = None
+        if ctx.training or need_w:
+            product = centered * dy
+            dot = _channel_sums(product, ones)
+        dx = None
+        if need_x:
+            if ctx.training:
+                count = dy.shape[0]
+                dx = torch.addcmul(-(sum_dy / count) * scale, centered,
+                                   -(invstd * invstd * dot / count) * scale, out=product)
+                dx.addcmul_(dy, scale)
+            else:
+                dx = dy * scale
+            n, c, h, w = ctx.shape
+            dx = dx.view(n, h, w, c).permute(0, 3, 1, 2)
+        dw = dot * invstd if need_w else None
+        db = sum_dy if need_b and ctx.has_bias else None
+        return dx, None, None, dw, db, None, None, None
+
+
+def batch_norm(x: torch.Tensor, running_mean: torch.Tensor | None,
+               running_var: torch.Tensor | None, weight: torch.Tensor | None = None,
+               bias: torch.Tensor | None = None, training: bool = False, momentum: float = 0.1,
+               eps: float = 1e-5) -> torch.Tensor:
+    """``F.batch_norm``, with the backward of ``_ChannelsLastBatchNorm`` where PyTorch's own
+    would have its threads share cache lines (``_shared_reduction_lines``)."""
+    given = [t for t in (running_mean, running_var, weight, bias) if t is not None]
+    if (torch.is_grad_enabled() and _shared_reduction_lines(x)
+            and all(t.dtype == x.dtype for t in given)  # not under autocast (bf16 x)
+            and any(t is not None and t.requires_grad for t in (x, weight, bias))):
+        return _ChannelsLastBatchNorm.apply(x, running_mean, running_var, weight, bias, training,
+                                            momentum, eps)
+    return F.batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps)
+
+
 def relu_(x: torch.Tensor, grad_in_place: bool = False) -> torch.Tensor:
     """ReLU over ``x`` itself (see ``_ReLUInPlace``); a plain ``relu_`` when nothing records."""
     if torch.is_grad_enabled() and x.requires_grad:

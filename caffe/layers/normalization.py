@@ -6,6 +6,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+from ..functional import batch_norm
 from .base import TEST, Layer, Shape, register
 
 
@@ -55,7 +56,7 @@ class BatchNorm(Layer):
         x4 = x if x.dim() == 4 else x.reshape(shape[0], shape[1], -1, 1)
         if self.use_global_stats:
             mean, var = self.global_stats()
-            y = F.batch_norm(x4, mean, var, weight, bias, False, 0.0, self.eps)
+            y = batch_norm(x4, mean, var, weight, bias, False, 0.0, self.eps)
         else:
             y, mean, var = self._batch_norm_with_stats(x4, weight, bias)
             self._update_stats(mean, var)
@@ -71,7 +72,7 @@ class BatchNorm(Layer):
         if x.numel() // channels > 1:
             mean = torch.zeros(channels, dtype=self.blobs[0].dtype, device=x.device)
             var = torch.ones(channels, dtype=self.blobs[1].dtype, device=x.device)
-            y = F.batch_norm(x, mean, var, weight, bias, True, 1.0, self.eps)
+            y = batch_norm(x, mean, var, weight, bias, True, 1.0, self.eps)
             return y, mean, var
         # One value per channel (PyTorch's kernel refuses it): Caffe gives x - mean = 0.
         mean = x.mean(dim=(0, 2, 3), keepdim=True)
@@ -176,7 +177,7 @@ def channel_affine(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | N
     channels = x.shape[1]
     zeros = torch.zeros(channels, dtype=x.dtype, device=x.device)
     ones = torch.ones(channels, dtype=x.dtype, device=x.device)
-    return F.batch_norm(x, zeros, ones, weight, bias, False, 0.0, 0.0)
+    return batch_norm(x, zeros, ones, weight, bias, False, 0.0, 0.0)
 
 
 @register("Bias")

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 import caffe
-from caffe.functional import _shared_reduction_lines, batch_norm
+from caffe.functional import _channel_sums, _shared_reduction_lines, batch_norm
 from caffe.model_io import parse_net_text
 
 
@@ -93,3 +93,9 @@ def test_batch_norm_and_scale_layers_in_a_train_net_match_the_nchw_path(two_thre
     assert type(results[0][0].grad_fn).__name__ == "_ChannelsLastBatchNormBackward"
     for a, e in zip(*results):
         torch.testing.assert_close(a, e, rtol=2e-5, atol=2e-5)
+
+
+@pytest.mark.parametrize("rows, channels", [(4096, 8), (4099, 12), (6, 2000), (1, 5), (768, 24)])
+def test_channel_sums_fold_rows_whatever_their_count(rows, channels) -> None:
+    x = torch.randn(rows, channels, generator=torch.Generator().manual_seed(rows), dtype=torch.float64)
+    torch.testing.assert_close(_channel_sums(x), x.sum(0), rtol=1e-12, atol=1e-12)

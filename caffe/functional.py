@@ -189,19 +189,24 @@ def concat_shifted_negation(x: torch.Tensor, shift: float, axis: int
 
 
 CACHE_LINE_BYTES = 64
+NATIVE_BATCH_NORM_MIN = 1 << 21
+
+
+def _channels_last_cpu(x: torch.Tensor) -> bool:
+    """A 4-D CPU tensor in channels-last memory (and not also NCHW-contiguous)."""
+    return (x.device.type == "cpu" and x.dim() == 4 and not x.is_contiguous()
+            and x.is_contiguous(memory_format=torch.channels_last))
 
 
 def _shared_reduction_lines(x: torch.Tensor) -> bool:
-    """Whether PyTorch's channels-last CPU BatchNorm backward would have its threads write the
-    same cache lines. That kernel sums each channel into one row of C values per thread, the rows
-    side by side; a row whose length is not a whole number of 64-byte lines shares a line with
-    the next thread's, and every input row then moves that line between the cores: with two
-    threads its backward ran slower than with one for 8-24 float channels (HoloNet's first
-    blocks). bench/results/engine_ablation.md ("PyTorch BatchNorm") measures what avoiding it is
-    worth in the training step."""
-    if (x.device.type != "cpu" or x.dim() != 4 or x.is_contiguous()
-            or not x.is_contiguous(memory_format=torch.channels_last)
-            or torch.get_num_threads() < 2):
+    """Whether PyTorch's channels-last CPU BatchNorm would have its threads write the same cache
+    lines. Its kernels sum each channel into one row of C values per thread, the rows side by
+    side; a row whose length is not a whole number of 64-byte lines shares a line with the next
+    thread's, and every input row then moves that line between the cores: with two threads its
+    backward ran slower than with one for 8-24 float channels (HoloNet's first blocks).
+    bench/results/engine_ablation.md ("PyTorch BatchNorm") measures what avoiding it is worth in
+    the training step."""
+    if not _channels_last_cpu(x) or torch.get_num_threads() < 2:
         return False
     row = x.shape[1] * x.element_size()
     return row % CACHE_LINE_BYTES != 0 and row < 4 * CACHE_LINE_BYTES
@@ -225,14 +230,67 @@ def _channel_sums(rows: torch.Tensor, width: int = 1024) -> torch.Tensor:
     return torch.mv(folded.t(), folded.new_ones(m // k)).view(k, c).sum(0)
 
 
+def _native_batch_norm_kernels(x: torch.Tensor):
+    """caffe/csrc/batch_norm_channels_last.c for a float32 CPU tensor, or None."""
+    if x.dtype != torch.float32:
+        return None
+    from . import native
+    return native.library("batch_norm_channels_last")
+
+
+def _batch_stats(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and biased variance E((x - mean)^2) of an (M x C) matrix."""
+    count, channels = rows.shape
+    lib = _native_batch_norm_kernels(rows)
+    if lib is not None:
+        from .native import ptr
+        mean = torch.empty(channels, dtype=torch.float64)
+        var = torch.empty(channels, dtype=torch.float64)
+        lib.bn_cl_stats(ptr(rows), count, channels, torch.get_num_threads(), ptr(mean), ptr(var))
+        return mean.to(rows.dtype), var.to(rows.dtype)
+    mean = _channel_sums(rows) / count
+    centered = rows - mean
+    return mean, _channel_sums(centered * centered) / count
+
+
+def _grad_sums(dy: torch.Tensor, rows: torch.Tensor, mean: torch.Tensor
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel sum(dy) and sum(dy (x - mean)) of (M x C) matrices."""
+    count, channels = rows.shape
+    lib = _native_batch_norm_kernels(rows)
+    if lib is not None:
+        from .native import ptr
+        sum_dy = torch.empty(channels, dtype=torch.float64)
+        dot = torch.empty(channels, dtype=torch.float64)
+        lib.bn_cl_grad_sums(ptr(dy), ptr(rows), count, channels, ptr(mean.contiguous()),
+                            torch.get_num_threads(), ptr(sum_dy), ptr(dot))
+        return sum_dy.to(dy.dtype), dot.to(dy.dtype)
+    return _channel_sums(dy), _channel_sums((rows - mean) * dy)
+
+
+def _grad_input(dy: torch.Tensor, rows: torch.Tensor, k: torch.Tensor, p: torch.Tensor,
+                q: torch.Tensor) -> torch.Tensor:
+    """dy k + x p + q per channel, of (M x C) matrices."""
+    lib = _native_batch_norm_kernels(rows)
+    if lib is not None:
+        from .native import ptr
+        dx = torch.empty_like(rows)
+        lib.bn_cl_grad_input(ptr(dy), ptr(rows), rows.shape[0], rows.shape[1],
+                             ptr(k.contiguous()), ptr(p.contiguous()), ptr(q.contiguous()),
+                             torch.get_num_threads(), ptr(dx))
+        return dx
+    return torch.addcmul(q, rows, p).addcmul_(dy, k)
+
+
 class _ChannelsLastBatchNorm(torch.autograd.Function):
-    """BatchNorm of a channels-last tensor whose per-channel sums are matrix-vector products (see
-    ``_shared_reduction_lines``), with PyTorch's fixed-statistics kernel for the normalisation.
-    Training normalises with the batch mean and biased variance, E((x - mean)^2) as Caffe computes
-    it, and moves the running buffers as ``F.batch_norm`` does (unbiased variance). Backward, the
-    formulas of ``native_batch_norm_backward``: training, dx = w invstd (dy - mean(dy) - (x - mean)
-    invstd^2 mean(dy (x - mean))); fixed statistics, dx = w invstd dy; dw = invstd sum(dy (x -
-    mean)), db = sum(dy)."""
+    """BatchNorm of a channels-last tensor, seen as its (N H W) x C matrix: the channel sums by
+    caffe/csrc's kernels in one pass each (or, without them, as folded matrix-vector products),
+    the normalisation by PyTorch's fixed-statistics kernel. Training normalises with the batch
+    mean and biased variance, E((x - mean)^2) as Caffe computes it, and moves the running
+    buffers as ``F.batch_norm`` does (unbiased variance). Backward, the formulas of
+    ``native_batch_norm_backward``: training, dx = w invstd (dy - mean(dy) - (x - mean) invstd^2
+    mean(dy (x - mean))); fixed statistics, dx = w invstd dy; dw = invstd sum(dy (x - mean)),
+    db = sum(dy)."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, running_mean: torch.Tensor | None,
@@ -240,52 +298,38 @@ class _ChannelsLastBatchNorm(torch.autograd.Function):
                 bias: torch.Tensor | None, training: bool, momentum: float, eps: float
                 ) -> torch.Tensor:
         if training:
-            rows = _channel_rows(x)
-            count = rows.shape[0]
-            mean = _channel_sums(rows) / count
-            centered = rows - mean
-            var = _channel_sums(centered * centered) / count
-            y = torch.native_batch_norm(x, weight, bias, mean, var, False, 0.0, eps)[0]
+            count = x.numel() // x.shape[1]
+            mean, var = _batch_stats(_channel_rows(x))
             with torch.no_grad():
                 if running_mean is not None:
                     running_mean.lerp_(mean, momentum)
                 if running_var is not None:
                     running_var.lerp_(var * (count / max(count - 1, 1)), momentum)
-            ctx.save_for_backward(centered, weight, torch.rsqrt(var + eps))
         else:
-            y = torch.native_batch_norm(x, weight, bias, running_mean, running_var, False, 0.0,
-                                        eps)[0]
-            ctx.save_for_backward(x, weight, running_mean, torch.rsqrt(running_var + eps))
+            mean, var = running_mean, running_var
+        y = torch.native_batch_norm(x, weight, bias, mean, var, False, 0.0, eps)[0]
+        ctx.save_for_backward(x, weight, mean, torch.rsqrt(var + eps))
         ctx.training = training
         ctx.has_bias = bias is not None
-        ctx.shape = x.shape
         return y
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        if ctx.training:
-            centered, weight, invstd = ctx.saved_tensors
-        else:
-            x, weight, mean, invstd = ctx.saved_tensors
-            centered = _channel_rows(x) - mean
+        x, weight, mean, invstd = ctx.saved_tensors
         need_x, _, _, need_w, need_b = ctx.needs_input_grad[:5]
+        rows = _channel_rows(x)
         dy = _channel_rows(grad.contiguous(memory_format=torch.channels_last))
-        sum_dy = _channel_sums(dy)
+        sum_dy, dot = _grad_sums(dy, rows, mean)
         scale = invstd if weight is None else invstd * weight
-        product = dot = None
-        if ctx.training or need_w:
-            product = centered * dy
-            dot = _channel_sums(product)
         dx = None
         if need_x:
             if ctx.training:
                 count = dy.shape[0]
-                dx = torch.addcmul(-(sum_dy / count) * scale, centered,
-                                   -(invstd * invstd * dot / count) * scale, out=product)
-                dx.addcmul_(dy, scale)
+                p = -(invstd * invstd * dot / count) * scale
+                dx = _grad_input(dy, rows, scale, p, -(sum_dy / count) * scale - p * mean)
             else:
                 dx = dy * scale
-            n, c, h, w = ctx.shape
+            n, c, h, w = x.shape
             dx = dx.view(n, h, w, c).permute(0, 3, 1, 2)
         dw = dot * invstd if need_w else None
         db = sum_dy if need_b and ctx.has_bias else None
@@ -296,12 +340,18 @@ def batch_norm(x: torch.Tensor, running_mean: torch.Tensor | None,
                running_var: torch.Tensor | None, weight: torch.Tensor | None = None,
                bias: torch.Tensor | None = None, training: bool = False, momentum: float = 0.1,
                eps: float = 1e-5) -> torch.Tensor:
-    """``F.batch_norm``, with the backward of ``_ChannelsLastBatchNorm`` where PyTorch's own
-    would have its threads share cache lines (``_shared_reduction_lines``)."""
+    """``F.batch_norm``, or ``_ChannelsLastBatchNorm`` for a channels-last CPU tensor that will be
+    differentiated, where PyTorch's kernels would have their threads share cache lines
+    (``_shared_reduction_lines``) or where caffe/csrc's kernels are built and the tensor has at
+    least ``NATIVE_BATCH_NORM_MIN`` values (below that the fixed cost of the extra calls outweighs
+    the passes they save)."""
     given = [t for t in (running_mean, running_var, weight, bias) if t is not None]
-    if (torch.is_grad_enabled() and _shared_reduction_lines(x)
+    if (torch.is_grad_enabled() and _channels_last_cpu(x)
             and all(t.dtype == x.dtype for t in given)  # not under autocast (bf16 x)
-            and any(t is not None and t.requires_grad for t in (x, weight, bias))):
+            and any(t is not None and t.requires_grad for t in (x, weight, bias))
+            and (_shared_reduction_lines(x)
+                 or (x.numel() >= NATIVE_BATCH_NORM_MIN
+                     and _native_batch_norm_kernels(x) is not None))):
         return _ChannelsLastBatchNorm.apply(x, running_mean, running_var, weight, bias, training,
                                             momentum, eps)
     return F.batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps)

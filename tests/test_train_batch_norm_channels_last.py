@@ -1,18 +1,37 @@
-"""BatchNorm of a channels-last CPU tensor whose channel row is not a whole number of cache lines
-(8, 12 or 24 float channels, HoloNet's first blocks), with several threads, takes
-``caffe.functional._ChannelsLastBatchNorm`` (channel sums as matrix-vector products; PyTorch's
-kernel had its threads share cache lines, issue 19). Its outputs, running statistics and gradients
-must be ``F.batch_norm``'s, in training and with fixed statistics, with and without the affine
-blobs; everything else keeps PyTorch's kernel."""
+"""BatchNorm of a channels-last CPU tensor that will be differentiated takes
+``caffe.functional._ChannelsLastBatchNorm`` where PyTorch's kernels would have their threads share
+cache lines (8, 12 or 24 float channels, HoloNet's first blocks, with several threads; issue 19)
+and, where caffe/csrc's kernels are built, for every tensor of at least NATIVE_BATCH_NORM_MIN
+values. Its outputs, running statistics and gradients must be ``F.batch_norm``'s, in training and
+with fixed statistics, with and without the affine blobs, by the C kernels and by the PyTorch
+path that stands in for them; everything else keeps PyTorch's kernel."""
 from __future__ import annotations
+
+import shutil
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 import caffe
-from caffe.functional import _channel_sums, _shared_reduction_lines, batch_norm
+import caffe.functional
+from caffe import native
+from caffe.functional import NATIVE_BATCH_NORM_MIN, _channel_sums, _shared_reduction_lines, batch_norm
 from caffe.model_io import parse_net_text
+
+KERNELS = "batch_norm_channels_last"
+
+
+@pytest.fixture(params=["C kernels", "PyTorch path"])
+def kernels(request, monkeypatch):
+    """Each test twice: with caffe/csrc's kernels (skipped where they cannot be built) and with
+    the PyTorch path that stands in for them."""
+    if request.param == "C kernels":
+        if native.library(KERNELS) is None:
+            pytest.skip(f"caffe/csrc kernels not built: {native.problem(KERNELS)}")
+    else:
+        monkeypatch.setattr(caffe.functional, "_native_batch_norm_kernels", lambda x: None)
+    return request.param
 
 
 @pytest.fixture
@@ -44,8 +63,8 @@ def test_route_is_taken_only_where_threads_would_share_lines(two_threads) -> Non
 @pytest.mark.parametrize("channels", [5, 8, 12, 24])
 @pytest.mark.parametrize("training", [True, False])
 @pytest.mark.parametrize("affine", [True, False])
-def test_values_statistics_and_gradients_are_pytorch_batch_norms(two_threads, channels, training,
-                                                                 affine) -> None:
+def test_values_statistics_and_gradients_are_pytorch_batch_norms(two_threads, kernels, channels,
+                                                                 training, affine) -> None:
     shape = (3, channels, 9, 7)
     g = torch.Generator().manual_seed(channels)
     x0 = channels_last_input(shape, channels)
@@ -69,7 +88,8 @@ def test_values_statistics_and_gradients_are_pytorch_batch_norms(two_threads, ch
         torch.testing.assert_close(a, e, rtol=2e-5, atol=2e-5)
 
 
-def test_batch_norm_and_scale_layers_in_a_train_net_match_the_nchw_path(two_threads) -> None:
+def test_batch_norm_and_scale_layers_in_a_train_net_match_the_nchw_path(two_threads, kernels
+                                                                        ) -> None:
     text = """
     layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 4 dim: 12 dim: 10 dim: 10 } } }
     layer { name: "bn" type: "BatchNorm" bottom: "data" top: "bn" }
@@ -99,3 +119,65 @@ def test_batch_norm_and_scale_layers_in_a_train_net_match_the_nchw_path(two_thre
 def test_channel_sums_fold_rows_whatever_their_count(rows, channels) -> None:
     x = torch.randn(rows, channels, generator=torch.Generator().manual_seed(rows), dtype=torch.float64)
     torch.testing.assert_close(_channel_sums(x), x.sum(0), rtol=1e-12, atol=1e-12)
+
+
+def test_large_tensors_take_the_c_kernels_on_any_thread_count(kernels) -> None:
+    torch.set_num_threads(1)
+    try:
+        x = channels_last_input((2, 64, 128, 128), 5).requires_grad_()
+        assert x.numel() >= NATIVE_BATCH_NORM_MIN
+        y = batch_norm(x, None, None, None, None, True, 0.1, 1e-5)
+        routed = type(y.grad_fn).__name__ == "_ChannelsLastBatchNormBackward"
+        assert routed is (kernels == "C kernels")
+        small = channels_last_input((2, 64, 8, 8), 5).requires_grad_()
+        y = batch_norm(small, None, None, None, None, True, 0.1, 1e-5)
+        assert type(y.grad_fn).__name__ != "_ChannelsLastBatchNormBackward"
+    finally:
+        torch.set_num_threads(2)
+
+
+def test_statistics_far_from_zero_keep_their_precision(two_threads, kernels) -> None:
+    """A mean a thousand times the spread: the variance must not cancel away."""
+    x0 = channels_last_input((4, 12, 16, 16), 6) * 0.01 + 1000.0
+    x = x0.clone().requires_grad_()
+    mean, var = torch.zeros(12), torch.ones(12)
+    y = batch_norm(x, mean, var, None, None, True, 1.0, 1e-5)
+    exact = x0.double()
+    want_mean = exact.mean((0, 2, 3))
+    want_var = exact.var((0, 2, 3), unbiased=True)
+    torch.testing.assert_close(mean.double(), want_mean, rtol=1e-6, atol=0)
+    torch.testing.assert_close(var.double(), want_var, rtol=2e-3, atol=0)
+    want_y = (exact - want_mean.view(1, -1, 1, 1)) / (exact.var((0, 2, 3), unbiased=False)
+                                                       .view(1, -1, 1, 1) + 1e-5).sqrt()
+    torch.testing.assert_close(y.double(), want_y, rtol=0, atol=0.05)
+
+
+def test_c_kernels_build_where_a_compiler_and_openmp_are_present() -> None:
+    if not (shutil.which("cc") or shutil.which("gcc")):
+        pytest.skip("no C compiler here")
+    assert native.library(KERNELS) is not None, native.problem(KERNELS)
+
+
+def test_c_kernels_are_built_once_then_taken_from_the_cache(tmp_path, monkeypatch) -> None:
+    if not (shutil.which("cc") or shutil.which("gcc")):
+        pytest.skip("no C compiler here")
+    monkeypatch.setenv("CAFFE_NATIVE_CACHE", str(tmp_path))
+    first = native._build(KERNELS)
+    assert first.parent == tmp_path and first.suffix == ".so"
+    stamp = first.stat().st_mtime_ns
+    assert native._build(KERNELS) == first and first.stat().st_mtime_ns == stamp
+    assert [p.name for p in tmp_path.iterdir()] == [first.name]  # no temporary file left
+
+
+def test_without_a_compiler_or_when_turned_off_callers_are_told_why(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("CAFFE_NATIVE_CACHE", str(tmp_path))
+    monkeypatch.setattr(native, "_loaded", {})
+    monkeypatch.setattr(native, "_problems", {})
+    monkeypatch.setenv("CC", "false")
+    assert native.library(KERNELS) is None
+    assert "false failed on" in native.problem(KERNELS)
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.setattr(native, "_loaded", {})
+    monkeypatch.setenv("CAFFE_NATIVE_KERNELS", "0")
+    assert native.library(KERNELS) is None
+    assert native.problem(KERNELS) == "CAFFE_NATIVE_KERNELS=0"

@@ -1,0 +1,148 @@
+/* BatchNorm over a channels-last float tensor, seen as an (m x c) row-major matrix (rows: the
+ * N*H*W positions, columns: the channels). Training forward and backward each read the tensor
+ * the fewest times they can: the statistics in one pass (PyTorch's fixed-statistics kernel then
+ * normalises in one), the backward's two channel sums in one, the input gradient in one.
+ *
+ * Threads: OpenMP, the runtime PyTorch itself uses (libgomp.so.1 is loaded by then, so this
+ * library shares its pool and its thread count). Each thread sums its own rows into its own
+ * double accumulators, allocated separately (no cache line is written by two threads), and the
+ * threads' sums are added in a fixed order, so results do not depend on timing.
+ *
+ * Loaded by caffe/native.py; caffe/functional.py (_ChannelsLastBatchNorm) calls it. */
+#include <omp.h>
+#include <stdint.h>
+#include <stdlib.h>
+
+#define BLOCK_ROWS 64 /* rows summed in float before they are added to the double sums */
+
+static int threads_for(int64_t m, int64_t c, int threads) {
+    int64_t work = m * c / 65536; /* small tensors: one thread */
+    if (work < 1) return 1;
+    return work < threads ? (int)work : threads;
+}
+
+/* Per channel: the sum of x and the sum of (x - shift)^2, shift = the channel's first value
+ * (a shift near the mean keeps the sum of squares from cancelling). */
+static void sums_shifted(const float *x, int64_t m, int64_t c, const float *shift, int threads,
+                         double *sum, double *sumsq) {
+    int nt = threads_for(m, c, threads);
+    double *part = calloc((size_t)nt * 2 * (size_t)c + 16, sizeof(double));
+#pragma omp parallel num_threads(nt)
+    {
+        int t = omp_get_thread_num(), n = omp_get_num_threads();
+        double *s = aligned_alloc(64, ((size_t)c * 2 * sizeof(double) + 63) / 64 * 64);
+        float *bs = aligned_alloc(64, ((size_t)c * 2 * sizeof(float) + 63) / 64 * 64);
+        double *s2 = s + c;
+        float *bs2 = bs + c;
+        for (int64_t j = 0; j < c; j++) s[j] = s2[j] = 0.0;
+        int64_t begin = m * t / n, end = m * (t + 1) / n;
+        for (int64_t r0 = begin; r0 < end; r0 += BLOCK_ROWS) {
+            int64_t r1 = r0 + BLOCK_ROWS < end ? r0 + BLOCK_ROWS : end;
+            for (int64_t j = 0; j < c; j++) bs[j] = bs2[j] = 0.0f;
+            for (int64_t r = r0; r < r1; r++) {
+                const float *row = x + r * c;
+                for (int64_t j = 0; j < c; j++) {
+                    float d = row[j] - shift[j];
+                    bs[j] += d;
+                    bs2[j] += d * d;
+                }
+            }
+            for (int64_t j = 0; j < c; j++) {
+                s[j] += bs[j];
+                s2[j] += bs2[j];
+            }
+        }
+        for (int64_t j = 0; j < c; j++) {
+            part[(size_t)t * 2 * c + j] = s[j];
+            part[(size_t)t * 2 * c + c + j] = s2[j];
+        }
+        free(s);
+        free(bs);
+    }
+    for (int64_t j = 0; j < c; j++) {
+        double a = 0.0, b = 0.0;
+        for (int t = 0; t < nt; t++) {
+            a += part[(size_t)t * 2 * c + j];
+            b += part[(size_t)t * 2 * c + c + j];
+        }
+        sum[j] = a + (double)shift[j] * (double)m;
+        sumsq[j] = b;
+    }
+    free(part);
+}
+
+/* Training statistics: mean[c] and biased var[c] = E((x - mean)^2). */
+void bn_cl_stats(const float *x, int64_t m, int64_t c, int threads, double *mean, double *var) {
+    float *shift = malloc((size_t)c * sizeof(float));
+    for (int64_t j = 0; j < c; j++) shift[j] = m ? x[j] : 0.0f;
+    double *sumsq = malloc((size_t)c * sizeof(double));
+    sums_shifted(x, m, c, shift, threads, mean, sumsq);
+    for (int64_t j = 0; j < c; j++) {
+        double mu = mean[j] / (double)m, d = mu - (double)shift[j];
+        mean[j] = mu;
+        var[j] = sumsq[j] / (double)m - d * d;
+        if (var[j] < 0.0) var[j] = 0.0;
+    }
+    free(sumsq);
+    free(shift);
+}
+
+/* The backward's channel sums in one pass: sum_dy[c] = sum dy, dot[c] = sum dy (x - mean). */
+void bn_cl_grad_sums(const float *dy, const float *x, int64_t m, int64_t c, const float *mean,
+                     int threads, double *sum_dy, double *dot) {
+    int nt = threads_for(m, c, threads);
+    double *part = calloc((size_t)nt * 2 * (size_t)c + 16, sizeof(double));
+#pragma omp parallel num_threads(nt)
+    {
+        int t = omp_get_thread_num(), n = omp_get_num_threads();
+        double *s = aligned_alloc(64, ((size_t)c * 2 * sizeof(double) + 63) / 64 * 64);
+        float *bs = aligned_alloc(64, ((size_t)c * 2 * sizeof(float) + 63) / 64 * 64);
+        double *s2 = s + c;
+        float *bs2 = bs + c;
+        for (int64_t j = 0; j < c; j++) s[j] = s2[j] = 0.0;
+        int64_t begin = m * t / n, end = m * (t + 1) / n;
+        for (int64_t r0 = begin; r0 < end; r0 += BLOCK_ROWS) {
+            int64_t r1 = r0 + BLOCK_ROWS < end ? r0 + BLOCK_ROWS : end;
+            for (int64_t j = 0; j < c; j++) bs[j] = bs2[j] = 0.0f;
+            for (int64_t r = r0; r < r1; r++) {
+                const float *g = dy + r * c, *in = x + r * c;
+                for (int64_t j = 0; j < c; j++) {
+                    bs[j] += g[j];
+                    bs2[j] += g[j] * (in[j] - mean[j]);
+                }
+            }
+            for (int64_t j = 0; j < c; j++) {
+                s[j] += bs[j];
+                s2[j] += bs2[j];
+            }
+        }
+        for (int64_t j = 0; j < c; j++) {
+            part[(size_t)t * 2 * c + j] = s[j];
+            part[(size_t)t * 2 * c + c + j] = s2[j];
+        }
+        free(s);
+        free(bs);
+    }
+    for (int64_t j = 0; j < c; j++) {
+        double a = 0.0, b = 0.0;
+        for (int t = 0; t < nt; t++) {
+            a += part[(size_t)t * 2 * c + j];
+            b += part[(size_t)t * 2 * c + c + j];
+        }
+        sum_dy[j] = a;
+        dot[j] = b;
+    }
+    free(part);
+}
+
+/* Training input gradient: dx = dy * k + x * p + q per channel. */
+void bn_cl_grad_input(const float *dy, const float *x, int64_t m, int64_t c, const float *k,
+                      const float *p, const float *q, int threads, float *dx) {
+    int nt = threads_for(m, c, threads);
+#pragma omp parallel for num_threads(nt) schedule(static)
+    for (int64_t r = 0; r < m; r++) {
+        const float *g = dy + r * c, *in = x + r * c;
+        float *out = dx + r * c;
+        for (int64_t j = 0; j < c; j++) out[j] = g[j] * k[j] + in[j] * p[j] + q[j];
+    }
+}

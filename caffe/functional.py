@@ -190,6 +190,7 @@ def concat_shifted_negation(x: torch.Tensor, shift: float, axis: int
 
 CACHE_LINE_BYTES = 64
 NATIVE_BATCH_NORM_MIN = 1 << 21
+NATIVE_BATCH_NORM_RELU_MIN = 1 << 18  # with the ReLU inside, smaller tensors gain too
 
 
 def _channels_last_cpu(x: torch.Tensor) -> bool:
@@ -253,50 +254,56 @@ def _batch_stats(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return mean, _channel_sums(centered * centered) / count
 
 
-def _grad_sums(dy: torch.Tensor, rows: torch.Tensor, mean: torch.Tensor
+def _grad_sums(dy: torch.Tensor, rows: torch.Tensor, mean: torch.Tensor,
+               mask: tuple[torch.Tensor, torch.Tensor] | None = None
                ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-channel sum(dy) and sum(dy (x - mean)) of (M x C) matrices."""
+    """Per-channel sum(dy) and sum(dy (x - mean)) of (M x C) matrices; ``mask`` (a, b): dy only
+    where x a + b > 0 (the C kernels only)."""
     count, channels = rows.shape
     lib = _native_batch_norm_kernels(rows)
     if lib is not None:
         from .native import ptr
+        a, b = mask if mask is not None else (None, None)
         sum_dy = torch.empty(channels, dtype=torch.float64)
         dot = torch.empty(channels, dtype=torch.float64)
-        lib.bn_cl_grad_sums(ptr(dy), ptr(rows), count, channels, ptr(mean.contiguous()),
-                            torch.get_num_threads(), ptr(sum_dy), ptr(dot))
+        lib.bn_cl_grad_sums(ptr(dy), ptr(rows), count, channels, ptr(mean.contiguous()), ptr(a),
+                            ptr(b), torch.get_num_threads(), ptr(sum_dy), ptr(dot))
         return sum_dy.to(dy.dtype), dot.to(dy.dtype)
     return _channel_sums(dy), _channel_sums((rows - mean) * dy)
 
 
 def _grad_input(dy: torch.Tensor, rows: torch.Tensor, k: torch.Tensor, p: torch.Tensor,
-                q: torch.Tensor) -> torch.Tensor:
-    """dy k + x p + q per channel, of (M x C) matrices."""
+                q: torch.Tensor, mask: tuple[torch.Tensor, torch.Tensor] | None = None
+                ) -> torch.Tensor:
+    """dy k + x p + q per channel, of (M x C) matrices (dy masked as in ``_grad_sums``)."""
     lib = _native_batch_norm_kernels(rows)
     if lib is not None:
         from .native import ptr
+        a, b = mask if mask is not None else (None, None)
         dx = torch.empty_like(rows)
         lib.bn_cl_grad_input(ptr(dy), ptr(rows), rows.shape[0], rows.shape[1],
                              ptr(k.contiguous()), ptr(p.contiguous()), ptr(q.contiguous()),
-                             torch.get_num_threads(), ptr(dx))
+                             ptr(a), ptr(b), torch.get_num_threads(), ptr(dx))
         return dx
     return torch.addcmul(q, rows, p).addcmul_(dy, k)
 
 
 class _ChannelsLastBatchNorm(torch.autograd.Function):
-    """BatchNorm of a channels-last tensor, seen as its (N H W) x C matrix: the channel sums by
-    caffe/csrc's kernels in one pass each (or, without them, as folded matrix-vector products),
-    the normalisation by PyTorch's fixed-statistics kernel. Training normalises with the batch
-    mean and biased variance, E((x - mean)^2) as Caffe computes it, and moves the running
-    buffers as ``F.batch_norm`` does (unbiased variance). Backward, the formulas of
-    ``native_batch_norm_backward``: training, dx = w invstd (dy - mean(dy) - (x - mean) invstd^2
-    mean(dy (x - mean))); fixed statistics, dx = w invstd dy; dw = invstd sum(dy (x - mean)),
-    db = sum(dy)."""
+    """BatchNorm of a channels-last tensor, seen as its (N H W) x C matrix, optionally with the
+    ReLU after it: the channel sums and (with the C kernels) the normalisation by caffe/csrc's
+    kernels in one pass each, or without them the sums as folded matrix-vector products and the
+    normalisation by PyTorch's fixed-statistics kernel (no ReLU: ``batch_norm`` then applies it).
+    Training normalises with the batch mean and biased variance, E((x - mean)^2) as Caffe
+    computes it, and moves the running buffers as ``F.batch_norm`` does (unbiased variance).
+    Backward, the formulas of ``native_batch_norm_backward``: training, dx = w invstd (dy -
+    mean(dy) - (x - mean) invstd^2 mean(dy (x - mean))); fixed statistics, dx = w invstd dy;
+    dw = invstd sum(dy (x - mean)), db = sum(dy); with the ReLU, dy where the output is > 0."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, running_mean: torch.Tensor | None,
                 running_var: torch.Tensor | None, weight: torch.Tensor | None,
-                bias: torch.Tensor | None, training: bool, momentum: float, eps: float
-                ) -> torch.Tensor:
+                bias: torch.Tensor | None, training: bool, momentum: float, eps: float,
+                relu: bool) -> torch.Tensor:
         if training:
             count = x.numel() // x.shape[1]
             mean, var = _batch_stats(_channel_rows(x))
@@ -307,54 +314,76 @@ class _ChannelsLastBatchNorm(torch.autograd.Function):
                     running_var.lerp_(var * (count / max(count - 1, 1)), momentum)
         else:
             mean, var = running_mean, running_var
-        y = torch.native_batch_norm(x, weight, bias, mean, var, False, 0.0, eps)[0]
-        ctx.save_for_backward(x, weight, mean, torch.rsqrt(var + eps))
+        invstd = 1.0 / torch.sqrt(var + eps)  # as PyTorch's kernel (rsqrt is not exact at 1)
+        lib = _native_batch_norm_kernels(x)
+        mask = None
+        if lib is not None:
+            from .native import ptr
+            a = invstd if weight is None else invstd * weight
+            b = -mean * a if bias is None else bias - mean * a
+            y = torch.empty_like(x, memory_format=torch.channels_last)
+            lib.bn_cl_affine(ptr(x), x.numel() // x.shape[1], x.shape[1], ptr(a), ptr(b),
+                             int(relu), torch.get_num_threads(), ptr(y))
+            mask = (a, b) if relu else None
+        else:
+            y = torch.native_batch_norm(x, weight, bias, mean, var, False, 0.0, eps)[0]
+        ctx.save_for_backward(x, weight, mean, invstd, *(mask or ()))
         ctx.training = training
         ctx.has_bias = bias is not None
         return y
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        x, weight, mean, invstd = ctx.saved_tensors
+        x, weight, mean, invstd, *mask = ctx.saved_tensors
+        mask = tuple(mask) or None
         need_x, _, _, need_w, need_b = ctx.needs_input_grad[:5]
         rows = _channel_rows(x)
         dy = _channel_rows(grad.contiguous(memory_format=torch.channels_last))
-        sum_dy, dot = _grad_sums(dy, rows, mean)
+        sum_dy, dot = _grad_sums(dy, rows, mean, mask)
         scale = invstd if weight is None else invstd * weight
         dx = None
         if need_x:
             if ctx.training:
                 count = dy.shape[0]
                 p = -(invstd * invstd * dot / count) * scale
-                dx = _grad_input(dy, rows, scale, p, -(sum_dy / count) * scale - p * mean)
+                dx = _grad_input(dy, rows, scale, p, -(sum_dy / count) * scale - p * mean, mask)
             else:
-                dx = dy * scale
+                zero = torch.zeros_like(scale)
+                dx = (_grad_input(dy, rows, scale, zero, zero, mask) if mask is not None
+                      else dy * scale)
             n, c, h, w = x.shape
             dx = dx.view(n, h, w, c).permute(0, 3, 1, 2)
         dw = dot * invstd if need_w else None
         db = sum_dy if need_b and ctx.has_bias else None
-        return dx, None, None, dw, db, None, None, None
+        return dx, None, None, dw, db, None, None, None, None
 
 
 def batch_norm(x: torch.Tensor, running_mean: torch.Tensor | None,
                running_var: torch.Tensor | None, weight: torch.Tensor | None = None,
                bias: torch.Tensor | None = None, training: bool = False, momentum: float = 0.1,
-               eps: float = 1e-5) -> torch.Tensor:
+               eps: float = 1e-5, relu: bool = False, relu_grad_in_place: bool = False
+               ) -> torch.Tensor:
     """``F.batch_norm``, or ``_ChannelsLastBatchNorm`` for a channels-last CPU tensor that will be
     differentiated, where PyTorch's kernels would have their threads share cache lines
     (``_shared_reduction_lines``) or where caffe/csrc's kernels are built and the tensor has at
-    least ``NATIVE_BATCH_NORM_MIN`` values (below that the fixed cost of the extra calls outweighs
-    the passes they save)."""
+    least ``NATIVE_BATCH_NORM_MIN`` values, ``NATIVE_BATCH_NORM_RELU_MIN`` with ``relu`` (below
+    that the fixed cost of the extra calls outweighs the passes they save). ``relu``: the in-place
+    ReLU after it too (``relu_`` with ``relu_grad_in_place``), inside the C kernels where they
+    run."""
     given = [t for t in (running_mean, running_var, weight, bias) if t is not None]
+    fused = False
     if (torch.is_grad_enabled() and _channels_last_cpu(x)
             and all(t.dtype == x.dtype for t in given)  # not under autocast (bf16 x)
             and any(t is not None and t.requires_grad for t in (x, weight, bias))
             and (_shared_reduction_lines(x)
-                 or (x.numel() >= NATIVE_BATCH_NORM_MIN
+                 or (x.numel() >= (NATIVE_BATCH_NORM_RELU_MIN if relu else NATIVE_BATCH_NORM_MIN)
                      and _native_batch_norm_kernels(x) is not None))):
-        return _ChannelsLastBatchNorm.apply(x, running_mean, running_var, weight, bias, training,
-                                            momentum, eps)
-    return F.batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps)
+        fused = relu and _native_batch_norm_kernels(x) is not None
+        y = _ChannelsLastBatchNorm.apply(x, running_mean, running_var, weight, bias, training,
+                                         momentum, eps, fused)
+    else:
+        y = F.batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps)
+    return relu_(y, relu_grad_in_place) if relu and not fused else y
 
 
 def relu_(x: torch.Tensor, grad_in_place: bool = False) -> torch.Tensor:

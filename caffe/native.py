@@ -27,7 +27,9 @@ import torch
 from .atomic import atomic_path
 
 CSRC = Path(__file__).resolve().parent / "csrc"
-FLAGS = ["-O3", "-march=native", "-fopenmp", "-std=c11", "-shared", "-fPIC"]
+FLAGS = ["-O3", "-march=native", "-fopenmp", "-std=c11", "-ffp-contract=off", "-shared",
+         "-fPIC"]
+LIBS = ["-lm"]
 ENV = "CAFFE_NATIVE_KERNELS"
 
 _loaded: dict[str, ctypes.CDLL | None] = {}
@@ -39,8 +41,9 @@ _i64, _int = ctypes.c_int64, ctypes.c_int
 SIGNATURES = {
     "batch_norm_channels_last": {
         "bn_cl_stats": [_f32, _i64, _i64, _int, _f64, _f64],
-        "bn_cl_grad_sums": [_f32, _f32, _i64, _i64, _f32, _int, _f64, _f64],
-        "bn_cl_grad_input": [_f32, _f32, _i64, _i64, _f32, _f32, _f32, _int, _f32],
+        "bn_cl_grad_sums": [_f32, _f32, _i64, _i64, _f32, _f32, _f32, _int, _f64, _f64],
+        "bn_cl_grad_input": [_f32, _f32, _i64, _i64, _f32, _f32, _f32, _f32, _f32, _int, _f32],
+        "bn_cl_affine": [_f32, _i64, _i64, _f32, _f32, _int, _int, _f32],
     },
 }
 
@@ -80,14 +83,14 @@ def _build(name: str) -> Path:
     if cc is None:
         raise RuntimeError("no C compiler (cc or gcc, or $CC)")
     version = subprocess.run([cc, "--version"], capture_output=True, text=True).stdout
-    key = hashlib.sha256("\0".join([source.read_text(), cc, version, " ".join(FLAGS),
+    key = hashlib.sha256("\0".join([source.read_text(), cc, version, " ".join(FLAGS + LIBS),
                                     _cpu_flags()]).encode()).hexdigest()[:16]
     target = cache_dir() / f"{name}-{key}.so"
     if target.exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(target) as tmp:
-        done = subprocess.run([cc, *FLAGS, str(source), "-o", tmp], capture_output=True,
+        done = subprocess.run([cc, *FLAGS, str(source), "-o", tmp, *LIBS], capture_output=True,
                               text=True)
         if done.returncode != 0:
             raise RuntimeError(f"{cc} failed on {source}: {done.stderr.strip()[-2000:]}")
@@ -122,7 +125,9 @@ def problem(name: str) -> str | None:
     return _problems.get(name)
 
 
-def ptr(t: torch.Tensor):
-    """A tensor's data as the ctypes pointer of its dtype (float32 or float64)."""
+def ptr(t: torch.Tensor | None):
+    """A tensor's data as the ctypes pointer of its dtype (float32 or float64); None as NULL."""
+    if t is None:
+        return None
     kind = _f32 if t.dtype == torch.float32 else _f64
     return ctypes.cast(t.data_ptr(), kind)

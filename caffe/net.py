@@ -222,6 +222,8 @@ class Net(PycaffeNetMethods):
         self._setup_inplace_reshapes(shapes_in, shapes_out, capacity)
         self._relu_over = self._find_relus_over()
         self._relu_pool = self._find_relu_pools()
+        self._bn_scale_relu = {j + 1: i for i, j in self._bn_scale.items()
+                               if j + 1 in self._relu_over and j + 1 not in self._relu_pool}
         self._negated_concat = self._find_negated_concats()
         self.device = torch.device("cpu")
         self._allocate()
@@ -536,29 +538,34 @@ class Net(PycaffeNetMethods):
 
     def run(self, layers: Iterable[int] | None = None) -> torch.Tensor:
         """The solver's fast forward over the given layer indices (all by default): one autograd
-        graph when recording, BatchNorm fused with its in-place Scale. Returns the weighted loss
+        graph when recording, BatchNorm fused with its in-place Scale (and the in-place ReLU after
+        them). Returns the weighted loss
         as a tensor (the root for ``backward()``); blob diffs are not kept."""
         self._sync.flush()
         self._records.clear()
         record = self.requires_backward and torch.is_grad_enabled()
         indices = list(layers) if layers is not None else range(len(self.modules))
         with torch.set_grad_enabled(record):
-            skip = previous = None
+            skip: set[int] = set()
+            previous = None
             for pos, i in enumerate(indices):
-                if i == skip:
+                if i in skip:
                     previous = i
                     continue
                 following = indices[pos + 1] if pos + 1 < len(indices) else None
                 if following is not None and self._bn_scale.get(i) == following:
-                    self._forward_bn_scale(i, following)
-                    skip = following
+                    after = indices[pos + 2] if pos + 2 < len(indices) else None
+                    relu = (after if self._bn_scale_relu.get(after) == i
+                            and after in self._relu_over else None)
+                    self._forward_bn_scale(i, following, relu)
+                    skip = {following} if relu is None else {following, relu}
                 elif following is not None and self._negated_concat.get(i) == following:
                     self._forward_negated_concat(i, following)
-                    skip = following
+                    skip = {following}
                 elif i in self._relu_over and previous == i - 1:
                     if following is not None and self._relu_pool.get(i) == following:
                         self._forward_relu_pool(i, following)
-                        skip = following
+                        skip = {following}
                     else:
                         self._forward_relu_over(i)
                 else:
@@ -594,12 +601,16 @@ class Net(PycaffeNetMethods):
         for t, y in zip(self.top_names[self._layer_names[i]], outputs):
             self._data[t] = y
 
-    def _forward_bn_scale(self, i: int, j: int) -> None:
-        """Layers i (BatchNorm) and j (its in-place Scale) as one normalisation with affine."""
+    def _forward_bn_scale(self, i: int, j: int, relu: int | None = None) -> None:
+        """Layers i (BatchNorm) and j (its in-place Scale) as one normalisation with affine, and
+        the in-place ReLU ``relu`` after them (one of ``_relu_over``) where given: with the C
+        kernels the ReLU then costs no pass of its own (caffe.functional.batch_norm)."""
         name = self._layer_names[i]
         bottom, top = self.bottom_names[name][0], self.top_names[name][0]
         weight, bias = self.modules[j].per_channel_blobs()
-        self._data[top] = self.modules[i].normalize(self._data[bottom], weight, bias)
+        grad_in_place = relu is not None and self._relu_over[relu]
+        self._data[top] = self.modules[i].normalize(self._data[bottom], weight, bias,
+                                                    relu is not None, grad_in_place)
 
     def _forward_relu_over(self, i: int) -> None:
         """In-place ReLU i written over the fresh tensor the layer before it made in this run (a

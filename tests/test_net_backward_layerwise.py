@@ -242,6 +242,6 @@ def test_a_net_with_nothing_to_backpropagate_forwards_on_the_fast_path() -> None
     assert not any(net._plan.layer_need)
     calls = []
     original = net._forward_bn_scale
-    net._forward_bn_scale = lambda i, j: (calls.append(i), original(i, j))
+    net._forward_bn_scale = lambda i, j, relu=None: (calls.append(i), original(i, j, relu))
     net.forward()
     assert calls and not net._records

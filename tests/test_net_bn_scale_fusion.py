@@ -74,7 +74,7 @@ def test_fusion_is_used_by_the_solver_path_and_not_by_pycaffe_forward() -> None:
     net = build(caffe.TRAIN, fused=True)
     calls = []
     original = net._forward_bn_scale
-    net._forward_bn_scale = lambda i, j: (calls.append(i), original(i, j))
+    net._forward_bn_scale = lambda i, j, relu=None: (calls.append(i), original(i, j, relu))
     feed(net)
     net.forward()
     net.backward()

@@ -1,7 +1,11 @@
 /* BatchNorm over a channels-last float tensor, seen as an (m x c) row-major matrix (rows: the
  * N*H*W positions, columns: the channels). Training forward and backward each read the tensor
- * the fewest times they can: the statistics in one pass (PyTorch's fixed-statistics kernel then
- * normalises in one), the backward's two channel sums in one, the input gradient in one.
+ * the fewest times they can: the statistics in one pass, the normalisation (with the ReLU that
+ * follows it in the nets, when asked) in one, the backward's two channel sums in one, the input
+ * gradient in one. The normalisation is one fused multiply-add per value, x a + b rounded once,
+ * as PyTorch's own kernels compute it; the backward masks the incoming gradient by the ReLU
+ * itself, recomputing x a + b > 0 with that same fmaf (no other contraction:
+ * -ffp-contract=off), so the ReLU costs no pass of its own in either direction.
  *
  * Threads: OpenMP, the runtime PyTorch itself uses (libgomp.so.1 is loaded by then, so this
  * library shares its pool and its thread count). Each thread sums its own rows into its own
@@ -9,6 +13,7 @@
  * threads' sums are added in a fixed order, so results do not depend on timing.
  *
  * Loaded by caffe/native.py; caffe/functional.py (_ChannelsLastBatchNorm) calls it. */
+#include <math.h>
 #include <omp.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -87,9 +92,11 @@ void bn_cl_stats(const float *x, int64_t m, int64_t c, int threads, double *mean
     free(shift);
 }
 
-/* The backward's channel sums in one pass: sum_dy[c] = sum dy, dot[c] = sum dy (x - mean). */
+/* The backward's channel sums in one pass: sum_dy[c] = sum dy, dot[c] = sum dy (x - mean). With
+ * a and b (a ReLU after the normalisation), dy counts only where fma(x, a, b) > 0, the value
+ * bn_cl_affine's forward computed. */
 void bn_cl_grad_sums(const float *dy, const float *x, int64_t m, int64_t c, const float *mean,
-                     int threads, double *sum_dy, double *dot) {
+                     const float *a, const float *b, int threads, double *sum_dy, double *dot) {
     int nt = threads_for(m, c, threads);
     double *part = calloc((size_t)nt * 2 * (size_t)c + 16, sizeof(double));
 #pragma omp parallel num_threads(nt)
@@ -106,9 +113,17 @@ void bn_cl_grad_sums(const float *dy, const float *x, int64_t m, int64_t c, cons
             for (int64_t j = 0; j < c; j++) bs[j] = bs2[j] = 0.0f;
             for (int64_t r = r0; r < r1; r++) {
                 const float *g = dy + r * c, *in = x + r * c;
-                for (int64_t j = 0; j < c; j++) {
-                    bs[j] += g[j];
-                    bs2[j] += g[j] * (in[j] - mean[j]);
+                if (a) {
+                    for (int64_t j = 0; j < c; j++) {
+                        float gj = fmaf(in[j], a[j], b[j]) > 0.0f ? g[j] : 0.0f;
+                        bs[j] += gj;
+                        bs2[j] += gj * (in[j] - mean[j]);
+                    }
+                } else {
+                    for (int64_t j = 0; j < c; j++) {
+                        bs[j] += g[j];
+                        bs2[j] += g[j] * (in[j] - mean[j]);
+                    }
                 }
             }
             for (int64_t j = 0; j < c; j++) {
@@ -135,14 +150,43 @@ void bn_cl_grad_sums(const float *dy, const float *x, int64_t m, int64_t c, cons
     free(part);
 }
 
-/* Training input gradient: dx = dy * k + x * p + q per channel. */
+/* Training input gradient: dx = dy * k + x * p + q per channel, dy masked as in
+ * bn_cl_grad_sums when a and b are given. */
 void bn_cl_grad_input(const float *dy, const float *x, int64_t m, int64_t c, const float *k,
-                      const float *p, const float *q, int threads, float *dx) {
+                      const float *p, const float *q, const float *a, const float *b, int threads,
+                      float *dx) {
     int nt = threads_for(m, c, threads);
 #pragma omp parallel for num_threads(nt) schedule(static)
     for (int64_t r = 0; r < m; r++) {
         const float *g = dy + r * c, *in = x + r * c;
         float *out = dx + r * c;
-        for (int64_t j = 0; j < c; j++) out[j] = g[j] * k[j] + in[j] * p[j] + q[j];
+        if (a) {
+            for (int64_t j = 0; j < c; j++) {
+                float gj = fmaf(in[j], a[j], b[j]) > 0.0f ? g[j] : 0.0f;
+                out[j] = gj * k[j] + in[j] * p[j] + q[j];
+            }
+        } else {
+            for (int64_t j = 0; j < c; j++) out[j] = g[j] * k[j] + in[j] * p[j] + q[j];
+        }
+    }
+}
+
+/* The normalisation y = fma(x, a, b) per channel (a = w invstd, b = bias - mean a), and with
+ * relu max(y, 0) (NaN kept, as torch.relu). y may be x. */
+void bn_cl_affine(const float *x, int64_t m, int64_t c, const float *a, const float *b, int relu,
+                  int threads, float *y) {
+    int nt = threads_for(m, c, threads);
+#pragma omp parallel for num_threads(nt) schedule(static)
+    for (int64_t r = 0; r < m; r++) {
+        const float *in = x + r * c;
+        float *out = y + r * c;
+        if (relu) {
+            for (int64_t j = 0; j < c; j++) {
+                float v = fmaf(in[j], a[j], b[j]);
+                out[j] = v < 0.0f ? 0.0f : v;
+            }
+        } else {
+            for (int64_t j = 0; j < c; j++) out[j] = fmaf(in[j], a[j], b[j]);
+        }
     }
 }

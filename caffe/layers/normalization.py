@@ -6,7 +6,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ..functional import batch_norm
+from ..functional import batch_norm, relu_
 from .base import TEST, Layer, Shape, register
 
 
@@ -49,32 +49,36 @@ class BatchNorm(Layer):
         return [self.normalize(x)]
 
     def normalize(self, x: torch.Tensor, weight: torch.Tensor | None = None,
-                  bias: torch.Tensor | None = None) -> torch.Tensor:
+                  bias: torch.Tensor | None = None, relu: bool = False,
+                  relu_grad_in_place: bool = False) -> torch.Tensor:
         """BatchNorm of ``x``, then ``* weight + bias`` per channel when given (the Net passes a
-        following in-place Scale's blobs, so both run as one kernel)."""
+        following in-place Scale's blobs, so both run as one kernel), then with ``relu`` the
+        in-place ReLU after them (``caffe.functional.batch_norm``)."""
         shape = x.shape
         x4 = x if x.dim() == 4 else x.reshape(shape[0], shape[1], -1, 1)
+        relu_args = (relu, relu_grad_in_place)
         if self.use_global_stats:
             mean, var = self.global_stats()
-            y = batch_norm(x4, mean, var, weight, bias, False, 0.0, self.eps)
-        else:
-            y, mean, var = self._batch_norm_with_stats(x4, weight, bias)
-            self._update_stats(mean, var)
-        return y if x4 is x else y.reshape(shape)
-
-    def _batch_norm_with_stats(self, x: torch.Tensor, weight: torch.Tensor | None,
-                               bias: torch.Tensor | None
-                               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Normalise with the batch statistics and return them as Caffe accumulates them: the
-        mean and m/(m-1) times the biased variance (m = N*H*W; the variance itself when m == 1).
-        Running buffers with momentum 1 receive exactly these from the one fused kernel."""
-        channels = x.shape[1]
-        if x.numel() // channels > 1:
+            y = batch_norm(x4, mean, var, weight, bias, False, 0.0, self.eps, *relu_args)
+        elif x4.numel() // x4.shape[1] > 1:
+            # running buffers with momentum 1 receive the batch mean and m/(m-1) times the
+            # biased variance (m = N*H*W), as Caffe accumulates them
+            channels = x4.shape[1]
             mean = torch.zeros(channels, dtype=self.blobs[0].dtype, device=x.device)
             var = torch.ones(channels, dtype=self.blobs[1].dtype, device=x.device)
-            y = batch_norm(x, mean, var, weight, bias, True, 1.0, self.eps)
-            return y, mean, var
-        # One value per channel (PyTorch's kernel refuses it): Caffe gives x - mean = 0.
+            y = batch_norm(x4, mean, var, weight, bias, True, 1.0, self.eps, *relu_args)
+            self._update_stats(mean, var)
+        else:
+            y, mean, var = self._single_value_norm(x4, weight, bias)
+            self._update_stats(mean, var)
+            y = relu_(y, relu_grad_in_place) if relu else y
+        return y if x4 is x else y.reshape(shape)
+
+    def _single_value_norm(self, x: torch.Tensor, weight: torch.Tensor | None,
+                           bias: torch.Tensor | None
+                           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One value per channel (PyTorch's kernel refuses it): Caffe gives x - mean = 0; the
+        statistics are the value and variance 0."""
         mean = x.mean(dim=(0, 2, 3), keepdim=True)
         y = (x - mean) * (1.0 / math.sqrt(self.eps))
         if weight is not None:

@@ -9,10 +9,12 @@ bench_engine.py (a)) take forward+backward steps, interleaved, in six forms:
     (with the ReLU + MAX pooling fusion of the step turned off, so that every MAX pooling takes it);
   * both in NCHW;
   * plain ReLU: the in-place ReLUs computed as new tensors (the net's ``_relu_over`` and
-    ``_relu_pool`` emptied, as ``CAFFE_INPLACE_RELU=0`` builds it);
-  * PyTorch BatchNorm: ``F.batch_norm`` for every BatchNorm and per-channel Scale, instead of
-    caffe.functional.batch_norm (whose channel sums are matrix-vector products where PyTorch's
-    channels-last kernel would have its threads share cache lines: 8-24 float channels).
+    ``_relu_pool`` emptied, as ``CAFFE_INPLACE_RELU=0`` builds it; no ReLU then runs inside a
+    BatchNorm node either);
+  * PyTorch BatchNorm: ``F.batch_norm`` for every BatchNorm and per-channel Scale (and the
+    in-place ReLU after a BatchNorm + Scale as a node of its own), instead of
+    caffe.functional.batch_norm (caffe/csrc's kernels for large channels-last tensors, the ReLU
+    inside them; channel sums where PyTorch's kernel would have its threads share cache lines).
 Each net runs in two child processes, one with the memory policy (caffe.memory, the default) and
 one with ``CAFFE_KEEP_FREED_MEMORY=0``, since glibc's settings cannot be undone inside a process.
 
@@ -62,6 +64,11 @@ def child(key: str, reps: int, warmup: int, threads: int | None) -> dict:
             return shipped_conv(x, weight, bias, stride, pad, dilation, group)
         return F.conv2d(x.contiguous(), weight, bias, stride, pad, dilation, group)
 
+    def pytorch_batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps,
+                           relu=False, relu_grad_in_place=False):
+        y = F.batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps)
+        return caffe.functional.relu_(y, relu_grad_in_place) if relu else y
+
     def nchw_pool(x, kernel, stride, pad):
         return F.max_pool2d(x, kernel, stride, pad, ceil_mode=True)
 
@@ -90,7 +97,7 @@ def child(key: str, reps: int, warmup: int, threads: int | None) -> dict:
              "NCHW max pooling": form(shipped_conv, nchw_pool),
              "both in NCHW": form(nchw_conv, nchw_pool),
              "plain ReLU": form(shipped_conv, shipped_pool, relu_over=False),
-             "PyTorch BatchNorm": form(shipped_conv, shipped_pool, bn=F.batch_norm)}
+             "PyTorch BatchNorm": form(shipped_conv, shipped_pool, bn=pytorch_batch_norm)}
     seconds = interleaved(steps, reps, warmup)
     caffe.layers.conv.conv2d, caffe.functional.max_pool2d = shipped_conv, shipped_pool
     caffe.layers.normalization.batch_norm = shipped_bn
@@ -101,11 +108,13 @@ def child(key: str, reps: int, warmup: int, threads: int | None) -> dict:
 
 def run_child(key: str, keep: bool, reps: int, warmup: int, threads: int | None) -> dict:
     env = dict(os.environ, CAFFE_KEEP_FREED_MEMORY="1" if keep else "0")
-    out = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--child", key,
-                          "--reps", str(reps), "--warmup", str(warmup),
-                          *(["--threads", str(threads)] if threads else [])],
-                         env=env, capture_output=True, text=True, check=True).stdout
-    return json.loads(out.strip().splitlines()[-1])
+    done = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--child", key,
+                           "--reps", str(reps), "--warmup", str(warmup),
+                           *(["--threads", str(threads)] if threads else [])],
+                          env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"the {key} child failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def render(results: dict, args) -> str:
@@ -131,7 +140,7 @@ def render(results: dict, args) -> str:
                      f"channels-last convolutions {kept['NCHW convolutions'] / kept['engine']:.2f}x, "
                      f"channels-last max pooling {kept['NCHW max pooling'] / kept['engine']:.2f}x, "
                      f"in-place ReLU {kept['plain ReLU'] / kept['engine']:.2f}x, "
-                     f"BatchNorm channel sums {kept['PyTorch BatchNorm'] / kept['engine']:.2f}x; "
+                     f"BatchNorm kernels {kept['PyTorch BatchNorm'] / kept['engine']:.2f}x; "
                      f"all three {default['both in NCHW'] / kept['engine']:.2f}x.")
     return "\n".join(lines) + "\n"
 

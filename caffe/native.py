@@ -7,8 +7,8 @@ no PyTorch headers: the C compiler builds them in well under a second, with ``-m
 for the machine at hand and OpenMP, which binds to the ``libgomp.so.1`` that PyTorch has already
 loaded, so the kernels run on PyTorch's own thread pool.
 
-The library is cached under ``$CAFFE_NATIVE_CACHE`` (default ``~/.cache/sse-toolkit/native``),
-named by a hash of the source, the compiler, its flags and the CPU's feature flags, and written
+The library is cached under ``$CAFFE_NATIVE_CACHE`` (default ``~/.cache/sse-toolkit/native``; the
+temporary folder where that cannot be made), named by a hash of the source, the compiler, its flags and the CPU's feature flags, and written
 atomically, so processes that build it at the same time do not clash. Where there is no C
 compiler, no Linux OpenMP runtime in the process, or ``CAFFE_NATIVE_KERNELS=0``, ``library``
 returns None and callers take their PyTorch path (the same values, more passes)."""
@@ -20,6 +20,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import torch
@@ -85,10 +86,15 @@ def _build(name: str) -> Path:
     version = subprocess.run([cc, "--version"], capture_output=True, text=True).stdout
     key = hashlib.sha256("\0".join([source.read_text(), cc, version, " ".join(FLAGS + LIBS),
                                     _cpu_flags()]).encode()).hexdigest()[:16]
-    target = cache_dir() / f"{name}-{key}.so"
+    folder = cache_dir()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:  # a read-only home: the machine's temporary folder, per user
+        folder = Path(tempfile.gettempdir()) / f"sse-toolkit-native-{os.getuid()}"
+        folder.mkdir(parents=True, exist_ok=True)
+    target = folder / f"{name}-{key}.so"
     if target.exists():
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(target) as tmp:
         done = subprocess.run([cc, *FLAGS, str(source), "-o", tmp, *LIBS], capture_output=True,
                               text=True)

@@ -181,3 +181,16 @@ def test_without_a_compiler_or_when_turned_off_callers_are_told_why(tmp_path, mo
     monkeypatch.setenv("CAFFE_NATIVE_KERNELS", "0")
     assert native.library(KERNELS) is None
     assert native.problem(KERNELS) == "CAFFE_NATIVE_KERNELS=0"
+
+
+def test_a_cache_folder_that_cannot_be_made_falls_back_to_the_temporary_folder(tmp_path,
+                                                                                monkeypatch) -> None:
+    if not (shutil.which("cc") or shutil.which("gcc")):
+        pytest.skip("no C compiler here")
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("CAFFE_NATIVE_CACHE", str(blocker / "native"))
+    monkeypatch.setattr(native.tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    built = native._build(KERNELS)
+    assert built.parent.parent == tmp_path / "tmp" and built.exists()

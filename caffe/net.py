@@ -222,8 +222,7 @@ class Net(PycaffeNetMethods):
         self._setup_inplace_reshapes(shapes_in, shapes_out, capacity)
         self._relu_over = self._find_relus_over()
         self._relu_pool = self._find_relu_pools()
-        self._bn_scale_relu = {j + 1: i for i, j in self._bn_scale.items()
-                               if j + 1 in self._relu_over and j + 1 not in self._relu_pool}
+        self._bn_scale_relu = self._find_bn_scale_relus()
         self._negated_concat = self._find_negated_concats()
         self.device = torch.device("cpu")
         self._allocate()
@@ -330,6 +329,14 @@ class Net(PycaffeNetMethods):
             reader = self._only_reader(k, bottoms[0])
             found[k] = reader is not None and type(self.modules[reader]) is Convolution
         return found
+
+    def _find_bn_scale_relus(self) -> dict[int, int]:
+        """In-place ReLU index (one of ``_find_relus_over``, not taken by a ReLU + pooling pair)
+        -> index of the BatchNorm whose in-place Scale it follows: ``run`` computes the three as
+        one normalisation with the ReLU inside (``BatchNorm.normalize``). Off with
+        CAFFE_INPLACE_RELU=0."""
+        return {j + 1: i for i, j in self._bn_scale.items()
+                if j + 1 in self._relu_over and j + 1 not in self._relu_pool}
 
     def _find_relu_pools(self) -> dict[int, int]:
         """In-place ReLU index (one of ``_find_relus_over``) -> index of the MAX Pooling right
@@ -539,8 +546,8 @@ class Net(PycaffeNetMethods):
     def run(self, layers: Iterable[int] | None = None) -> torch.Tensor:
         """The solver's fast forward over the given layer indices (all by default): one autograd
         graph when recording, BatchNorm fused with its in-place Scale (and the in-place ReLU after
-        them). Returns the weighted loss
-        as a tensor (the root for ``backward()``); blob diffs are not kept."""
+        them). Returns the weighted loss as a tensor (the root for ``backward()``); blob diffs
+        are not kept."""
         self._sync.flush()
         self._records.clear()
         record = self.requires_backward and torch.is_grad_enabled()

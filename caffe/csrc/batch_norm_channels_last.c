@@ -26,65 +26,104 @@ static int threads_for(int64_t m, int64_t c, int threads) {
     return work < threads ? (int)work : threads;
 }
 
-/* Per channel: the sum of x and the sum of (x - shift)^2, shift = the channel's first value
- * (a shift near the mean keeps the sum of squares from cancelling). */
-static void sums_shifted(const float *x, int64_t m, int64_t c, const float *shift, int threads,
-                         double *sum, double *sumsq) {
+/* The two per-channel sums a pass makes: of the statistics (STATS: d = x - centre, s1 += d,
+ * s2 += d^2) or of the backward (GRAD: g = dy, masked by the ReLU when a is given, s1 += g,
+ * s2 += g (x - centre)). */
+enum sums_kind { STATS, GRAD };
+
+struct sums_pass {
+    enum sums_kind kind;
+    const float *x, *dy;   /* dy: GRAD only */
+    const float *centre;   /* STATS: the shift; GRAD: the mean */
+    const float *a, *b;    /* GRAD: the ReLU's mask fma(x, a, b) > 0, or NULL */
+    int64_t m, c;
+};
+
+/* Rows [r0, r1) added into the float block sums bs1, bs2 (the kind's loop chosen once per block,
+ * so that each loop vectorises over the channels). */
+static void add_rows(const struct sums_pass *p, int64_t r0, int64_t r1, float *bs1, float *bs2) {
+    const int64_t c = p->c;
+    const float *centre = p->centre;
+    for (int64_t r = r0; r < r1; r++) {
+        const float *in = p->x + r * c;
+        if (p->kind == STATS) {
+            for (int64_t j = 0; j < c; j++) {
+                float d = in[j] - centre[j];
+                bs1[j] += d;
+                bs2[j] += d * d;
+            }
+        } else if (p->a) {
+            const float *g = p->dy + r * c, *a = p->a, *b = p->b;
+            for (int64_t j = 0; j < c; j++) {
+                float gj = fmaf(in[j], a[j], b[j]) > 0.0f ? g[j] : 0.0f;
+                bs1[j] += gj;
+                bs2[j] += gj * (in[j] - centre[j]);
+            }
+        } else {
+            const float *g = p->dy + r * c;
+            for (int64_t j = 0; j < c; j++) {
+                bs1[j] += g[j];
+                bs2[j] += g[j] * (in[j] - centre[j]);
+            }
+        }
+    }
+}
+
+/* The pass over all rows: each thread sums its own rows, BLOCK_ROWS at a time in float, into
+ * its own double sums; the threads' sums are then added in thread order into s1 and s2. */
+static void two_sums(const struct sums_pass *p, int threads, double *s1, double *s2) {
+    const int64_t m = p->m, c = p->c;
     int nt = threads_for(m, c, threads);
     double *part = calloc((size_t)nt * 2 * (size_t)c + 16, sizeof(double));
 #pragma omp parallel num_threads(nt)
     {
         int t = omp_get_thread_num(), n = omp_get_num_threads();
-        double *s = aligned_alloc(64, ((size_t)c * 2 * sizeof(double) + 63) / 64 * 64);
-        float *bs = aligned_alloc(64, ((size_t)c * 2 * sizeof(float) + 63) / 64 * 64);
-        double *s2 = s + c;
-        float *bs2 = bs + c;
-        for (int64_t j = 0; j < c; j++) s[j] = s2[j] = 0.0;
+        double *d1 = aligned_alloc(64, ((size_t)c * 2 * sizeof(double) + 63) / 64 * 64);
+        float *bs1 = aligned_alloc(64, ((size_t)c * 2 * sizeof(float) + 63) / 64 * 64);
+        double *d2 = d1 + c;
+        float *bs2 = bs1 + c;
+        for (int64_t j = 0; j < c; j++) d1[j] = d2[j] = 0.0;
         int64_t begin = m * t / n, end = m * (t + 1) / n;
         for (int64_t r0 = begin; r0 < end; r0 += BLOCK_ROWS) {
             int64_t r1 = r0 + BLOCK_ROWS < end ? r0 + BLOCK_ROWS : end;
-            for (int64_t j = 0; j < c; j++) bs[j] = bs2[j] = 0.0f;
-            for (int64_t r = r0; r < r1; r++) {
-                const float *row = x + r * c;
-                for (int64_t j = 0; j < c; j++) {
-                    float d = row[j] - shift[j];
-                    bs[j] += d;
-                    bs2[j] += d * d;
-                }
-            }
+            for (int64_t j = 0; j < c; j++) bs1[j] = bs2[j] = 0.0f;
+            add_rows(p, r0, r1, bs1, bs2);
             for (int64_t j = 0; j < c; j++) {
-                s[j] += bs[j];
-                s2[j] += bs2[j];
+                d1[j] += bs1[j];
+                d2[j] += bs2[j];
             }
         }
         for (int64_t j = 0; j < c; j++) {
-            part[(size_t)t * 2 * c + j] = s[j];
-            part[(size_t)t * 2 * c + c + j] = s2[j];
+            part[(size_t)t * 2 * c + j] = d1[j];
+            part[(size_t)t * 2 * c + c + j] = d2[j];
         }
-        free(s);
-        free(bs);
+        free(d1);
+        free(bs1);
     }
     for (int64_t j = 0; j < c; j++) {
-        double a = 0.0, b = 0.0;
+        double u = 0.0, v = 0.0;
         for (int t = 0; t < nt; t++) {
-            a += part[(size_t)t * 2 * c + j];
-            b += part[(size_t)t * 2 * c + c + j];
+            u += part[(size_t)t * 2 * c + j];
+            v += part[(size_t)t * 2 * c + c + j];
         }
-        sum[j] = a + (double)shift[j] * (double)m;
-        sumsq[j] = b;
+        s1[j] = u;
+        s2[j] = v;
     }
     free(part);
 }
 
-/* Training statistics: mean[c] and biased var[c] = E((x - mean)^2). */
+/* Training statistics: mean[c] and biased var[c] = E((x - mean)^2), from the sums of x - shift
+ * and (x - shift)^2, shift = the channel's first value (a shift near the mean keeps the sum of
+ * squares from cancelling). */
 void bn_cl_stats(const float *x, int64_t m, int64_t c, int threads, double *mean, double *var) {
     float *shift = malloc((size_t)c * sizeof(float));
     for (int64_t j = 0; j < c; j++) shift[j] = m ? x[j] : 0.0f;
     double *sumsq = malloc((size_t)c * sizeof(double));
-    sums_shifted(x, m, c, shift, threads, mean, sumsq);
+    struct sums_pass p = {STATS, x, NULL, shift, NULL, NULL, m, c};
+    two_sums(&p, threads, mean, sumsq);
     for (int64_t j = 0; j < c; j++) {
-        double mu = mean[j] / (double)m, d = mu - (double)shift[j];
-        mean[j] = mu;
+        double d = mean[j] / (double)m; /* mean - shift */
+        mean[j] = d + (double)shift[j];
         var[j] = sumsq[j] / (double)m - d * d;
         if (var[j] < 0.0) var[j] = 0.0;
     }
@@ -97,57 +136,8 @@ void bn_cl_stats(const float *x, int64_t m, int64_t c, int threads, double *mean
  * bn_cl_affine's forward computed. */
 void bn_cl_grad_sums(const float *dy, const float *x, int64_t m, int64_t c, const float *mean,
                      const float *a, const float *b, int threads, double *sum_dy, double *dot) {
-    int nt = threads_for(m, c, threads);
-    double *part = calloc((size_t)nt * 2 * (size_t)c + 16, sizeof(double));
-#pragma omp parallel num_threads(nt)
-    {
-        int t = omp_get_thread_num(), n = omp_get_num_threads();
-        double *s = aligned_alloc(64, ((size_t)c * 2 * sizeof(double) + 63) / 64 * 64);
-        float *bs = aligned_alloc(64, ((size_t)c * 2 * sizeof(float) + 63) / 64 * 64);
-        double *s2 = s + c;
-        float *bs2 = bs + c;
-        for (int64_t j = 0; j < c; j++) s[j] = s2[j] = 0.0;
-        int64_t begin = m * t / n, end = m * (t + 1) / n;
-        for (int64_t r0 = begin; r0 < end; r0 += BLOCK_ROWS) {
-            int64_t r1 = r0 + BLOCK_ROWS < end ? r0 + BLOCK_ROWS : end;
-            for (int64_t j = 0; j < c; j++) bs[j] = bs2[j] = 0.0f;
-            for (int64_t r = r0; r < r1; r++) {
-                const float *g = dy + r * c, *in = x + r * c;
-                if (a) {
-                    for (int64_t j = 0; j < c; j++) {
-                        float gj = fmaf(in[j], a[j], b[j]) > 0.0f ? g[j] : 0.0f;
-                        bs[j] += gj;
-                        bs2[j] += gj * (in[j] - mean[j]);
-                    }
-                } else {
-                    for (int64_t j = 0; j < c; j++) {
-                        bs[j] += g[j];
-                        bs2[j] += g[j] * (in[j] - mean[j]);
-                    }
-                }
-            }
-            for (int64_t j = 0; j < c; j++) {
-                s[j] += bs[j];
-                s2[j] += bs2[j];
-            }
-        }
-        for (int64_t j = 0; j < c; j++) {
-            part[(size_t)t * 2 * c + j] = s[j];
-            part[(size_t)t * 2 * c + c + j] = s2[j];
-        }
-        free(s);
-        free(bs);
-    }
-    for (int64_t j = 0; j < c; j++) {
-        double a = 0.0, b = 0.0;
-        for (int t = 0; t < nt; t++) {
-            a += part[(size_t)t * 2 * c + j];
-            b += part[(size_t)t * 2 * c + c + j];
-        }
-        sum_dy[j] = a;
-        dot[j] = b;
-    }
-    free(part);
+    struct sums_pass p = {GRAD, x, dy, mean, a, b, m, c};
+    two_sums(&p, threads, sum_dy, dot);
 }
 
 /* Training input gradient: dx = dy * k + x * p + q per channel, dy masked as in

@@ -40,3 +40,23 @@ def needs_shared_data(*parts: str) -> pytest.MarkDecorator:
 @pytest.fixture
 def golden() -> Path:
     return GOLDEN
+
+
+def _torch_threads(n: int):
+    import torch
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def one_thread():
+    """PyTorch on one thread for the test, the former count restored after it."""
+    yield from _torch_threads(1)
+
+
+@pytest.fixture
+def two_threads():
+    """PyTorch on two threads for the test, the former count restored after it."""
+    yield from _torch_threads(2)

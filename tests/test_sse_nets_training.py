@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 import caffe
 from caffe.data.datum import image_to_datum
@@ -24,14 +23,6 @@ HEAVY = {("resnet", "4conv-c+eltwise"), ("resnet", "4conv-c+concat")}
 # Cascaded forms (90-390 M params) take 4 iterations, except the slow SSE-ResNet-50 ones: their
 # loss can rise at the second step before it falls.
 ITERATIONS = {"holonet": 6, "densenet": 6, "resnet": 8}
-
-
-@pytest.fixture
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def write_tiny_lmdb(path: Path, channels: int, classes: int = 7) -> None:

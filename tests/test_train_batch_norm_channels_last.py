@@ -34,14 +34,6 @@ def kernels(request, monkeypatch):
     return request.param
 
 
-@pytest.fixture
-def two_threads():
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(before)
-
-
 def channels_last_input(shape: tuple[int, ...], seed: int) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(shape, generator=g) * 3 + torch.randn(shape[1], 1, 1, generator=g)
@@ -121,19 +113,15 @@ def test_channel_sums_fold_rows_whatever_their_count(rows, channels) -> None:
     torch.testing.assert_close(_channel_sums(x), x.sum(0), rtol=1e-12, atol=1e-12)
 
 
-def test_large_tensors_take_the_c_kernels_on_any_thread_count(kernels) -> None:
-    torch.set_num_threads(1)
-    try:
-        x = channels_last_input((2, 64, 128, 128), 5).requires_grad_()
-        assert x.numel() >= NATIVE_BATCH_NORM_MIN
-        y = batch_norm(x, None, None, None, None, True, 0.1, 1e-5)
-        routed = type(y.grad_fn).__name__ == "_ChannelsLastBatchNormBackward"
-        assert routed is (kernels == "C kernels")
-        small = channels_last_input((2, 64, 8, 8), 5).requires_grad_()
-        y = batch_norm(small, None, None, None, None, True, 0.1, 1e-5)
-        assert type(y.grad_fn).__name__ != "_ChannelsLastBatchNormBackward"
-    finally:
-        torch.set_num_threads(2)
+def test_large_tensors_take_the_c_kernels_on_any_thread_count(one_thread, kernels) -> None:
+    x = channels_last_input((2, 64, 128, 128), 5).requires_grad_()
+    assert x.numel() >= NATIVE_BATCH_NORM_MIN
+    y = batch_norm(x, None, None, None, None, True, 0.1, 1e-5)
+    routed = type(y.grad_fn).__name__ == "_ChannelsLastBatchNormBackward"
+    assert routed is (kernels == "C kernels")
+    small = channels_last_input((2, 64, 8, 8), 5).requires_grad_()
+    y = batch_norm(small, None, None, None, None, True, 0.1, 1e-5)
+    assert type(y.grad_fn).__name__ != "_ChannelsLastBatchNormBackward"
 
 
 def test_statistics_far_from_zero_keep_their_precision(two_threads, kernels) -> None:

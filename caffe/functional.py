@@ -9,6 +9,9 @@ import math
 import torch
 import torch.nn.functional as F
 
+from . import native
+from .native import ptr
+
 FLT_MIN = 1.1754943508222875e-38
 
 
@@ -235,16 +238,14 @@ def _native_batch_norm_kernels(x: torch.Tensor):
     """caffe/csrc/batch_norm_channels_last.c for a float32 CPU tensor, or None."""
     if x.dtype != torch.float32:
         return None
-    from . import native
     return native.library("batch_norm_channels_last")
 
 
-def _batch_stats(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-channel mean and biased variance E((x - mean)^2) of an (M x C) matrix."""
+def _batch_stats(rows: torch.Tensor, lib) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and biased variance E((x - mean)^2) of an (M x C) matrix, by the C
+    kernels ``lib`` or, when None, by PyTorch."""
     count, channels = rows.shape
-    lib = _native_batch_norm_kernels(rows)
     if lib is not None:
-        from .native import ptr
         mean = torch.empty(channels, dtype=torch.float64)
         var = torch.empty(channels, dtype=torch.float64)
         lib.bn_cl_stats(ptr(rows), count, channels, torch.get_num_threads(), ptr(mean), ptr(var))
@@ -254,15 +255,13 @@ def _batch_stats(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return mean, _channel_sums(centered * centered) / count
 
 
-def _grad_sums(dy: torch.Tensor, rows: torch.Tensor, mean: torch.Tensor,
+def _grad_sums(dy: torch.Tensor, rows: torch.Tensor, mean: torch.Tensor, lib,
                mask: tuple[torch.Tensor, torch.Tensor] | None = None
                ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-channel sum(dy) and sum(dy (x - mean)) of (M x C) matrices; ``mask`` (a, b): dy only
-    where x a + b > 0 (the C kernels only)."""
+    where x a + b > 0 (the C kernels ``lib`` only)."""
     count, channels = rows.shape
-    lib = _native_batch_norm_kernels(rows)
     if lib is not None:
-        from .native import ptr
         a, b = mask if mask is not None else (None, None)
         sum_dy = torch.empty(channels, dtype=torch.float64)
         dot = torch.empty(channels, dtype=torch.float64)
@@ -273,12 +272,10 @@ def _grad_sums(dy: torch.Tensor, rows: torch.Tensor, mean: torch.Tensor,
 
 
 def _grad_input(dy: torch.Tensor, rows: torch.Tensor, k: torch.Tensor, p: torch.Tensor,
-                q: torch.Tensor, mask: tuple[torch.Tensor, torch.Tensor] | None = None
+                q: torch.Tensor, lib, mask: tuple[torch.Tensor, torch.Tensor] | None = None
                 ) -> torch.Tensor:
     """dy k + x p + q per channel, of (M x C) matrices (dy masked as in ``_grad_sums``)."""
-    lib = _native_batch_norm_kernels(rows)
     if lib is not None:
-        from .native import ptr
         a, b = mask if mask is not None else (None, None)
         dx = torch.empty_like(rows)
         lib.bn_cl_grad_input(ptr(dy), ptr(rows), rows.shape[0], rows.shape[1],
@@ -304,9 +301,10 @@ class _ChannelsLastBatchNorm(torch.autograd.Function):
                 running_var: torch.Tensor | None, weight: torch.Tensor | None,
                 bias: torch.Tensor | None, training: bool, momentum: float, eps: float,
                 relu: bool) -> torch.Tensor:
+        lib = _native_batch_norm_kernels(x)
         if training:
             count = x.numel() // x.shape[1]
-            mean, var = _batch_stats(_channel_rows(x))
+            mean, var = _batch_stats(_channel_rows(x), lib)
             with torch.no_grad():
                 if running_mean is not None:
                     running_mean.lerp_(mean, momentum)
@@ -315,10 +313,8 @@ class _ChannelsLastBatchNorm(torch.autograd.Function):
         else:
             mean, var = running_mean, running_var
         invstd = 1.0 / torch.sqrt(var + eps)  # as PyTorch's kernel (rsqrt is not exact at 1)
-        lib = _native_batch_norm_kernels(x)
         mask = None
         if lib is not None:
-            from .native import ptr
             a = invstd if weight is None else invstd * weight
             b = -mean * a if bias is None else bias - mean * a
             y = torch.empty_like(x, memory_format=torch.channels_last)
@@ -328,6 +324,7 @@ class _ChannelsLastBatchNorm(torch.autograd.Function):
         else:
             y = torch.native_batch_norm(x, weight, bias, mean, var, False, 0.0, eps)[0]
         ctx.save_for_backward(x, weight, mean, invstd, *(mask or ()))
+        ctx.lib = lib
         ctx.training = training
         ctx.has_bias = bias is not None
         return y
@@ -339,18 +336,19 @@ class _ChannelsLastBatchNorm(torch.autograd.Function):
         need_x, _, _, need_w, need_b = ctx.needs_input_grad[:5]
         rows = _channel_rows(x)
         dy = _channel_rows(grad.contiguous(memory_format=torch.channels_last))
-        sum_dy, dot = _grad_sums(dy, rows, mean, mask)
+        sum_dy, dot = _grad_sums(dy, rows, mean, ctx.lib, mask)
         scale = invstd if weight is None else invstd * weight
         dx = None
         if need_x:
             if ctx.training:
                 count = dy.shape[0]
                 p = -(invstd * invstd * dot / count) * scale
-                dx = _grad_input(dy, rows, scale, p, -(sum_dy / count) * scale - p * mean, mask)
+                dx = _grad_input(dy, rows, scale, p, -(sum_dy / count) * scale - p * mean,
+                                 ctx.lib, mask)
             else:
                 zero = torch.zeros_like(scale)
-                dx = (_grad_input(dy, rows, scale, zero, zero, mask) if mask is not None
-                      else dy * scale)
+                dx = (_grad_input(dy, rows, scale, zero, zero, ctx.lib, mask)
+                      if mask is not None else dy * scale)
             n, c, h, w = x.shape
             dx = dx.view(n, h, w, c).permute(0, 3, 1, 2)
         dw = dot * invstd if need_w else None
@@ -371,14 +369,15 @@ def batch_norm(x: torch.Tensor, running_mean: torch.Tensor | None,
     ReLU after it too (``relu_`` with ``relu_grad_in_place``), inside the C kernels where they
     run."""
     given = [t for t in (running_mean, running_var, weight, bias) if t is not None]
+    candidate = (torch.is_grad_enabled() and _channels_last_cpu(x)
+                 and all(t.dtype == x.dtype for t in given)  # not under autocast (bf16 x)
+                 and any(t is not None and t.requires_grad for t in (x, weight, bias)))
+    lib = _native_batch_norm_kernels(x) if candidate else None
     fused = False
-    if (torch.is_grad_enabled() and _channels_last_cpu(x)
-            and all(t.dtype == x.dtype for t in given)  # not under autocast (bf16 x)
-            and any(t is not None and t.requires_grad for t in (x, weight, bias))
-            and (_shared_reduction_lines(x)
-                 or (x.numel() >= (NATIVE_BATCH_NORM_RELU_MIN if relu else NATIVE_BATCH_NORM_MIN)
-                     and _native_batch_norm_kernels(x) is not None))):
-        fused = relu and _native_batch_norm_kernels(x) is not None
+    if candidate and (_shared_reduction_lines(x) or (
+            lib is not None
+            and x.numel() >= (NATIVE_BATCH_NORM_RELU_MIN if relu else NATIVE_BATCH_NORM_MIN))):
+        fused = relu and lib is not None
         y = _ChannelsLastBatchNorm.apply(x, running_mean, running_var, weight, bias, training,
                                          momentum, eps, fused)
     else:

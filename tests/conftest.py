@@ -60,3 +60,17 @@ def one_thread():
 def two_threads():
     """PyTorch on two threads for the test, the former count restored after it."""
     yield from _torch_threads(2)
+
+
+@pytest.fixture(params=["C kernels", "PyTorch path"])
+def kernels(request, monkeypatch):
+    """Each BatchNorm kernel test twice: with caffe/csrc's kernels (skipped where they cannot be
+    built) and with the PyTorch path that stands in for them."""
+    import caffe.functional
+    from caffe import native
+    if request.param == "C kernels":
+        if native.library("batch_norm_channels_last") is None:
+            pytest.skip(f"caffe/csrc kernels not built: {native.problem('batch_norm_channels_last')}")
+    else:
+        monkeypatch.setattr(caffe.functional, "_native_batch_norm_kernels", lambda x: None)
+    return request.param

@@ -14,24 +14,11 @@ import torch
 import torch.nn.functional as F
 
 import caffe
-import caffe.functional
 from caffe import native
 from caffe.functional import NATIVE_BATCH_NORM_MIN, _channel_sums, _shared_reduction_lines, batch_norm
 from caffe.model_io import parse_net_text
 
 KERNELS = "batch_norm_channels_last"
-
-
-@pytest.fixture(params=["C kernels", "PyTorch path"])
-def kernels(request, monkeypatch):
-    """Each test twice: with caffe/csrc's kernels (skipped where they cannot be built) and with
-    the PyTorch path that stands in for them."""
-    if request.param == "C kernels":
-        if native.library(KERNELS) is None:
-            pytest.skip(f"caffe/csrc kernels not built: {native.problem(KERNELS)}")
-    else:
-        monkeypatch.setattr(caffe.functional, "_native_batch_norm_kernels", lambda x: None)
-    return request.param
 
 
 def channels_last_input(shape: tuple[int, ...], seed: int) -> torch.Tensor:

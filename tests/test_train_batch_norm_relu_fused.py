@@ -11,7 +11,6 @@ import torch
 
 import caffe
 import caffe.functional
-from caffe import native
 from caffe.functional import NATIVE_BATCH_NORM_MIN
 from caffe.model_io import parse_net_text
 from inference_helpers import randomize_weights
@@ -36,16 +35,6 @@ layer {{ name: "ip" type: "InnerProduct" bottom: "pool" top: "ip"
         inner_product_param {{ num_output: 5 weight_filler {{ type: "xavier" }} }} }}
 layer {{ name: "loss" type: "SoftmaxWithLoss" bottom: "ip" bottom: "label" top: "loss" }}
 """
-
-
-@pytest.fixture(params=["C kernels", "PyTorch path"])
-def kernels(request, monkeypatch):
-    if request.param == "C kernels":
-        if native.library("batch_norm_channels_last") is None:
-            pytest.skip(f"caffe/csrc kernels not built: {native.problem('batch_norm_channels_last')}")
-    else:
-        monkeypatch.setattr(caffe.functional, "_native_batch_norm_kernels", lambda x: None)
-    return request.param
 
 
 def build(fused: bool) -> caffe.Net:

@@ -50,6 +50,7 @@ SIGNATURES = {
 
 
 def cache_dir() -> Path:
+    """Where built kernels are kept: $CAFFE_NATIVE_CACHE, else the user's cache folder."""
     if os.environ.get("CAFFE_NATIVE_CACHE"):
         return Path(os.environ["CAFFE_NATIVE_CACHE"])
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"

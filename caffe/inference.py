@@ -18,10 +18,11 @@ intermediate tensor is freed after its last reader.
 
 On the CPU (float32, channels-last) the plan also takes routes PyTorch's own dispatch does not
 (issue 19; the same sums in another order, tested against the plain mode): a 1x1 convolution is
-one matrix product on the channels-last view; other 2-D convolutions run in oneDNN with their
-weights packed once per input shape (kept for the ``PACKED_SHAPES`` shapes used last) and the
-ReLU fused (PyTorch otherwise sends small batch-1 convolutions to its im2col path, with layout copies), except the most weight-bound ones (a
-batch of one through SSE-ResNet's 7x7 heads), which run as im2col + GEMM like Caffe; a BatchNorm
+one matrix product on the channels-last view; other 2-D convolutions with enough work per call
+(``PACKED_MIN_MACS``) run in oneDNN with their weights packed once per input shape (kept for the
+``PACKED_SHAPES`` shapes used last) and the ReLU fused, smaller ones through ``F.conv2d`` with
+channels-last weights (no layout copies), and the most weight-bound ones (a batch of one through
+SSE-ResNet's 7x7 heads) as im2col + GEMM like Caffe; a BatchNorm
 (+ Scale) that follows no convolution is one ``addcmul``; and a chain of Concats that each
 append to the previous one (a DenseNet block) fills one buffer, each reader getting its prefix
 view.
@@ -45,8 +46,8 @@ import torch.nn.functional as F
 
 from .errors import NetError
 from .layers.base import TEST, Layer
-from .layers.conv import (PACKED_GEMM_RATIO, Convolution, channels_last, convolution,
-                          im2col_conv2d, weight_bound)
+from .layers.conv import (PACKED_GEMM_RATIO, Convolution, channels_last, conv2d_output_hw,
+                          convolution, im2col_conv2d, weight_bound)
 from .layers.inner_product import InnerProduct
 from .layers.neuron import Dropout, Power, ReLU
 from .layers.normalization import BatchNorm, Scale
@@ -375,6 +376,11 @@ def _activation(chain: _Chain | None) -> Callable[[torch.Tensor], torch.Tensor] 
 
 
 _PACKED_CONV: bool | None = None
+# A convolution packed for oneDNN pays a fixed cost per call that PyTorch's own dispatch of small
+# convolutions does not: below this many multiply-adds per call (batch 1 on DenseNet-121's 9x9 and
+# 5x5 maps, HoloNet's 32x32 and 16x16 stages) F.conv2d is as fast or faster
+# (bench/bench_conv_routes.py).
+PACKED_MIN_MACS = 1 << 22
 PACKED_SHAPES = 4  # input shapes whose packed weights a convolution keeps (the least recently used
 # is dropped): a stream of batches of many sizes (the last batch of every chunk sse-predict scores)
 # would otherwise keep one more copy of every weight per batch size it has seen
@@ -457,42 +463,72 @@ def _pointwise_conv(x: torch.Tensor, weight2d: torch.Tensor, bias: torch.Tensor 
 def _conv_fn(layer: Convolution, weight: torch.Tensor, bias: torch.Tensor | None, act,
              cpu_paths: bool = False) -> Callable[..., list[torch.Tensor]]:
     """The step of a Convolution with prepared weights. With ``cpu_paths`` (a float32 plan on
-    the CPU) 2-D convolutions take two faster routes (the same sums, in another order): a 1x1
-    convolution without padding is one matrix product on the channels-last view, and other
-    convolutions (not covering the whole input, which ``conv2d`` already runs as one matrix
-    product) run in oneDNN with the weights packed once per input shape and the ReLU fused, but
-    for the most weight-bound ones (``weight_bound`` with PACKED_GEMM_RATIO), which run as
-    im2col + GEMM."""
+    the CPU) 2-D convolutions take faster routes (the same sums, in another order), chosen once
+    per input shape (``_conv_route``)."""
     stride, pad, dilation, group = layer.stride, layer.pad, layer.dilation, layer.group
     fast = (cpu_paths and layer.axis == 1 and len(stride) == 2 and weight.dim() == 4)
-    pointwise = (fast and tuple(weight.shape[2:]) == (1, 1) and pad == (0, 0) and group == 1
-                 and dilation == (1, 1))
-    weight2d = weight.reshape(weight.shape[0], -1) if pointwise else None
-    fused_relu = act is F.relu_
-    packed = ShapeCache(PACKED_SHAPES)  # input shape -> the weight packed for it
+    routes = ShapeCache(PACKED_SHAPES)  # input shape -> its route (packed weights included)
+
+    def plain(x: torch.Tensor) -> torch.Tensor:
+        y = convolution(x, weight, bias, stride, pad, dilation, group, layer.axis)
+        return act(y) if act else y
 
     def one(x: torch.Tensor) -> torch.Tensor:
         if fast and x.dim() == 4 and x.dtype == torch.float32 and x.device.type == "cpu":
-            if pointwise:
-                y = _pointwise_conv(x, weight2d, bias, stride)
-                return act(y) if act else y
-            full_map = (tuple(x.shape[2:]) == tuple(weight.shape[2:]) and pad == (0, 0)
-                        and dilation == (1, 1) and group == 1)
-            if not full_map and weight_bound(x, weight, stride, pad, dilation, group,
-                                             PACKED_GEMM_RATIO):
-                y = im2col_conv2d(x, weight, bias, stride, pad, dilation)
-                return act(y) if act else y
-            if not full_map and packed_conv_available():
-                key = tuple(x.shape)
-                w = packed.get(key, lambda: _pack_conv_weight(weight, stride, pad, dilation, group, key))
-                y = _packed_conv(x, w, bias, stride, pad, dilation, group, fused_relu)
-                return act(y) if act and not fused_relu else y
-        y = convolution(x, weight, bias, stride, pad, dilation, group, layer.axis)
-        return act(y) if act else y
+            return routes.get(x.shape, lambda: _conv_route(layer, weight, bias, act, x, plain))(x)
+        return plain(x)
 
     def conv(*xs: torch.Tensor) -> list[torch.Tensor]:
         return [one(x) for x in xs]
     return conv
+
+
+def _conv_route(layer: Convolution, weight: torch.Tensor, bias: torch.Tensor | None, act,
+                x: torch.Tensor, plain: Callable[[torch.Tensor], torch.Tensor]
+                ) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The CPU route of a 2-D float32 convolution for inputs shaped as ``x``:
+
+    - a 1x1 convolution without padding: one matrix product on the channels-last view;
+    - a kernel covering the whole input: ``plain`` (``conv2d`` runs it as one matrix product);
+    - the most weight-bound ones (``weight_bound`` with PACKED_GEMM_RATIO: a batch of one through
+      SSE-ResNet's 7x7 heads): im2col + GEMM, as Caffe;
+    - at least PACKED_MIN_MACS multiply-adds per call: oneDNN with the weights packed once for
+      this shape and the ReLU fused;
+    - the rest (small maps at batch 1: DenseNet-121's last two blocks, HoloNet's 32x32 and 16x16
+      stages): ``F.conv2d`` with channels-last weights, whose dispatch costs less per call than
+      the packed kernel's."""
+    stride, pad, dilation, group = layer.stride, layer.pad, layer.dilation, layer.group
+    if tuple(weight.shape[2:]) == (1, 1) and pad == (0, 0) and group == 1 and dilation == (1, 1):
+        weight2d = weight.reshape(weight.shape[0], -1)
+
+        def pointwise(x: torch.Tensor) -> torch.Tensor:
+            y = _pointwise_conv(x, weight2d, bias, stride)
+            return act(y) if act else y
+        return pointwise
+    shape = tuple(x.shape)
+    if shape[2:] == tuple(weight.shape[2:]) and pad == (0, 0) and dilation == (1, 1) and group == 1:
+        return plain
+    if weight_bound(x, weight, stride, pad, dilation, group, PACKED_GEMM_RATIO):
+        def im2col(x: torch.Tensor) -> torch.Tensor:
+            y = im2col_conv2d(x, weight, bias, stride, pad, dilation)
+            return act(y) if act else y
+        return im2col
+    h_o, w_o = conv2d_output_hw(shape[2:], tuple(weight.shape[2:]), stride, pad, dilation)
+    macs = shape[0] * h_o * w_o * weight.numel()
+    if macs < PACKED_MIN_MACS or not packed_conv_available():
+        weight_cl = weight.contiguous(memory_format=torch.channels_last)
+
+        def small(x: torch.Tensor) -> torch.Tensor:
+            y = F.conv2d(x, weight_cl, bias, stride, pad, dilation, group)
+            return act(y) if act else y
+        return small
+    packed = _pack_conv_weight(weight, stride, pad, dilation, group, shape)
+    fused_relu = act is F.relu_
+
+    def packed_conv(x: torch.Tensor) -> torch.Tensor:
+        y = _packed_conv(x, packed, bias, stride, pad, dilation, group, fused_relu)
+        return act(y) if act and not fused_relu else y
+    return packed_conv
 
 
 def _linear_fn(layer: InnerProduct, weight: torch.Tensor, bias: torch.Tensor | None, act

@@ -1,6 +1,7 @@
 """The inference mode's CPU convolution routes (issue 19: 1x1 convolutions as one matrix product on
 the channels-last view, other 2-D convolutions in oneDNN with weights packed once per input shape
-and the ReLU fused) give what the plain mode and the inference mode without them give."""
+and the ReLU fused, small ones through F.conv2d with channels-last weights) give what the plain
+mode and the inference mode without them give."""
 from __future__ import annotations
 
 import gc
@@ -62,8 +63,17 @@ def test_packed_convolution_is_available_in_this_build() -> None:
     assert inference.packed_conv_available()
 
 
+@pytest.fixture(params=["packed", "small"])
+def conv_route(request, monkeypatch) -> str:
+    """Every convolution larger than 1x1 packed for oneDNN (no lower bound on its work), or none
+    (every one below the bound): ROUTES' maps are too small to take both routes otherwise."""
+    monkeypatch.setattr(inference, "PACKED_MIN_MACS", 0 if request.param == "packed" else 1 << 40)
+    return request.param
+
+
 @pytest.mark.parametrize("batch", [1, 3])
-def test_routes_equal_plain_mode_and_the_plan_without_them(batch: int, monkeypatch) -> None:
+def test_routes_equal_plain_mode_and_the_plan_without_them(batch: int, conv_route: str,
+                                                           monkeypatch) -> None:
     net = build(ROUTES)
     x = np.random.default_rng(batch).normal(0, 2, (batch, 4, 13, 13)).astype(np.float32)
     fast = optimize(net)
@@ -78,7 +88,7 @@ def test_routes_equal_plain_mode_and_the_plan_without_them(batch: int, monkeypat
         assert rel_err(got[name], reference[name]) < 1e-5, name
 
 
-def test_one_plan_serves_several_batch_sizes(monkeypatch) -> None:
+def test_one_plan_serves_several_batch_sizes(conv_route: str) -> None:
     """The packed weights are made per input shape: a plan called with batch 1, 5, then 1 again
     gives each time what the plain mode gives."""
     net = build(ROUTES)
@@ -102,6 +112,7 @@ def test_packed_weights_are_kept_for_the_last_shapes_only(monkeypatch) -> None:
         made.append(weakref.ref(packed := pack(*args)))
         return packed
     monkeypatch.setattr(inference, "_pack_conv_weight", counted)
+    monkeypatch.setattr(inference, "PACKED_MIN_MACS", 0)
     net = build(ROUTES)
     fast = optimize(net)
     sizes = [1, 2, 3, 4, 5, 6, 7, 8, 1]
@@ -114,6 +125,53 @@ def test_packed_weights_are_kept_for_the_last_shapes_only(monkeypatch) -> None:
     packed_convs = len(made) // (len(sizes))  # size 1 was dropped, so every size packed once
     assert packed_convs >= 1 and len(made) == packed_convs * len(sizes)
     assert sum(r() is not None for r in made) == packed_convs * inference.PACKED_SHAPES
+
+
+# Two 3x3 convolutions on a 16x16 map: c16 (16 -> 32 channels, 1.2M multiply-adds per image, with a
+# ReLU) and c64 (16 -> 128, 4.7M).
+SIZES = (
+    'name: "sizes"\n'
+    'layer { name: "data" type: "Input" top: "data" '
+    'input_param { shape { dim: 1 dim: 16 dim: 16 dim: 16 } } }\n'
+    + conv("c16", "data", "c16", 32, 3, "pad: 1")
+    + layer("relu16", "ReLU", ["c16"], ["c16"])
+    + conv("c64", "data", "c64", 128, 3, "pad: 1")
+)
+
+
+@pytest.mark.parametrize("batch,packed", [(1, ["c64"]), (4, ["c16", "c64"])])
+def test_packing_is_for_convolutions_with_enough_work(batch: int, packed: list[str],
+                                                      monkeypatch) -> None:
+    """A convolution is packed for oneDNN when one call does at least PACKED_MIN_MACS
+    multiply-adds; the others run through F.conv2d. Each route gives the plain mode's outputs,
+    and is chosen once per input shape."""
+    made: list = []
+    pack = inference._pack_conv_weight
+    routes: list = []
+    route = inference._conv_route
+
+    def counted_pack(weight, *args):
+        made.append(tuple(weight.shape))
+        return pack(weight, *args)
+
+    def counted_route(layer, *args):
+        routes.append(layer.name)
+        return route(layer, *args)
+    monkeypatch.setattr(inference, "_pack_conv_weight", counted_pack)
+    monkeypatch.setattr(inference, "_conv_route", counted_route)
+    net = build(SIZES)
+    fast = optimize(net)
+    rng = np.random.default_rng(batch)
+    x = rng.normal(0, 1, (batch, 16, 16, 16)).astype(np.float32)
+    for _ in range(3):
+        got = fast.forward(blobs=["c16", "c64"], data=x)
+    weights = {"c16": (32, 16, 3, 3), "c64": (128, 16, 3, 3)}
+    assert made == [weights[name] for name in packed]
+    assert sorted(routes) == ["c16", "c64"]
+    net.blobs["data"].reshape(*x.shape)
+    expected = {k: v.copy() for k, v in net.forward(blobs=["c16", "c64"], data=x).items()}
+    for name in ("c16", "c64"):
+        assert rel_err(got[name], expected[name]) < 1e-5, name
 
 
 def test_shape_cache_drops_the_least_recently_used() -> None:

@@ -631,35 +631,34 @@ class _ConcatChain:
             head = xs[0]
             if first:
                 self.buffer = self.last = None
-                if not (all(x.dim() == 4 for x in xs)
-                        and sum(x.shape[1] for x in xs) <= self.total):
+                fits = all(x.dim() == 4 for x in xs) and sum(x.shape[1] for x in xs) <= self.total
+                if fits:
+                    n, _, h, w = head.shape
+                    fmt = torch.channels_last if self.channels_last else torch.contiguous_format
+                    self.buffer = torch.empty((n, self.total, h, w), dtype=head.dtype,
+                                              device=head.device, memory_format=fmt)
+                    start = 0
+                else:
                     return [torch.cat(xs, dim=1)]
-                n, _, h, w = head.shape
-                fmt = torch.channels_last if self.channels_last else torch.contiguous_format
-                self.buffer = torch.empty((n, self.total, h, w), dtype=head.dtype,
-                                          device=head.device, memory_format=fmt)
-                return self._append(0, xs, xs)
-            if self.last is None or head is not self.last:
+            elif self.last is None or head is not self.last:
                 self.buffer = self.last = None
                 return [torch.cat(xs, dim=1)]
-            return self._append(head.shape[1], xs[1:], xs)
+            else:
+                start = head.shape[1]
+                xs = xs[1:]
+            buffer = self.buffer
+            end = start + sum(x.shape[1] for x in xs)
+            if end > self.total or any(x.dim() != 4 or x.shape[0] != buffer.shape[0]
+                                       or x.shape[2:] != buffer.shape[2:] for x in xs):
+                self.buffer = self.last = None
+                return [torch.cat((head,) + tuple(xs) if not first else xs, dim=1)]
+            for x in xs:
+                c = x.shape[1]
+                buffer[:, start:start + c].copy_(x)
+                start += c
+            self.last = buffer[:, :end]
+            return [self.last]
         return concat
-
-    def _append(self, start: int, new: tuple[torch.Tensor, ...], xs: tuple[torch.Tensor, ...]
-                ) -> list[torch.Tensor]:
-        """Copy ``new`` into the buffer from channel ``start`` on and yield the prefix view; the
-        plain concatenation of ``xs`` where they do not fit (channels, batch or map size)."""
-        buffer = self.buffer
-        n, total, h, w = buffer.shape
-        for x in new:
-            c = x.shape[1]
-            if start + c > total or x.dim() != 4 or x.shape[0] != n or x.shape[2:] != (h, w):
-                self.buffer = self.last = None
-                return [torch.cat(xs, dim=1)]
-            buffer[:, start:start + c].copy_(x)
-            start += c
-        self.last = buffer[:, :start]
-        return [self.last]
 
 
 def _autocast_dtype(autocast: str | torch.dtype | None) -> torch.dtype | None:
@@ -807,11 +806,12 @@ class InferenceNet:
 
     def _execute(self, values: dict[int, torch.Tensor], keep: set[int]) -> None:
         for step in self._steps:
-            results = step.fn(*map(values.__getitem__, step.bottoms))
-            values.update(zip(step.tops, results))
+            results = step.fn(*[values[v] for v in step.bottoms])
+            for v, y in zip(step.tops, results):
+                values[v] = y
             for v in step.release:
                 if v not in keep:
-                    del values[v]
+                    values.pop(v, None)
 
     def forward(self, blobs: Sequence[str] | None = None, **inputs) -> dict[str, np.ndarray]:
         """pycaffe-style forward: numpy inputs by name, numpy outputs (and ``blobs``) by name."""

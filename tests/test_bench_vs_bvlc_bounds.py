@@ -62,3 +62,25 @@ def test_a_goal_beyond_the_peak_has_a_goal_time_below_its_bound():
     assert rows["inference, batch 32"][9] == "0.78" and rows["inference, batch 32"][7] == "128 %"
     assert rows["inference, batch 1"][9] == "1.50"
     assert rows["training step, batch 32"][9] == "1.67"
+
+
+def test_batch1_split_asks_the_rest_for_more_than_the_goal_when_both_engines_read_the_weights():
+    # 25 ms in Caffe, 5 ms of it reading the weights from memory: at 3x (8.33 ms) the rest has
+    # 3.33 ms against Caffe's 20 ms, a 6x speed-up; an engine at 9 ms does its rest 5x faster
+    split = vs_bvlc_bounds.batch1_split(0.025, 3.0, 0.009, 100e6, 20e9)
+    assert split["read_s"] == pytest.approx(0.005)
+    assert split["caffe_rest_s"] == pytest.approx(0.020)
+    assert split["goal_rest_s"] == pytest.approx(0.025 / 3 - 0.005)
+    assert split["rest_needs"] == pytest.approx(6.0)
+    assert split["ours_rest_speedup"] == pytest.approx(5.0)
+    work = {"forward": 1e6, "train": 3e6, "weight_bytes": 100e6}
+    bounds = vs_bvlc_bounds.bounds_for(work, work, peak=100e9, read=40e9)
+    works = {"infer1": dict(bounds["infer1"], caffe_s=0.025, ours_s=0.009, goal=3.0)}
+    run = {"date": "d", "command": "c", "cpu": "cpu", "cores": 2, "threads": 2, "torch": "t",
+           "clock": "wall time", "peak": 100e9, "peak_by_size": {"1024": 100e9},
+           "vs_bvlc": {"date": "v"},
+           "nets": {"tiny": {"title": "Tiny", "weight_bytes": 100e6, "read_rate": 40e9,
+                             "cold_read_rate": 20e9, "works": works}}}
+    row = [line.split(" | ") for line in vs_bvlc_bounds.render(run).splitlines()
+           if line.startswith("| Tiny | 100.0")][0]
+    assert row[3] == "5.0" and row[8] == "6.00x" and row[10].rstrip(" |") == "5.00x"

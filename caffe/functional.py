@@ -197,9 +197,11 @@ NATIVE_BATCH_NORM_RELU_MIN = 1 << 18  # with the ReLU inside, smaller tensors ga
 
 
 def _channels_last_cpu(x: torch.Tensor) -> bool:
-    """A 4-D CPU tensor in channels-last memory (and not also NCHW-contiguous)."""
+    """A 4-D CPU tensor in channels-last memory (and not also NCHW-contiguous): dense, or the
+    first channels of a wider channels-last buffer (``concat_chain``), whose positions then lie
+    further apart than its channel count."""
     return (x.device.type == "cpu" and x.dim() == 4 and not x.is_contiguous()
-            and x.is_contiguous(memory_format=torch.channels_last))
+            and _channel_rows_view(x) is not None)
 
 
 def _shared_reduction_lines(x: torch.Tensor) -> bool:
@@ -217,8 +219,23 @@ def _shared_reduction_lines(x: torch.Tensor) -> bool:
 
 
 def _channel_rows(x: torch.Tensor) -> torch.Tensor:
-    """A channels-last N x C x H x W tensor as its (N H W) x C matrix (a view)."""
-    return x.permute(0, 2, 3, 1).reshape(-1, x.shape[1])
+    """A channels-last N x C x H x W tensor as its (N H W) x C matrix (a view, its rows
+    ``stride(0)`` values apart; a copy for other layouts)."""
+    rows = _channel_rows_view(x)
+    return rows if rows is not None else x.permute(0, 2, 3, 1).reshape(-1, x.shape[1])
+
+
+def _channel_rows_view(x: torch.Tensor) -> torch.Tensor | None:
+    """The (N H W) x C matrix view of a 4-D tensor whose channels are adjacent in memory and
+    whose positions lie one fixed stride apart, at least C values, or None."""
+    try:
+        rows = x.permute(0, 2, 3, 1).view(-1, x.shape[1])
+    except RuntimeError:
+        return None
+    if (rows.shape[1] > 1 and rows.stride(1) != 1) or (rows.shape[0] > 1
+                                                       and rows.stride(0) < rows.shape[1]):
+        return None
+    return rows
 
 
 def _channel_sums(rows: torch.Tensor, width: int = 1024) -> torch.Tensor:
@@ -248,7 +265,8 @@ def _batch_stats(rows: torch.Tensor, lib) -> tuple[torch.Tensor, torch.Tensor]:
     if lib is not None:
         mean = torch.empty(channels, dtype=torch.float64)
         var = torch.empty(channels, dtype=torch.float64)
-        lib.bn_cl_stats(ptr(rows), count, channels, torch.get_num_threads(), ptr(mean), ptr(var))
+        lib.bn_cl_stats(ptr(rows), count, channels, rows.stride(0), torch.get_num_threads(),
+                        ptr(mean), ptr(var))
         return mean.to(rows.dtype), var.to(rows.dtype)
     mean = _channel_sums(rows) / count
     centered = rows - mean
@@ -265,7 +283,8 @@ def _grad_sums(dy: torch.Tensor, rows: torch.Tensor, mean: torch.Tensor, lib,
         a, b = mask if mask is not None else (None, None)
         sum_dy = torch.empty(channels, dtype=torch.float64)
         dot = torch.empty(channels, dtype=torch.float64)
-        lib.bn_cl_grad_sums(ptr(dy), ptr(rows), count, channels, ptr(mean.contiguous()), ptr(a),
+        lib.bn_cl_grad_sums(ptr(dy), ptr(rows), count, channels, rows.stride(0),
+                            ptr(mean.contiguous()), ptr(a),
                             ptr(b), torch.get_num_threads(), ptr(sum_dy), ptr(dot))
         return sum_dy.to(dy.dtype), dot.to(dy.dtype)
     return _channel_sums(dy), _channel_sums((rows - mean) * dy)
@@ -277,8 +296,8 @@ def _grad_input(dy: torch.Tensor, rows: torch.Tensor, k: torch.Tensor, p: torch.
     """dy k + x p + q per channel, of (M x C) matrices (dy masked as in ``_grad_sums``)."""
     if lib is not None:
         a, b = mask if mask is not None else (None, None)
-        dx = torch.empty_like(rows)
-        lib.bn_cl_grad_input(ptr(dy), ptr(rows), rows.shape[0], rows.shape[1],
+        dx = torch.empty(rows.shape, dtype=rows.dtype)
+        lib.bn_cl_grad_input(ptr(dy), ptr(rows), rows.shape[0], rows.shape[1], rows.stride(0),
                              ptr(k.contiguous()), ptr(p.contiguous()), ptr(q.contiguous()),
                              ptr(a), ptr(b), torch.get_num_threads(), ptr(dx))
         return dx
@@ -318,8 +337,9 @@ class _ChannelsLastBatchNorm(torch.autograd.Function):
             a = invstd if weight is None else invstd * weight
             b = -mean * a if bias is None else bias - mean * a
             y = torch.empty_like(x, memory_format=torch.channels_last)
-            lib.bn_cl_affine(ptr(x), x.numel() // x.shape[1], x.shape[1], ptr(a), ptr(b),
-                             int(relu), torch.get_num_threads(), ptr(y))
+            rows = _channel_rows(x)
+            lib.bn_cl_affine(ptr(rows), rows.shape[0], rows.shape[1], rows.stride(0), ptr(a),
+                             ptr(b), int(relu), torch.get_num_threads(), ptr(y))
             mask = (a, b) if relu else None
         else:
             y = torch.native_batch_norm(x, weight, bias, mean, var, False, 0.0, eps)[0]

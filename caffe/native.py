@@ -41,10 +41,11 @@ _f64 = ctypes.POINTER(ctypes.c_double)
 _i64, _int = ctypes.c_int64, ctypes.c_int
 SIGNATURES = {
     "batch_norm_channels_last": {
-        "bn_cl_stats": [_f32, _i64, _i64, _int, _f64, _f64],
-        "bn_cl_grad_sums": [_f32, _f32, _i64, _i64, _f32, _f32, _f32, _int, _f64, _f64],
-        "bn_cl_grad_input": [_f32, _f32, _i64, _i64, _f32, _f32, _f32, _f32, _f32, _int, _f32],
-        "bn_cl_affine": [_f32, _i64, _i64, _f32, _f32, _int, _int, _f32],
+        "bn_cl_stats": [_f32, _i64, _i64, _i64, _int, _f64, _f64],
+        "bn_cl_grad_sums": [_f32, _f32, _i64, _i64, _i64, _f32, _f32, _f32, _int, _f64, _f64],
+        "bn_cl_grad_input": [_f32, _f32, _i64, _i64, _i64, _f32, _f32, _f32, _f32, _f32, _int,
+                             _f32],
+        "bn_cl_affine": [_f32, _i64, _i64, _i64, _f32, _f32, _int, _int, _f32],
     },
 }
 

@@ -67,6 +67,36 @@ def test_values_statistics_and_gradients_are_pytorch_batch_norms(two_threads, ke
         torch.testing.assert_close(a, e, rtol=2e-5, atol=2e-5)
 
 
+@pytest.mark.parametrize("relu", [False, True])
+def test_the_first_channels_of_a_wider_buffer_normalise_as_their_dense_copy(two_threads, kernels,
+                                                                            relu) -> None:
+    """A DenseNet block's Concat hands BatchNorm the first C channels of a wider channels-last
+    buffer (positions further apart than C values, ``caffe.functional.concat_chain``): read in
+    place, it gives the dense copy's outputs, running statistics and gradients: bit for bit
+    through the C kernels (the same sums in the same order), within rounding through the PyTorch
+    path (its fixed-statistics kernel takes another loop for a strided input)."""
+    shape, wider = (4, 20, 9, 9), 52
+    buffer = channels_last_input((shape[0], wider) + shape[2:], 3)
+    g = torch.Generator().manual_seed(4)
+    weight, bias = torch.rand(20, generator=g) + 0.5, torch.randn(20, generator=g)
+    grad = torch.randn(shape, generator=g).contiguous(memory_format=torch.channels_last)
+    results = []
+    for x0 in (buffer[:, :20], buffer[:, :20].contiguous(memory_format=torch.channels_last)):
+        x = x0.detach().requires_grad_()
+        w, b = weight.clone().requires_grad_(), bias.clone().requires_grad_()
+        mean, var = torch.zeros(20), torch.ones(20)
+        y = batch_norm(x, mean, var, w, b, True, 1.0, 1e-5, relu)
+        assert type(y.grad_fn).__name__ in ("_ChannelsLastBatchNormBackward",
+                                            "_ReLUInPlaceBackward")
+        results.append((y, mean, var, *torch.autograd.grad(y, [x, w, b], grad)))
+    assert results[0][0].data_ptr() != buffer.data_ptr()  # its own output, the buffer untouched
+    for a, e in zip(*results):
+        if kernels == "C kernels":
+            assert torch.equal(a, e)
+        else:
+            torch.testing.assert_close(a, e, rtol=1e-6, atol=1e-6)
+
+
 def test_batch_norm_and_scale_layers_in_a_train_net_match_the_nchw_path(two_threads, kernels
                                                                         ) -> None:
     text = """

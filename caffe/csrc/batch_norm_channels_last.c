@@ -1,5 +1,7 @@
 /* BatchNorm over a channels-last float tensor, seen as an (m x c) row-major matrix (rows: the
- * N*H*W positions, columns: the channels). Training forward and backward each read the tensor
+ * N*H*W positions, columns: the channels) whose rows lie ldx floats apart (ldx = c, or more for
+ * the first c channels of a wider buffer: a DenseNet block's Concat, caffe/functional.py
+ * concat_chain). Gradients and outputs are dense (m x c). Training forward and backward each read the tensor
  * the fewest times they can: the statistics in one pass, the normalisation (with the ReLU that
  * follows it in the nets, when asked) in one, the backward's two channel sums in one, the input
  * gradient in one. The normalisation is one fused multiply-add per value, x a + b rounded once,
@@ -36,7 +38,7 @@ struct sums_pass {
     const float *x, *dy;   /* dy: GRAD only */
     const float *centre;   /* STATS: the shift; GRAD: the mean */
     const float *a, *b;    /* GRAD: the ReLU's mask fma(x, a, b) > 0, or NULL */
-    int64_t m, c;
+    int64_t m, c, ldx;
 };
 
 /* Rows [r0, r1) added into the float block sums bs1, bs2 (the kind's loop chosen once per block,
@@ -45,7 +47,7 @@ static void add_rows(const struct sums_pass *p, int64_t r0, int64_t r1, float *b
     const int64_t c = p->c;
     const float *centre = p->centre;
     for (int64_t r = r0; r < r1; r++) {
-        const float *in = p->x + r * c;
+        const float *in = p->x + r * p->ldx;
         if (p->kind == STATS) {
             for (int64_t j = 0; j < c; j++) {
                 float d = in[j] - centre[j];
@@ -115,11 +117,12 @@ static void two_sums(const struct sums_pass *p, int threads, double *s1, double 
 /* Training statistics: mean[c] and biased var[c] = E((x - mean)^2), from the sums of x - shift
  * and (x - shift)^2, shift = the channel's first value (a shift near the mean keeps the sum of
  * squares from cancelling). */
-void bn_cl_stats(const float *x, int64_t m, int64_t c, int threads, double *mean, double *var) {
+void bn_cl_stats(const float *x, int64_t m, int64_t c, int64_t ldx, int threads, double *mean,
+                 double *var) {
     float *shift = malloc((size_t)c * sizeof(float));
     for (int64_t j = 0; j < c; j++) shift[j] = m ? x[j] : 0.0f;
     double *sumsq = malloc((size_t)c * sizeof(double));
-    struct sums_pass p = {STATS, x, NULL, shift, NULL, NULL, m, c};
+    struct sums_pass p = {STATS, x, NULL, shift, NULL, NULL, m, c, ldx};
     two_sums(&p, threads, mean, sumsq);
     for (int64_t j = 0; j < c; j++) {
         double d = mean[j] / (double)m; /* mean - shift */
@@ -134,21 +137,22 @@ void bn_cl_stats(const float *x, int64_t m, int64_t c, int threads, double *mean
 /* The backward's channel sums in one pass: sum_dy[c] = sum dy, dot[c] = sum dy (x - mean). With
  * a and b (a ReLU after the normalisation), dy counts only where fma(x, a, b) > 0, the value
  * bn_cl_affine's forward computed. */
-void bn_cl_grad_sums(const float *dy, const float *x, int64_t m, int64_t c, const float *mean,
-                     const float *a, const float *b, int threads, double *sum_dy, double *dot) {
-    struct sums_pass p = {GRAD, x, dy, mean, a, b, m, c};
+void bn_cl_grad_sums(const float *dy, const float *x, int64_t m, int64_t c, int64_t ldx,
+                     const float *mean, const float *a, const float *b, int threads,
+                     double *sum_dy, double *dot) {
+    struct sums_pass p = {GRAD, x, dy, mean, a, b, m, c, ldx};
     two_sums(&p, threads, sum_dy, dot);
 }
 
 /* Training input gradient: dx = dy * k + x * p + q per channel, dy masked as in
  * bn_cl_grad_sums when a and b are given. */
-void bn_cl_grad_input(const float *dy, const float *x, int64_t m, int64_t c, const float *k,
-                      const float *p, const float *q, const float *a, const float *b, int threads,
-                      float *dx) {
+void bn_cl_grad_input(const float *dy, const float *x, int64_t m, int64_t c, int64_t ldx,
+                      const float *k, const float *p, const float *q, const float *a,
+                      const float *b, int threads, float *dx) {
     int nt = threads_for(m, c, threads);
 #pragma omp parallel for num_threads(nt) schedule(static)
     for (int64_t r = 0; r < m; r++) {
-        const float *g = dy + r * c, *in = x + r * c;
+        const float *g = dy + r * c, *in = x + r * ldx;
         float *out = dx + r * c;
         if (a) {
             for (int64_t j = 0; j < c; j++) {
@@ -162,13 +166,13 @@ void bn_cl_grad_input(const float *dy, const float *x, int64_t m, int64_t c, con
 }
 
 /* The normalisation y = fma(x, a, b) per channel (a = w invstd, b = bias - mean a), and with
- * relu max(y, 0) (NaN kept, as torch.relu). y may be x. */
-void bn_cl_affine(const float *x, int64_t m, int64_t c, const float *a, const float *b, int relu,
-                  int threads, float *y) {
+ * relu max(y, 0) (NaN kept, as torch.relu). y may be x (when ldx = c). */
+void bn_cl_affine(const float *x, int64_t m, int64_t c, int64_t ldx, const float *a,
+                  const float *b, int relu, int threads, float *y) {
     int nt = threads_for(m, c, threads);
 #pragma omp parallel for num_threads(nt) schedule(static)
     for (int64_t r = 0; r < m; r++) {
-        const float *in = x + r * c;
+        const float *in = x + r * ldx;
         float *out = y + r * c;
         if (relu) {
             for (int64_t j = 0; j < c; j++) {

@@ -2,7 +2,7 @@
 bench/results/engine_ablation.md.
 
 The SSE-HoloNet and SSE-DenseNet-121 train nets (batch 32, data layer replaced by Input, as in
-bench_engine.py (a)) take forward+backward steps, interleaved, in six forms:
+bench_engine.py (a)) take forward+backward steps, interleaved, in seven forms:
   * engine: as shipped;
   * NCHW convolutions: conv2d without its channels-last input (the full-map GEMM path kept);
   * NCHW max pooling: PyTorch's NCHW MAX pooling kernel instead of caffe.functional.max_pool2d
@@ -14,7 +14,10 @@ bench_engine.py (a)) take forward+backward steps, interleaved, in six forms:
   * PyTorch BatchNorm: ``F.batch_norm`` for every BatchNorm and per-channel Scale (and the
     in-place ReLU after a BatchNorm + Scale as a node of its own), instead of
     caffe.functional.batch_norm (caffe/csrc's kernels for large channels-last tensors, the ReLU
-    inside them; channel sums where PyTorch's kernel would have its threads share cache lines).
+    inside them; channel sums where PyTorch's kernel would have its threads share cache lines;
+    a DenseNet block's Concat prefix copied out dense for it);
+  * plain Concats: every Concat a ``torch.cat`` (the net's ``_concat_chain`` emptied, as
+    ``CAFFE_CONCAT_CHAIN=0`` builds it), instead of one buffer per DenseNet block.
 Each net runs in two child processes, one with the memory policy (caffe.memory, the default) and
 one with ``CAFFE_KEEP_FREED_MEMORY=0``, since glibc's settings cannot be undone inside a process.
 
@@ -35,7 +38,7 @@ sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO))
 
 FORMS = ("engine", "NCHW convolutions", "NCHW max pooling", "both in NCHW", "plain ReLU",
-         "PyTorch BatchNorm")
+         "PyTorch BatchNorm", "plain Concats")
 
 
 def child(key: str, reps: int, warmup: int, threads: int | None) -> dict:
@@ -66,6 +69,7 @@ def child(key: str, reps: int, warmup: int, threads: int | None) -> dict:
 
     def pytorch_batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps,
                            relu=False, relu_grad_in_place=False):
+        x = x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
         y = F.batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps)
         return caffe.functional.relu_(y, relu_grad_in_place) if relu else y
 
@@ -80,13 +84,15 @@ def child(key: str, reps: int, warmup: int, threads: int | None) -> dict:
     net.blobs["label"].data[...] = rng.integers(0, 7, 32)
 
     relus_over, relu_pools = dict(net._relu_over), dict(net._relu_pool)
+    chains = dict(net._concat_chain)
 
-    def form(conv, pool, relu_over: bool = True, bn=shipped_bn):
+    def form(conv, pool, relu_over: bool = True, bn=shipped_bn, chain: bool = True):
         def step() -> None:
             caffe.layers.conv.conv2d, caffe.functional.max_pool2d = conv, pool
             caffe.layers.normalization.batch_norm = bn
             net._relu_over = relus_over if relu_over else {}
             net._relu_pool = relu_pools if relu_over and pool is shipped_pool else {}
+            net._concat_chain = chains if chain else {}
             for p in net.learnable_params:
                 p.grad = None
             net.forward_backward()
@@ -97,11 +103,12 @@ def child(key: str, reps: int, warmup: int, threads: int | None) -> dict:
              "NCHW max pooling": form(shipped_conv, nchw_pool),
              "both in NCHW": form(nchw_conv, nchw_pool),
              "plain ReLU": form(shipped_conv, shipped_pool, relu_over=False),
-             "PyTorch BatchNorm": form(shipped_conv, shipped_pool, bn=pytorch_batch_norm)}
+             "PyTorch BatchNorm": form(shipped_conv, shipped_pool, bn=pytorch_batch_norm),
+             "plain Concats": form(shipped_conv, shipped_pool, chain=False)}
     seconds = interleaved(steps, reps, warmup)
     caffe.layers.conv.conv2d, caffe.functional.max_pool2d = shipped_conv, shipped_pool
     caffe.layers.normalization.batch_norm = shipped_bn
-    net._relu_over, net._relu_pool = relus_over, relu_pools
+    net._relu_over, net._relu_pool, net._concat_chain = relus_over, relu_pools, chains
     return {"memory policy": keep_freed_memory(), "ms": {k: v * 1e3 for k, v in seconds.items()},
             "title": model.title, "threads": torch.get_num_threads()}
 
@@ -123,7 +130,7 @@ def render(results: dict, args) -> str:
     lines = ["## What each engine speed-up is worth (bench/bench_engine_ablation.py)", "",
              f"Measured {time.strftime('%Y-%m-%d')} with `python bench/bench_engine_ablation.py "
              f"--reps {args.reps}{f' --threads {args.threads}' if args.threads else ''}`: forward+backward of the train nets at batch 32 (data layer "
-             "replaced by Input, no per-blob diffs kept, as the solver runs them); the six forms "
+             "replaced by Input, no per-blob diffs kept, as the solver runs them); the seven forms "
              "alternate within one child process per net and memory setting; medians in ms. "
              f"Machine: {info['cpu']}, {info['cores']} cores, torch {info['torch']} "
              f"({info['torch threads']} threads); load average {os.getloadavg()[0]:.2f} at the end.",
@@ -140,7 +147,8 @@ def render(results: dict, args) -> str:
                      f"channels-last convolutions {kept['NCHW convolutions'] / kept['engine']:.2f}x, "
                      f"channels-last max pooling {kept['NCHW max pooling'] / kept['engine']:.2f}x, "
                      f"in-place ReLU {kept['plain ReLU'] / kept['engine']:.2f}x, "
-                     f"BatchNorm kernels {kept['PyTorch BatchNorm'] / kept['engine']:.2f}x; "
+                     f"BatchNorm kernels {kept['PyTorch BatchNorm'] / kept['engine']:.2f}x, "
+                     f"Concat buffers {kept['plain Concats'] / kept['engine']:.2f}x; "
                      f"all three {default['both in NCHW'] / kept['engine']:.2f}x.")
     return "\n".join(lines) + "\n"
 

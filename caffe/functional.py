@@ -5,6 +5,7 @@ torch.nn.functional."""
 from __future__ import annotations
 
 import math
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -191,6 +192,86 @@ def concat_shifted_negation(x: torch.Tensor, shift: float, axis: int
     return _ConcatShiftedNegation.apply(x, float(shift), axis)
 
 
+class ConcatChain:
+    """The buffer of a chain of channel Concats in which each appends to the previous one's top
+    (a DenseNet block): the last one's channels (channels-last unless ``memory_format`` says
+    otherwise), allocated at the chain's first step of each forward. Each step copies only its new bottoms into it and yields the prefix
+    up to them (``concat_chain``), instead of copying every earlier channel again (quadratic in
+    the block's length)."""
+
+    def __init__(self, total: int, memory_format: torch.memory_format = torch.channels_last
+                 ) -> None:
+        self.total = total
+        self.memory_format = memory_format
+        self.buffer: torch.Tensor | None = None
+        self.last: torch.Tensor | None = None
+
+    def append(self, start: int, new: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Copy ``new`` into the buffer from channel ``start`` on; the prefix up to them."""
+        for x in new:
+            self.buffer[:, start:start + x.shape[1]].copy_(x)
+            start += x.shape[1]
+        self.last = self.prefix(start)
+        return self.last
+
+    def prefix(self, channels: int) -> torch.Tensor:
+        """The buffer's first ``channels`` channels as a tensor of its own (not a view: its own
+        version counter, so that a BatchNorm that saved an earlier prefix for its backward does
+        not see the later steps' writes into the channels after it as changes)."""
+        n, _, h, w = self.buffer.shape
+        out = self.buffer.new_empty(0)
+        return out.set_(self.buffer.untyped_storage(), self.buffer.storage_offset(),
+                        (n, channels, h, w), self.buffer.stride())
+
+
+class _ConcatChainStep(torch.autograd.Function):
+    """One step of a ``ConcatChain``: ``head`` (the previous step's top, or None at the first
+    step) and the ``new`` tensors, concatenated along the channels in the chain's buffer. Its
+    backward is Concat's: the incoming gradient split along the channels."""
+
+    @staticmethod
+    def forward(ctx, chain: ConcatChain, head: torch.Tensor | None, *new: torch.Tensor
+                ) -> torch.Tensor:
+        start = 0 if head is None else head.shape[1]
+        ctx.sizes = ([] if head is None else [start]) + [x.shape[1] for x in new]
+        ctx.has_head = head is not None
+        return chain.append(start, new)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        parts = grad.split(ctx.sizes, dim=1)
+        return (None,) + ((parts[0],) + parts[1:] if ctx.has_head else (None,) + parts)
+
+
+def concat_chain(chain: ConcatChain, first: bool, xs: Sequence[torch.Tensor]) -> torch.Tensor:
+    """The channel Concat of ``xs`` as a step of ``chain``: the first step allocates the buffer
+    and copies every bottom; a later one, whose first bottom is the previous step's top, copies
+    the others after it. Anything else (another first bottom, a bottom that does not fit the
+    buffer) is a plain ``torch.cat`` and ends the chain for this forward."""
+    head = xs[0]
+    if first:
+        chain.buffer = chain.last = None
+        if all(x.dim() == 4 for x in xs) and sum(x.shape[1] for x in xs) <= chain.total:
+            n, _, h, w = head.shape
+            chain.buffer = torch.empty((n, chain.total, h, w), dtype=head.dtype,
+                                       device=head.device, memory_format=chain.memory_format)
+            start, new, head = 0, xs, None
+    elif chain.last is not None and head is chain.last:
+        start, new = head.shape[1], xs[1:]
+    else:
+        chain.buffer = chain.last = None
+    buffer = chain.buffer
+    if buffer is None or not all(
+            x.dim() == 4 and x.shape[0] == buffer.shape[0] and x.shape[2:] == buffer.shape[2:]
+            and x.dtype == buffer.dtype and x.device == buffer.device for x in new) \
+            or start + sum(x.shape[1] for x in new) > chain.total:
+        chain.buffer = chain.last = None
+        return torch.cat(tuple(xs), dim=1)
+    if torch.is_grad_enabled() and any(x.requires_grad for x in xs):
+        return _ConcatChainStep.apply(chain, head, *new)
+    return chain.append(start, new)
+
+
 CACHE_LINE_BYTES = 64
 NATIVE_BATCH_NORM_MIN = 1 << 21
 NATIVE_BATCH_NORM_RELU_MIN = 1 << 18  # with the ReLU inside, smaller tensors gain too
@@ -216,6 +297,15 @@ def _shared_reduction_lines(x: torch.Tensor) -> bool:
         return False
     row = x.shape[1] * x.element_size()
     return row % CACHE_LINE_BYTES != 0 and row < 4 * CACHE_LINE_BYTES
+
+
+def _dense(x: torch.Tensor) -> torch.Tensor:
+    """A channel prefix of a wider channels-last buffer copied out dense, for PyTorch's kernels
+    (which would take a slower loop with other rounding for it); any other tensor as it is."""
+    if (x.dim() == 4 and not x.is_contiguous(memory_format=torch.channels_last)
+            and _channels_last_cpu(x)):
+        return x.contiguous(memory_format=torch.channels_last)
+    return x
 
 
 def _channel_rows(x: torch.Tensor) -> torch.Tensor:
@@ -398,10 +488,12 @@ def batch_norm(x: torch.Tensor, running_mean: torch.Tensor | None,
             lib is not None
             and x.numel() >= (NATIVE_BATCH_NORM_RELU_MIN if relu else NATIVE_BATCH_NORM_MIN))):
         fused = relu and lib is not None
-        y = _ChannelsLastBatchNorm.apply(x, running_mean, running_var, weight, bias, training,
-                                         momentum, eps, fused)
+        y = _ChannelsLastBatchNorm.apply(x if lib is not None else _dense(x), running_mean,
+                                         running_var, weight, bias, training, momentum, eps,
+                                         fused)
     else:
-        y = F.batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps)
+        y = F.batch_norm(_dense(x), running_mean, running_var, weight, bias, training, momentum,
+                         eps)
     return relu_(y, relu_grad_in_place) if relu and not fused else y
 
 

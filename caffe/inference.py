@@ -45,6 +45,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import NetError
+from .functional import ConcatChain, concat_chain
 from .layers.base import TEST, Layer
 from .layers.conv import (PACKED_GEMM_RATIO, Convolution, channels_last, conv2d_output_hw,
                           convolution, im2col_conv2d, weight_bound)
@@ -613,52 +614,11 @@ def _emulated_fn(emulator: Callable[[torch.Tensor], torch.Tensor]
     return run
 
 
-class _ConcatChain:
-    """Concats along the channels where each one's first bottom is the previous one's top (the
-    dense blocks of DenseNet): the last one's channels are allocated once, each step copies only
-    its new inputs into its slice and yields the prefix view, instead of copying every earlier
-    channel again (quadratic in the block's length). A step whose first bottom is not the view the
-    previous step made (another batch geometry, a plan run out of order) concatenates as usual."""
-
-    def __init__(self, total: int, channels_last: bool) -> None:
-        self.total = total
-        self.channels_last = channels_last
-        self.buffer: torch.Tensor | None = None
-        self.last: torch.Tensor | None = None
-
-    def step(self, first: bool) -> Callable[..., list[torch.Tensor]]:
-        def concat(*xs: torch.Tensor) -> list[torch.Tensor]:
-            head = xs[0]
-            if first:
-                self.buffer = self.last = None
-                fits = all(x.dim() == 4 for x in xs) and sum(x.shape[1] for x in xs) <= self.total
-                if fits:
-                    n, _, h, w = head.shape
-                    fmt = torch.channels_last if self.channels_last else torch.contiguous_format
-                    self.buffer = torch.empty((n, self.total, h, w), dtype=head.dtype,
-                                              device=head.device, memory_format=fmt)
-                    start = 0
-                else:
-                    return [torch.cat(xs, dim=1)]
-            elif self.last is None or head is not self.last:
-                self.buffer = self.last = None
-                return [torch.cat(xs, dim=1)]
-            else:
-                start = head.shape[1]
-                xs = xs[1:]
-            buffer = self.buffer
-            end = start + sum(x.shape[1] for x in xs)
-            if end > self.total or any(x.dim() != 4 or x.shape[0] != buffer.shape[0]
-                                       or x.shape[2:] != buffer.shape[2:] for x in xs):
-                self.buffer = self.last = None
-                return [torch.cat((head,) + tuple(xs) if not first else xs, dim=1)]
-            for x in xs:
-                c = x.shape[1]
-                buffer[:, start:start + c].copy_(x)
-                start += c
-            self.last = buffer[:, :end]
-            return [self.last]
-        return concat
+def _concat_chain_fn(chain: ConcatChain, first: bool) -> Callable[..., list[torch.Tensor]]:
+    """A Concat step of a chain that fills one buffer (``caffe.functional.concat_chain``)."""
+    def concat(*xs: torch.Tensor) -> list[torch.Tensor]:
+        return [concat_chain(chain, first, xs)]
+    return concat
 
 
 def _autocast_dtype(autocast: str | torch.dtype | None) -> torch.dtype | None:
@@ -716,7 +676,7 @@ class InferenceNet:
 
     def _chain_concats(self) -> None:
         """Give the Concat steps that grow one blob along the channels one buffer each chain
-        (``_ConcatChain``)."""
+        (``caffe.functional.concat_chain``)."""
         layers = {self.net._layer_names[n.index]: n.layer for n in self._graph.nodes}
         concat_steps: dict[int, int] = {}  # top value -> step index
         for k, step in enumerate(self._steps):
@@ -742,9 +702,10 @@ class InferenceNet:
             shape = self.net.blob_shape(top_name)
             if len(shape) != 4:
                 continue
-            state = _ConcatChain(int(shape[1]), self.channels_last)
+            state = ConcatChain(int(shape[1]), torch.channels_last if self.channels_last
+                                else torch.contiguous_format)
             for position, k in enumerate(chain):
-                self._steps[k].fn = state.step(first=position == 0)
+                self._steps[k].fn = _concat_chain_fn(state, position == 0)
             self.concat_chains.append(tuple(self._steps[k].name for k in chain))
 
     def _plan_releases(self) -> None:

@@ -25,6 +25,7 @@ from torch import nn
 from . import inplace, model_io
 from .blob import Blob, HostSync, param_blob
 from .errors import BlobNameError, NetError, WeightsError, WeightsWarning
+from .functional import ConcatChain, concat_chain
 from .layers import create_layer
 from .layers.base import TEST, TRAIN, Layer, Shape
 from .layers.conv import Convolution
@@ -47,6 +48,7 @@ PathLike = str | os.PathLike
 _FRESH_OUTPUT_LAYERS = (Convolution, BatchNorm, Scale, Eltwise, Concat, InnerProduct)
 INPLACE_RELU_ENV = "CAFFE_INPLACE_RELU"
 NEGATED_CONCAT_ENV = "CAFFE_FUSE_CRELU"
+CONCAT_CHAIN_ENV = "CAFFE_CONCAT_CHAIN"
 
 
 def state_meets_rule(state, rule, layer_name: str = "") -> bool:
@@ -224,6 +226,7 @@ class Net(PycaffeNetMethods):
         self._relu_pool = self._find_relu_pools()
         self._bn_scale_relu = self._find_bn_scale_relus()
         self._negated_concat = self._find_negated_concats()
+        self._concat_chain = self._find_concat_chains()
         self.device = torch.device("cpu")
         self._allocate()
         for name, w in self.loss_tops:
@@ -371,6 +374,43 @@ class Net(PycaffeNetMethods):
             if (top != bottom and self.bottom_names[concat.name] == [bottom, top]
                     and self._only_reader(i, top) == i + 1):
                 found[i] = i + 1
+        return found
+
+    def _find_concat_chains(self) -> dict[int, tuple[ConcatChain, bool]]:
+        """Concat layer index -> (its chain, whether it is the chain's first step), for chains of
+        channel Concats of 4-D blobs in which each one's first bottom is the previous one's top
+        (DenseNet's blocks; ``functional.concat_chain``), each such top read by one Concat of
+        the chain and written by no other layer (no in-place layer on it, which would write into
+        the shared buffer). ``run`` computes them into one buffer per chain when it records for
+        a backward (the solver's step). CAFFE_CONCAT_CHAIN=0 turns it off."""
+        if os.environ.get(CONCAT_CHAIN_ENV, "1") == "0":
+            return {}
+        special = set(self._emulators) | set(self._buffer_backward)
+        writers: dict[str, int] = {}
+        for tops in self.top_names.values():
+            for t in tops:
+                writers[t] = writers.get(t, 0) + 1
+        concats = {}  # top -> index, for the Concats a chain may hold
+        for i, layer in enumerate(self.modules):
+            bottoms, tops = self.bottom_names[layer.name], self.top_names[layer.name]
+            if (isinstance(layer, Concat) and i not in special and len(bottoms) >= 2
+                    and len(tops) == 1 and tops[0] not in bottoms and writers[tops[0]] == 1
+                    and layer.axis == 1 and len(self._shapes[tops[0]]) == 4):
+                concats[tops[0]] = i
+        successors: dict[int, list[int]] = {}
+        for i in concats.values():
+            bottoms = self.bottom_names[self._layer_names[i]]
+            if bottoms[0] in concats and bottoms[0] not in bottoms[1:]:
+                successors.setdefault(concats[bottoms[0]], []).append(i)
+        nxt = {i: ks[0] for i, ks in successors.items() if len(ks) == 1}
+        found: dict[int, tuple[ConcatChain, bool]] = {}
+        for start in sorted(set(nxt) - set(nxt.values())):
+            chain = [start]
+            while chain[-1] in nxt:
+                chain.append(nxt[chain[-1]])
+            state = ConcatChain(self._shapes[self.top_names[self._layer_names[chain[-1]]][0]][1])
+            for position, i in enumerate(chain):
+                found[i] = (state, position == 0)
         return found
 
     def _only_reader(self, k: int, blob: str) -> int | None:
@@ -569,6 +609,8 @@ class Net(PycaffeNetMethods):
                 elif following is not None and self._negated_concat.get(i) == following:
                     self._forward_negated_concat(i, following)
                     skip = {following}
+                elif record and i in self._concat_chain and self.device.type == "cpu":
+                    self._forward_concat_chain(i)
                 elif i in self._relu_over and previous == i - 1:
                     if following is not None and self._relu_pool.get(i) == following:
                         self._forward_relu_pool(i, following)
@@ -637,6 +679,13 @@ class Net(PycaffeNetMethods):
         top, negated = self.modules[j].forward_with_negation(x, self.modules[i].negation_shift())
         self._data[self.top_names[name][0]] = negated
         self._data[self.top_names[self._layer_names[j]][0]] = top
+
+    def _forward_concat_chain(self, i: int) -> None:
+        """Concat i as a step of its chain (``_find_concat_chains``)."""
+        chain, first = self._concat_chain[i]
+        name = self._layer_names[i]
+        xs = [self._data[b] for b in self.bottom_names[name]]
+        self._data[self.top_names[name][0]] = concat_chain(chain, first, xs)
 
     def _forward_relu_pool(self, i: int, j: int) -> None:
         """In-place ReLU i and the MAX Pooling j that alone reads its top, as one node (a view

@@ -266,21 +266,6 @@ def test_concat_chain_shares_one_buffer_and_equals_plain_mode(batch: int, monkey
             assert rel_err(got[name], reference[name]) < 1e-5, name
 
 
-def test_concat_chain_step_falls_back_when_its_first_bottom_is_not_the_chain_view() -> None:
-    import torch
-    chain = inference._ConcatChain(total=5, channels_last=True)
-    first, second = chain.step(first=True), chain.step(first=False)
-    a, b, c = (torch.randn(1, k, 2, 2) for k in (2, 1, 2))
-    (ab,) = first(a, b)
-    assert ab.shape[1] == 3 and ab.data_ptr() == chain.buffer.data_ptr()
-    (abc,) = second(ab, c)
-    assert torch.equal(abc, torch.cat([a, b, c], 1)) and abc.data_ptr() == ab.data_ptr()
-    (other,) = second(ab.clone(), c)  # not the view the chain made: a plain concatenation
-    assert torch.equal(other, torch.cat([a, b, c], 1)) and other.data_ptr() != ab.data_ptr()
-    (too_wide,) = first(a, b, c, c)  # more channels than the chain's last Concat: plain
-    assert too_wide.shape[1] == 7
-
-
 # A weight-bound convolution at batch 1 (512 x 64 x 5 x 5 weights for 3 x 3 output positions, as
 # SSE-ResNet's 7x7 heads on their small maps) followed by BatchNorm + Scale + ReLU (folded): the
 # plan runs it as im2col + GEMM rather than the packed oneDNN convolution; at batch 8 (72

@@ -1,0 +1,114 @@
+"""In the solver's step, the Concats of a DenseNet block (each appending to the previous one's top)
+fill one channels-last buffer per block: each copies only its new bottoms and yields the prefix up
+to them, which the BatchNorm after it reads in place (caffe.net ``_concat_chain``,
+caffe.functional ``concat_chain``; issue 19). The step must give the plain Concats' loss, blob
+data, gradients and parameters bit for bit."""
+from __future__ import annotations
+
+import torch
+
+from caffe.functional import NATIVE_BATCH_NORM_RELU_MIN, ConcatChain, concat_chain
+from inference_helpers import MODELS, sse_train_net
+from test_inference_equivalence import conv, layer
+from train_step_helpers import assert_same_step, sse_pair, train_net
+
+# A dense block on 33x33 maps: each Concat appends a convolution's output to the previous Concat,
+# whose top a BatchNorm + Scale + ReLU then reads (at least 6 x 48 x 33 x 33 values: the C
+# kernels' route, NATIVE_BATCH_NORM_RELU_MIN); then a global pooling and a loss.
+BATCH = 6
+DENSE = (
+    'name: "dense"\n'
+    'layer { name: "data" type: "Input" top: "data" top: "label" input_param { '
+    f'shape {{ dim: {BATCH} dim: 3 dim: 33 dim: 33 }} shape {{ dim: {BATCH} }} }} }}\n'
+    + conv("stem", "data", "cat0", 48, 3, "pad: 1")
+    + "".join(
+        layer(f"bn{i}", "BatchNorm", [f"cat{i}"], [f"bn{i}"])
+        + layer(f"sc{i}", "Scale", [f"bn{i}"], [f"bn{i}"], "scale_param { bias_term: true }")
+        + layer(f"relu{i}", "ReLU", [f"bn{i}"], [f"bn{i}"])
+        + conv(f"grow{i}", f"bn{i}", f"grow{i}", 24, 3, "pad: 1")
+        + layer(f"concat{i + 1}", "Concat", [f"cat{i}", f"grow{i}"], [f"cat{i + 1}"])
+        for i in range(4))
+    + layer("bn4", "BatchNorm", ["cat4"], ["bn4"])
+    + layer("sc4", "Scale", ["bn4"], ["bn4"], "scale_param { bias_term: true }")
+    + layer("relu4", "ReLU", ["bn4"], ["bn4"])
+    + layer("pool", "Pooling", ["bn4"], ["pool"], "pooling_param { pool: AVE global_pooling: true }")
+    + layer("ip", "InnerProduct", ["pool"], ["ip"], "inner_product_param { num_output: 5 }")
+    + layer("loss", "SoftmaxWithLoss", ["ip", "label"], ["loss"])
+)
+CHAIN = ["concat1", "concat2", "concat3", "concat4"]
+
+
+def chain_of(net) -> list[tuple[str, bool]]:
+    return [(net._layer_names[i], first) for i, (_, first) in sorted(net._concat_chain.items())]
+
+
+def test_a_dense_block_becomes_one_chain() -> None:
+    assert BATCH * 48 * 33 * 33 >= NATIVE_BATCH_NORM_RELU_MIN
+    net = train_net(DENSE)
+    assert chain_of(net) == [(name, name == "concat1") for name in CHAIN]
+    assert net._concat_chain[net._layer_index["concat1"]][0].total == 48 + 4 * 24
+
+
+def test_sse_densenet_has_one_chain_per_dense_block() -> None:
+    net = sse_train_net(MODELS["densenet"], 1, seed=0)
+    chains = {id(chain): chain for chain, _ in net._concat_chain.values()}
+    assert len(net._concat_chain) == 6 + 12 + 24 + 16
+    assert sorted(chain.total for chain in chains.values()) == [256, 512, 1024, 1024]
+    assert sum(first for _, first in net._concat_chain.values()) == 4
+
+
+def test_step_equals_the_plain_concats(kernels, two_threads) -> None:
+    assert_same_step(train_net(DENSE), train_net(DENSE, off="_concat_chain"))
+
+
+def test_sse_densenet_step_equals_the_plain_concats() -> None:
+    assert_same_step(*sse_pair("densenet", "_concat_chain"))
+
+
+def test_a_concat_top_written_in_place_ends_the_chain_before_it() -> None:
+    """A layer that writes over a Concat's top (an in-place ReLU) would write into the shared
+    buffer under the later steps' prefixes: that Concat is left out, and the chain restarts
+    after it."""
+    text = DENSE.replace(
+        layer("bn2", "BatchNorm", ["cat2"], ["bn2"]),
+        layer("relu_cat2", "ReLU", ["cat2"], ["cat2"]) + layer("bn2", "BatchNorm", ["cat2"], ["bn2"]))
+    net = train_net(text)
+    assert chain_of(net) == [("concat3", True), ("concat4", False)]
+    assert_same_step(net, train_net(text, off="_concat_chain"))
+
+
+def test_turned_off_by_the_environment(monkeypatch) -> None:
+    monkeypatch.setenv("CAFFE_CONCAT_CHAIN", "0")
+    assert train_net(DENSE)._concat_chain == {}
+
+
+def test_a_step_whose_first_bottom_is_not_the_chain_top_concatenates_plainly() -> None:
+    chain = ConcatChain(total=7)
+    a, b, c = (torch.randn(2, k, 3, 3, requires_grad=True) for k in (2, 1, 3))
+    ab = concat_chain(chain, True, [a, b])
+    assert ab.data_ptr() == chain.buffer.data_ptr() and ab._base is None
+    abc = concat_chain(chain, False, [ab, c])
+    assert torch.equal(abc, torch.cat([a, b, c], 1)) and abc.data_ptr() == ab.data_ptr()
+    other = concat_chain(chain, False, [ab.detach().clone(), c])  # not the chain's top
+    assert torch.equal(other, torch.cat([a, b, c], 1)) and other.data_ptr() != ab.data_ptr()
+    assert chain.buffer is None  # the chain ends for this forward
+    too_wide = concat_chain(chain, True, [a, b, c, c])  # more channels than the last Concat's
+    assert too_wide.shape[1] == 9 and chain.buffer is None
+    grads = torch.autograd.grad((abc * torch.arange(6.0).view(1, 6, 1, 1)).sum(), [a, b, c])
+    expected = torch.autograd.grad((torch.cat([a, b, c], 1)
+                                    * torch.arange(6.0).view(1, 6, 1, 1)).sum(), [a, b, c])
+    for g, e in zip(grads, expected):
+        assert torch.equal(g, e)
+
+
+def test_a_prefix_saved_for_backward_survives_the_later_steps_writes() -> None:
+    """Each step's top is its own tensor over the buffer (its own version counter): a BatchNorm
+    that saved an earlier prefix does not see the later copies into the channels after it."""
+    chain = ConcatChain(total=6)
+    a, b, c = (torch.randn(2, 2, 3, 3, requires_grad=True) for _ in range(3))
+    ab = concat_chain(chain, True, [a, b])
+    y = ab * ab  # saves ab
+    abc = concat_chain(chain, False, [ab, c])
+    (y.sum() + abc.sum()).backward()
+    torch.testing.assert_close(a.grad, 2 * a.detach() + 1)
+    torch.testing.assert_close(c.grad, torch.ones_like(c))

@@ -195,9 +195,9 @@ def concat_shifted_negation(x: torch.Tensor, shift: float, axis: int
 class ConcatChain:
     """The buffer of a chain of channel Concats in which each appends to the previous one's top
     (a DenseNet block): the last one's channels (channels-last unless ``memory_format`` says
-    otherwise), allocated at the chain's first step of each forward. Each step copies only its new bottoms into it and yields the prefix
-    up to them (``concat_chain``), instead of copying every earlier channel again (quadratic in
-    the block's length)."""
+    otherwise), allocated at the chain's first step of each forward. Each step copies only its
+    new bottoms into it and yields the prefix up to them (``concat_chain``), instead of copying
+    every earlier channel again (quadratic in the block's length)."""
 
     def __init__(self, total: int, memory_format: torch.memory_format = torch.channels_last
                  ) -> None:
@@ -243,6 +243,14 @@ class _ConcatChainStep(torch.autograd.Function):
         return (None,) + ((parts[0],) + parts[1:] if ctx.has_head else (None,) + parts)
 
 
+def _fits(buffer: torch.Tensor, start: int, new: Sequence[torch.Tensor]) -> bool:
+    """Whether ``new`` go into ``buffer`` from channel ``start`` on (batch, map size, dtype and
+    device as the buffer's; no more channels than it has)."""
+    return (all(x.dim() == 4 and x.shape[0] == buffer.shape[0] and x.shape[2:] == buffer.shape[2:]
+                and x.dtype == buffer.dtype and x.device == buffer.device for x in new)
+            and start + sum(x.shape[1] for x in new) <= buffer.shape[1])
+
+
 def concat_chain(chain: ConcatChain, first: bool, xs: Sequence[torch.Tensor]) -> torch.Tensor:
     """The channel Concat of ``xs`` as a step of ``chain``: the first step allocates the buffer
     and copies every bottom; a later one, whose first bottom is the previous step's top, copies
@@ -260,11 +268,7 @@ def concat_chain(chain: ConcatChain, first: bool, xs: Sequence[torch.Tensor]) ->
         start, new = head.shape[1], xs[1:]
     else:
         chain.buffer = chain.last = None
-    buffer = chain.buffer
-    if buffer is None or not all(
-            x.dim() == 4 and x.shape[0] == buffer.shape[0] and x.shape[2:] == buffer.shape[2:]
-            and x.dtype == buffer.dtype and x.device == buffer.device for x in new) \
-            or start + sum(x.shape[1] for x in new) > chain.total:
+    if chain.buffer is None or not _fits(chain.buffer, start, new):
         chain.buffer = chain.last = None
         return torch.cat(tuple(xs), dim=1)
     if torch.is_grad_enabled() and any(x.requires_grad for x in xs):

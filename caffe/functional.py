@@ -286,7 +286,8 @@ def _channels_last_cpu(x: torch.Tensor) -> bool:
     first channels of a wider channels-last buffer (``concat_chain``), whose positions then lie
     further apart than its channel count."""
     return (x.device.type == "cpu" and x.dim() == 4 and not x.is_contiguous()
-            and _channel_rows_view(x) is not None)
+            and (x.is_contiguous(memory_format=torch.channels_last)
+                 or _channel_rows_view(x) is not None))
 
 
 def _shared_reduction_lines(x: torch.Tensor) -> bool:

@@ -54,6 +54,7 @@ from .layers.neuron import Dropout, Power, ReLU
 from .layers.normalization import BatchNorm, Scale
 from .layers.structure import Concat, Eltwise, Silence, Split
 from .net import Net
+from .net_graph import concat_chains
 
 _OUTPUT = -1  # consumer id standing for "returned as a net output"
 
@@ -678,25 +679,11 @@ class InferenceNet:
         """Give the Concat steps that grow one blob along the channels one buffer each chain
         (``caffe.functional.concat_chain``)."""
         layers = {self.net._layer_names[n.index]: n.layer for n in self._graph.nodes}
-        concat_steps: dict[int, int] = {}  # top value -> step index
-        for k, step in enumerate(self._steps):
-            layer = layers.get(step.name)
-            if (type(layer) is Concat and len(step.bottoms) >= 2 and len(step.tops) == 1
-                    and getattr(layer, "axis", None) == 1):
-                concat_steps[step.tops[0]] = k
-        successors: dict[int, list[int]] = {}
-        for v, k in concat_steps.items():
-            first = self._steps[k].bottoms[0]
-            if first in concat_steps and first not in self._steps[k].bottoms[1:]:
-                successors.setdefault(concat_steps[first], []).append(k)
-        nxt = {p: ks[0] for p, ks in successors.items() if len(ks) == 1}
-        has_prev = set(nxt.values())
-        for start in sorted(nxt):
-            if start in has_prev:
-                continue
-            chain = [start]
-            while chain[-1] in nxt:
-                chain.append(nxt[chain[-1]])
+        concat_steps = {k: (step.tops[0], step.bottoms) for k, step in enumerate(self._steps)
+                        if type(layers.get(step.name)) is Concat and len(step.bottoms) >= 2
+                        and len(step.tops) == 1
+                        and getattr(layers[step.name], "axis", None) == 1}
+        for chain in concat_chains(concat_steps):
             last = self._steps[chain[-1]]
             top_name = self.net.top_names[last.name][0]
             shape = self.net.blob_shape(top_name)

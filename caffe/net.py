@@ -36,7 +36,7 @@ from .layers.pooling import Pooling
 from .layers.structure import Concat, Eltwise
 from .memory import keep_freed_memory
 from .mode import current_device, net_generator
-from .net_graph import LayerSpec, plan_backward
+from .net_graph import LayerSpec, concat_chains, plan_backward
 from .net_pycaffe import PycaffeNetMethods
 from .proto import caffe_pb2
 
@@ -390,25 +390,16 @@ class Net(PycaffeNetMethods):
         for tops in self.top_names.values():
             for t in tops:
                 writers[t] = writers.get(t, 0) + 1
-        concats = {}  # top -> index, for the Concats a chain may hold
+        concats = {}  # index -> (top, bottoms), for the Concats a chain may hold
         for i, layer in enumerate(self.modules):
             bottoms, tops = self.bottom_names[layer.name], self.top_names[layer.name]
             if (isinstance(layer, Concat) and i not in special and len(bottoms) >= 2
                     and len(tops) == 1 and tops[0] not in bottoms and writers[tops[0]] == 1
                     and layer.axis == 1 and len(self._shapes[tops[0]]) == 4):
-                concats[tops[0]] = i
-        successors: dict[int, list[int]] = {}
-        for i in concats.values():
-            bottoms = self.bottom_names[self._layer_names[i]]
-            if bottoms[0] in concats and bottoms[0] not in bottoms[1:]:
-                successors.setdefault(concats[bottoms[0]], []).append(i)
-        nxt = {i: ks[0] for i, ks in successors.items() if len(ks) == 1}
+                concats[i] = (tops[0], bottoms)
         found: dict[int, tuple[ConcatChain, bool]] = {}
-        for start in sorted(set(nxt) - set(nxt.values())):
-            chain = [start]
-            while chain[-1] in nxt:
-                chain.append(nxt[chain[-1]])
-            state = ConcatChain(self._shapes[self.top_names[self._layer_names[chain[-1]]][0]][1])
+        for chain in concat_chains(concats):
+            state = ConcatChain(self._shapes[concats[chain[-1]][0]][1])
             for position, i in enumerate(chain):
                 found[i] = (state, position == 0)
         return found

@@ -10,6 +10,7 @@ per split consumer instead."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Hashable, Mapping, Sequence
 
 Version = tuple[int, int]  # (producer layer index, top index): one version of a blob
 Consumer = tuple[int, int]  # (consumer layer index, bottom index)
@@ -134,3 +135,23 @@ def _need_backward(nodes: list[_Node], force_backward: bool) -> tuple[list[bool]
             layer_need[n] = True
             bottom_need[n] = [need or allow for need, allow in zip(bottom_need[n], node.allow_force)]
     return layer_need, bottom_need
+
+
+def concat_chains(concats: Mapping[int, tuple[Hashable, Sequence[Hashable]]]) -> list[list[int]]:
+    """The chains among ``concats`` (a Concat's position -> its top and its bottoms) in which each
+    Concat's first bottom is the previous one's top, and no other of its bottoms (a DenseNet
+    block): a Concat whose top starts several others ends its chain. Each chain in order, two
+    Concats at least; chains in the order of their first Concat."""
+    by_top = {top: i for i, (top, _) in concats.items()}
+    successors: dict[int, list[int]] = {}
+    for i, (_, bottoms) in concats.items():
+        if bottoms[0] in by_top and bottoms[0] not in bottoms[1:]:
+            successors.setdefault(by_top[bottoms[0]], []).append(i)
+    nxt = {i: ks[0] for i, ks in successors.items() if len(ks) == 1}
+    chains = []
+    for start in sorted(set(nxt) - set(nxt.values())):
+        chain = [start]
+        while chain[-1] in nxt:
+            chain.append(nxt[chain[-1]])
+        chains.append(chain)
+    return chains

@@ -1,12 +1,12 @@
 /* BatchNorm over a channels-last float tensor, seen as an (m x c) row-major matrix (rows: the
  * N*H*W positions, columns: the channels) whose rows lie ldx floats apart (ldx = c, or more for
  * the first c channels of a wider buffer: a DenseNet block's Concat, caffe/functional.py
- * concat_chain). Gradients and outputs are dense (m x c). Training forward and backward each read the tensor
- * the fewest times they can: the statistics in one pass, the normalisation (with the ReLU that
- * follows it in the nets, when asked) in one, the backward's two channel sums in one, the input
- * gradient in one. The normalisation is one fused multiply-add per value, x a + b rounded once,
- * as PyTorch's own kernels compute it; the backward masks the incoming gradient by the ReLU
- * itself, recomputing x a + b > 0 with that same fmaf (no other contraction:
+ * concat_chain). Gradients and outputs are dense (m x c). Training forward and backward each
+ * read the tensor the fewest times they can: the statistics in one pass, the normalisation
+ * (with the ReLU that follows it in the nets, when asked) in one, the backward's two channel sums
+ * in one, the input gradient in one. The normalisation is one fused multiply-add per value,
+ * x a + b rounded once, as PyTorch's own kernels compute it; the backward masks the incoming
+ * gradient by the ReLU itself, recomputing x a + b > 0 with that same fmaf (no other contraction:
  * -ffp-contract=off), so the ReLU costs no pass of its own in either direction.
  *
  * Threads: OpenMP, the runtime PyTorch itself uses (libgomp.so.1 is loaded by then, so this

@@ -5,6 +5,7 @@ torch.nn.functional."""
 from __future__ import annotations
 
 import math
+import weakref
 from typing import Sequence
 
 import torch
@@ -197,7 +198,14 @@ class ConcatChain:
     (a DenseNet block): the last one's channels (channels-last unless ``memory_format`` says
     otherwise), allocated at the chain's first step of each forward. Each step copies only its
     new bottoms into it and yields the prefix up to them (``concat_chain``), instead of copying
-    every earlier channel again (quadratic in the block's length)."""
+    every earlier channel again (quadratic in the block's length).
+
+    The chain also keeps the batch statistics of the buffer's channels as training BatchNorms
+    compute them (``batch_stats``): every BatchNorm of a block reads a prefix of the buffer, and
+    a channel's mean and variance are the same for all of them, so each computes only the
+    channels added since the previous one."""
+
+    _live: "weakref.WeakSet[ConcatChain]" = weakref.WeakSet()
 
     def __init__(self, total: int, memory_format: torch.memory_format = torch.channels_last
                  ) -> None:
@@ -205,6 +213,43 @@ class ConcatChain:
         self.memory_format = memory_format
         self.buffer: torch.Tensor | None = None
         self.last: torch.Tensor | None = None
+        self._mean = torch.empty(total, dtype=torch.float64)
+        self._var = torch.empty(total, dtype=torch.float64)
+        self._known = 0  # channels of the buffer whose statistics _mean and _var hold
+        ConcatChain._live.add(self)
+
+    def start(self, buffer: torch.Tensor | None) -> None:
+        """Take ``buffer`` (None: none) for this forward; the statistics of the last are void."""
+        self.buffer = buffer
+        self.last = None
+        self._known = 0
+
+    @classmethod
+    def holding(cls, x: torch.Tensor) -> ConcatChain | None:
+        """The chain whose current buffer ``x`` is a channel prefix of (a step's top), or None."""
+        for chain in list(cls._live):
+            b = chain.buffer
+            if (b is not None and x.dim() == 4 and x.dtype == b.dtype and x.device == b.device
+                    and x.untyped_storage().data_ptr() == b.untyped_storage().data_ptr()
+                    and x.storage_offset() == b.storage_offset() and x.stride() == b.stride()
+                    and x.shape[0] == b.shape[0] and x.shape[2:] == b.shape[2:]
+                    and x.shape[1] <= b.shape[1]):
+                return chain
+        return None
+
+    def batch_stats(self, rows: torch.Tensor, lib) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and biased variance (float64) of the first ``rows.shape[1]`` channels of the
+        buffer, given as its (N H W) x C rows view: the C kernels ``lib`` sum only the channels
+        not summed before in this forward. Their sums split the rows between threads by the
+        rows alone, so the values are those of one pass over all the channels, bit for bit."""
+        channels = rows.shape[1]
+        if channels > self._known:
+            new = rows[:, self._known:]
+            lib.bn_cl_stats(ptr(new), new.shape[0], new.shape[1], new.stride(0),
+                            torch.get_num_threads(), ptr(self._mean[self._known:]),
+                            ptr(self._var[self._known:]))
+            self._known = channels
+        return self._mean[:channels], self._var[:channels]
 
     def append(self, start: int, new: Sequence[torch.Tensor]) -> torch.Tensor:
         """Copy ``new`` into the buffer from channel ``start`` on; the prefix up to them."""
@@ -258,18 +303,18 @@ def concat_chain(chain: ConcatChain, first: bool, xs: Sequence[torch.Tensor]) ->
     buffer) is a plain ``torch.cat`` and ends the chain for this forward."""
     head = xs[0]
     if first:
-        chain.buffer = chain.last = None
+        chain.start(None)
         if all(x.dim() == 4 for x in xs) and sum(x.shape[1] for x in xs) <= chain.total:
             n, _, h, w = head.shape
-            chain.buffer = torch.empty((n, chain.total, h, w), dtype=head.dtype,
-                                       device=head.device, memory_format=chain.memory_format)
+            chain.start(torch.empty((n, chain.total, h, w), dtype=head.dtype,
+                                    device=head.device, memory_format=chain.memory_format))
             start, new, head = 0, xs, None
     elif chain.last is not None and head is chain.last:
         start, new = head.shape[1], xs[1:]
     else:
-        chain.buffer = chain.last = None
+        chain.start(None)
     if chain.buffer is None or not _fits(chain.buffer, start, new):
-        chain.buffer = chain.last = None
+        chain.start(None)
         return torch.cat(tuple(xs), dim=1)
     if torch.is_grad_enabled() and any(x.requires_grad for x in xs):
         return _ConcatChainStep.apply(chain, head, *new)
@@ -353,15 +398,21 @@ def _native_batch_norm_kernels(x: torch.Tensor):
     return native.library("batch_norm_channels_last")
 
 
-def _batch_stats(rows: torch.Tensor, lib) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-channel mean and biased variance E((x - mean)^2) of an (M x C) matrix, by the C
-    kernels ``lib`` or, when None, by PyTorch."""
+def _batch_stats(x: torch.Tensor, lib) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and biased variance E((x - mean)^2) of a channels-last tensor, by the C
+    kernels ``lib`` (for a prefix of a ``ConcatChain``'s buffer, the chain's kept statistics
+    and those of its new channels) or, when None, by PyTorch."""
+    rows = _channel_rows(x)
     count, channels = rows.shape
     if lib is not None:
-        mean = torch.empty(channels, dtype=torch.float64)
-        var = torch.empty(channels, dtype=torch.float64)
-        lib.bn_cl_stats(ptr(rows), count, channels, rows.stride(0), torch.get_num_threads(),
-                        ptr(mean), ptr(var))
+        chain = ConcatChain.holding(x)
+        if chain is not None:
+            mean, var = chain.batch_stats(rows, lib)
+        else:
+            mean = torch.empty(channels, dtype=torch.float64)
+            var = torch.empty(channels, dtype=torch.float64)
+            lib.bn_cl_stats(ptr(rows), count, channels, rows.stride(0),
+                            torch.get_num_threads(), ptr(mean), ptr(var))
         return mean.to(rows.dtype), var.to(rows.dtype)
     mean = _channel_sums(rows) / count
     centered = rows - mean
@@ -418,7 +469,7 @@ class _ChannelsLastBatchNorm(torch.autograd.Function):
         lib = _native_batch_norm_kernels(x)
         if training:
             count = x.numel() // x.shape[1]
-            mean, var = _batch_stats(_channel_rows(x), lib)
+            mean, var = _batch_stats(x, lib)
             with torch.no_grad():
                 if running_mean is not None:
                     running_mean.lerp_(mean, momentum)

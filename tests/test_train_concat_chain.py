@@ -1,13 +1,17 @@
 """In the solver's step, the Concats of a DenseNet block (each appending to the previous one's top)
 fill one channels-last buffer per block: each copies only its new bottoms and yields the prefix up
 to them, which the BatchNorm after it reads in place (caffe.net ``_concat_chain``,
-caffe.functional ``concat_chain``; issue 19). The step must give the plain Concats' loss, blob
-data, gradients and parameters bit for bit."""
+caffe.functional ``concat_chain``; issue 19), and each training BatchNorm on such a prefix sums
+only the channels added since the previous one (``ConcatChain.batch_stats``). The step must give
+the plain Concats' loss, blob data, gradients and parameters bit for bit."""
 from __future__ import annotations
 
+import pytest
 import torch
 
-from caffe.functional import NATIVE_BATCH_NORM_RELU_MIN, ConcatChain, concat_chain
+from caffe.functional import (NATIVE_BATCH_NORM_RELU_MIN, ConcatChain, _channel_rows,
+                              concat_chain)
+from caffe.native import ptr
 from inference_helpers import MODELS, sse_train_net
 from test_inference_equivalence import conv, layer
 from train_step_helpers import assert_same_step, sse_pair, train_net
@@ -112,3 +116,83 @@ def test_a_prefix_saved_for_backward_survives_the_later_steps_writes() -> None:
     (y.sum() + abc.sum()).backward()
     torch.testing.assert_close(a.grad, 2 * a.detach() + 1)
     torch.testing.assert_close(c.grad, torch.ones_like(c))
+
+
+def _native_kernels():
+    from caffe import native
+    lib = native.library("batch_norm_channels_last")
+    if lib is None:
+        pytest.skip(f"caffe/csrc kernels not built: {native.problem('batch_norm_channels_last')}")
+    return lib
+
+
+class _CountingKernels:
+    """caffe/csrc's kernels, counting the channels each bn_cl_stats call sums."""
+
+    def __init__(self, lib) -> None:
+        self.lib = lib
+        self.stats_channels: list[int] = []
+
+    def __getattr__(self, name: str):
+        fn = getattr(self.lib, name)
+        if name != "bn_cl_stats":
+            return fn
+
+        def stats(*args):
+            self.stats_channels.append(int(args[2]))
+            return fn(*args)
+        return stats
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("rows", [7, 130, 9000])
+def test_chain_statistics_equal_one_pass_over_all_channels(threads: int, rows: int) -> None:
+    """The statistics a chain keeps, summed a few new channels at a time, equal bit for bit those
+    of one pass over all the prefix's channels (the C kernels split the rows between threads by
+    the rows alone, however many channels a pass covers)."""
+    lib = _native_kernels()
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        chain = ConcatChain(total=40)
+        parts = [torch.randn(rows, c, 1, 1) * 3 + 5 for c in (16, 8, 8, 8)]
+        top = concat_chain(chain, True, parts[:1])
+        for part in parts[1:]:
+            top = concat_chain(chain, False, [top, part])
+            rows_view = _channel_rows(top)
+            mean, var = chain.batch_stats(rows_view, lib)
+            one_mean = torch.empty(top.shape[1], dtype=torch.float64)
+            one_var = torch.empty(top.shape[1], dtype=torch.float64)
+            lib.bn_cl_stats(ptr(rows_view), rows_view.shape[0], rows_view.shape[1],
+                            rows_view.stride(0), threads, ptr(one_mean), ptr(one_var))
+            assert torch.equal(mean, one_mean) and torch.equal(var, one_var)
+    finally:
+        torch.set_num_threads(old)
+
+
+def test_each_batch_norm_of_a_block_sums_only_the_channels_added_since_the_last(
+        monkeypatch, two_threads) -> None:
+    """In the step, the BatchNorms after the Concats of DENSE sum 72 channels (the chain's first
+    top), then 24 each (the growth); bn0 reads the stem's top, outside the buffer (48)."""
+    import caffe.functional
+    counting = _CountingKernels(_native_kernels())
+    monkeypatch.setattr(caffe.functional, "_native_batch_norm_kernels",
+                        lambda x: counting if x.dtype == torch.float32 else None)
+    net = train_net(DENSE)
+    net.run()
+    assert counting.stats_channels == [48, 72, 24, 24, 24]
+    counting.stats_channels.clear()
+    net.run()  # a new forward: the chain's statistics are summed again
+    assert counting.stats_channels == [48, 72, 24, 24, 24]
+
+
+def test_only_a_prefix_of_the_current_buffer_is_held() -> None:
+    chain = ConcatChain(total=6)
+    a, b = torch.randn(2, 2, 3, 3), torch.randn(2, 4, 3, 3)
+    top = concat_chain(chain, True, [a, b])
+    assert ConcatChain.holding(top) is chain
+    assert ConcatChain.holding(chain.prefix(2)) is chain
+    assert ConcatChain.holding(top.clone(memory_format=torch.channels_last)) is None
+    assert ConcatChain.holding(a) is None
+    concat_chain(chain, True, [a, b])  # the next forward's buffer
+    assert ConcatChain.holding(top) is None

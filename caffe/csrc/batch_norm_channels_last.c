@@ -28,6 +28,17 @@ static int threads_for(int64_t m, int64_t c, int threads) {
     return work < threads ? (int)work : threads;
 }
 
+/* The threads of a pass of channel sums, chosen by the rows alone (whole blocks of rows per
+ * thread): each thread's share of the rows, and so every channel's sums, are then the same
+ * whatever channels the pass covers, and the statistics of a few channels of a tensor equal,
+ * bit for bit, those of the same channels summed with all of them (caffe/functional.py keeps a
+ * DenseNet block's statistics per channel from one BatchNorm to the next). */
+static int threads_for_rows(int64_t m, int threads) {
+    int64_t blocks = m / BLOCK_ROWS;
+    if (blocks < 1) return 1;
+    return blocks < threads ? (int)blocks : threads;
+}
+
 /* The two per-channel sums a pass makes: of the statistics (STATS: d = x - centre, s1 += d,
  * s2 += d^2) or of the backward (GRAD: g = dy, masked by the ReLU when a is given, s1 += g,
  * s2 += g (x - centre)). */
@@ -75,7 +86,7 @@ static void add_rows(const struct sums_pass *p, int64_t r0, int64_t r1, float *b
  * its own double sums; the threads' sums are then added in thread order into s1 and s2. */
 static void two_sums(const struct sums_pass *p, int threads, double *s1, double *s2) {
     const int64_t m = p->m, c = p->c;
-    int nt = threads_for(m, c, threads);
+    int nt = threads_for_rows(m, threads);
     double *part = calloc((size_t)nt * 2 * (size_t)c + 16, sizeof(double));
 #pragma omp parallel num_threads(nt)
     {

@@ -203,7 +203,13 @@ class ConcatChain:
     The chain also keeps the batch statistics of the buffer's channels as training BatchNorms
     compute them (``batch_stats``): every BatchNorm of a block reads a prefix of the buffer, and
     a channel's mean and variance are the same for all of them, so each computes only the
-    channels added since the previous one."""
+    channels added since the previous one.
+
+    Backward, the steps' gradients live in one buffer too (``grad_parts``): each step hands
+    its head (the previous top) a prefix of that buffer as its gradient, and a BatchNorm that
+    alone reads that top besides the next step (``accumulate_at``, set by the net) adds its
+    input gradient into the prefix in place (``grad_target``) instead of returning a tensor that
+    autograd would then add to it into a new one."""
 
     _live: "weakref.WeakSet[ConcatChain]" = weakref.WeakSet()
 
@@ -216,13 +222,19 @@ class ConcatChain:
         self._mean = torch.empty(total, dtype=torch.float64)
         self._var = torch.empty(total, dtype=torch.float64)
         self._known = 0  # channels of the buffer whose statistics _mean and _var hold
+        self.accumulate_at: set[int] = set()  # tops (by channels) that grad_target may serve
+        self.grad: torch.Tensor | None = None  # the gradient buffer of the running backward
+        self._head = 0  # channels of the prefix of grad last handed to a head, 0: none
         ConcatChain._live.add(self)
 
     def start(self, buffer: torch.Tensor | None) -> None:
-        """Take ``buffer`` (None: none) for this forward; the statistics of the last are void."""
+        """Take ``buffer`` (None: none) for this forward; the statistics and the gradient
+        buffer of the last are void."""
         self.buffer = buffer
         self.last = None
         self._known = 0
+        self.grad = None
+        self._head = 0
 
     @classmethod
     def holding(cls, x: torch.Tensor) -> ConcatChain | None:
@@ -251,6 +263,50 @@ class ConcatChain:
             self._known = channels
         return self._mean[:channels], self._var[:channels]
 
+    def _holds_grad(self, grad: torch.Tensor, channels: int) -> bool:
+        """Whether ``grad`` is the gradient buffer's first ``channels`` channels."""
+        g = self.grad
+        return (g is not None and grad.shape[1] == channels
+                and grad.untyped_storage().data_ptr() == g.untyped_storage().data_ptr()
+                and grad.storage_offset() == g.storage_offset() and grad.stride() == g.stride())
+
+    def grad_parts(self, grad: torch.Tensor, sizes: Sequence[int], has_head: bool
+                   ) -> tuple[torch.Tensor, ...]:
+        """A step's backward: ``grad`` (of its top, ``sum(sizes)`` channels) split along the
+        channels as views of the gradient buffer. The buffer is the last step's incoming
+        gradient itself where that is dense and fills its whole storage (a fresh gradient,
+        which autograd hands to this backward alone; else a copy of it); a later
+        (earlier-in-the-block) step's gradient is normally the prefix it handed out, already
+        complete, and anything else is copied into that prefix first. The first step's
+        backward lets the buffer go (its parts keep it while they are needed)."""
+        channels = sum(sizes)
+        if not self._holds_grad(grad, channels):
+            if (channels == self.total and grad.storage_offset() == 0
+                    and grad.untyped_storage().nbytes() == grad.numel() * grad.element_size()
+                    and grad.is_contiguous(memory_format=self.memory_format)):
+                self.grad = grad
+            else:
+                if (self.grad is None or self.grad.shape[0] != grad.shape[0]
+                        or self.grad.shape[2:] != grad.shape[2:]):
+                    self.grad = torch.empty((grad.shape[0], self.total) + tuple(grad.shape[2:]),
+                                            dtype=grad.dtype, device=grad.device,
+                                            memory_format=self.memory_format)
+                self.grad[:, :channels].copy_(grad)
+        parts = self.grad[:, :channels].split(list(sizes), dim=1)
+        self._head = sizes[0] if has_head else 0
+        if not has_head:
+            self.grad = None
+        return parts
+
+    def grad_target(self, x: torch.Tensor) -> torch.Tensor | None:
+        """Where the gradient of ``x``, a top of this chain that ``accumulate_at`` names, may be
+        added in place: the (N H W) x C rows of the gradient buffer's prefix that the next step
+        handed to that top in this backward; None when it has not (yet)."""
+        channels = x.shape[1]
+        if self.grad is None or self._head != channels or channels not in self.accumulate_at:
+            return None
+        return _channel_rows(self.grad[:, :channels])
+
     def append(self, start: int, new: Sequence[torch.Tensor]) -> torch.Tensor:
         """Copy ``new`` into the buffer from channel ``start`` on; the prefix up to them."""
         for x in new:
@@ -272,7 +328,8 @@ class ConcatChain:
 class _ConcatChainStep(torch.autograd.Function):
     """One step of a ``ConcatChain``: ``head`` (the previous step's top, or None at the first
     step) and the ``new`` tensors, concatenated along the channels in the chain's buffer. Its
-    backward is Concat's: the incoming gradient split along the channels."""
+    backward is Concat's: the incoming gradient split along the channels, in the chain's
+    gradient buffer (``ConcatChain.grad_parts``)."""
 
     @staticmethod
     def forward(ctx, chain: ConcatChain, head: torch.Tensor | None, *new: torch.Tensor
@@ -280,12 +337,13 @@ class _ConcatChainStep(torch.autograd.Function):
         start = 0 if head is None else head.shape[1]
         ctx.sizes = ([] if head is None else [start]) + [x.shape[1] for x in new]
         ctx.has_head = head is not None
+        ctx.chain = chain
         return chain.append(start, new)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        parts = grad.split(ctx.sizes, dim=1)
-        return (None,) + ((parts[0],) + parts[1:] if ctx.has_head else (None,) + parts)
+        parts = ctx.chain.grad_parts(grad, ctx.sizes, ctx.has_head)
+        return (None,) + (parts if ctx.has_head else (None,) + parts)
 
 
 def _fits(buffer: torch.Tensor, start: int, new: Sequence[torch.Tensor]) -> bool:
@@ -437,15 +495,17 @@ def _grad_sums(dy: torch.Tensor, rows: torch.Tensor, mean: torch.Tensor, lib,
 
 
 def _grad_input(dy: torch.Tensor, rows: torch.Tensor, k: torch.Tensor, p: torch.Tensor,
-                q: torch.Tensor, lib, mask: tuple[torch.Tensor, torch.Tensor] | None = None
-                ) -> torch.Tensor:
-    """dy k + x p + q per channel, of (M x C) matrices (dy masked as in ``_grad_sums``)."""
+                q: torch.Tensor, lib, mask: tuple[torch.Tensor, torch.Tensor] | None = None,
+                out: torch.Tensor | None = None) -> torch.Tensor:
+    """dy k + x p + q per channel, of (M x C) matrices (dy masked as in ``_grad_sums``); with
+    ``out`` (rows of a gradient buffer, the C kernels only) added into ``out`` in place."""
     if lib is not None:
         a, b = mask if mask is not None else (None, None)
-        dx = torch.empty(rows.shape, dtype=rows.dtype)
+        dx = torch.empty(rows.shape, dtype=rows.dtype) if out is None else out
         lib.bn_cl_grad_input(ptr(dy), ptr(rows), rows.shape[0], rows.shape[1], rows.stride(0),
                              ptr(k.contiguous()), ptr(p.contiguous()), ptr(q.contiguous()),
-                             ptr(a), ptr(b), torch.get_num_threads(), ptr(dx))
+                             ptr(a), ptr(b), torch.get_num_threads(), ptr(dx), dx.stride(0),
+                             int(out is not None))
         return dx
     return torch.addcmul(q, rows, p).addcmul_(dy, k)
 
@@ -506,17 +566,23 @@ class _ChannelsLastBatchNorm(torch.autograd.Function):
         scale = invstd if weight is None else invstd * weight
         dx = None
         if need_x:
+            chain = ConcatChain.holding(x) if ctx.lib is not None else None
+            target = chain.grad_target(x) if chain is not None else None
             if ctx.training:
                 count = dy.shape[0]
                 p = -(invstd * invstd * dot / count) * scale
                 dx = _grad_input(dy, rows, scale, p, -(sum_dy / count) * scale - p * mean,
-                                 ctx.lib, mask)
-            else:
+                                 ctx.lib, mask, target)
+            elif mask is not None or target is not None:
                 zero = torch.zeros_like(scale)
-                dx = (_grad_input(dy, rows, scale, zero, zero, ctx.lib, mask)
-                      if mask is not None else dy * scale)
-            n, c, h, w = x.shape
-            dx = dx.view(n, h, w, c).permute(0, 3, 1, 2)
+                dx = _grad_input(dy, rows, scale, zero, zero, ctx.lib, mask, target)
+            else:
+                dx = dy * scale
+            if target is not None:
+                dx = None  # added into the chain's gradient buffer, which autograd passes on
+            else:
+                n, c, h, w = x.shape
+                dx = dx.view(n, h, w, c).permute(0, 3, 1, 2)
         dw = dot * invstd if need_w else None
         db = sum_dy if need_b and ctx.has_bias else None
         return dx, None, None, dw, db, None, None, None, None

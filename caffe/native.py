@@ -44,7 +44,7 @@ SIGNATURES = {
         "bn_cl_stats": [_f32, _i64, _i64, _i64, _int, _f64, _f64],
         "bn_cl_grad_sums": [_f32, _f32, _i64, _i64, _i64, _f32, _f32, _f32, _int, _f64, _f64],
         "bn_cl_grad_input": [_f32, _f32, _i64, _i64, _i64, _f32, _f32, _f32, _f32, _f32, _int,
-                             _f32],
+                             _f32, _i64, _int],
         "bn_cl_affine": [_f32, _i64, _i64, _i64, _f32, _f32, _int, _int, _f32],
     },
 }

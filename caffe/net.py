@@ -402,7 +402,21 @@ class Net(PycaffeNetMethods):
             state = ConcatChain(self._shapes[concats[chain[-1]][0]][1])
             for position, i in enumerate(chain):
                 found[i] = (state, position == 0)
+            state.accumulate_at = {self._shapes[concats[i][0]][1] for i in chain[:-1]
+                                   if self._sole_batch_norm_reader(concats[i][0], special)}
         return found
+
+    def _sole_batch_norm_reader(self, blob: str, special: set[int]) -> bool:
+        """Whether ``blob`` (a Concat chain's top) is read by exactly two layers, the chain's
+        next Concat and one BatchNorm computed plainly: that BatchNorm may then add its input
+        gradient into the chain's gradient buffer in place (``ConcatChain.grad_target``), no
+        other gradient of the top being summed with the buffer's prefix behind its back."""
+        readers = [i for i, layer in enumerate(self.modules)
+                   if blob in self.bottom_names[layer.name]]
+        return (len(readers) == 2 and not any(t == blob for t, _ in self.loss_tops)
+                and sum(isinstance(self.modules[i], BatchNorm) and i not in special
+                        for i in readers) == 1
+                and sum(isinstance(self.modules[i], Concat) for i in readers) == 1)
 
     def _only_reader(self, k: int, blob: str) -> int | None:
         """The index of the one layer that reads the version of ``blob`` that layer k writes,

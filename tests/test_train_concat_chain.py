@@ -196,3 +196,76 @@ def test_only_a_prefix_of_the_current_buffer_is_held() -> None:
     assert ConcatChain.holding(a) is None
     concat_chain(chain, True, [a, b])  # the next forward's buffer
     assert ConcatChain.holding(top) is None
+
+
+def test_the_tops_read_by_one_batch_norm_besides_the_chain_take_gradients_in_place() -> None:
+    """cat1..cat3 are each read by the next Concat and one BatchNorm (their gradients may be
+    added into the chain's gradient buffer); cat4, the last top, is read by the BatchNorm alone
+    (the buffer starts from its gradient)."""
+    net = train_net(DENSE)
+    chain = net._concat_chain[net._layer_index["concat1"]][0]
+    assert chain.accumulate_at == {72, 96, 120}
+
+
+def test_a_top_with_another_reader_takes_its_gradient_as_autograd_sums_it(kernels) -> None:
+    """A pooling that also reads cat2 gives cat2 a third gradient: its BatchNorm returns its
+    input gradient, and autograd sums the three; the step stays the plain Concats' bit for
+    bit."""
+    text = DENSE.replace(
+        layer("loss", "SoftmaxWithLoss", ["ip", "label"], ["loss"]),
+        layer("side_pool", "Pooling", ["cat2"], ["side"],
+              "pooling_param { pool: AVE global_pooling: true }")
+        + layer("side_ip", "InnerProduct", ["side"], ["side_ip"],
+                "inner_product_param { num_output: 5 }")
+        + layer("side_loss", "SoftmaxWithLoss", ["side_ip", "label"], ["side_loss"])
+        + layer("loss", "SoftmaxWithLoss", ["ip", "label"], ["loss"]))
+    net = train_net(text)
+    assert net._concat_chain[net._layer_index["concat1"]][0].accumulate_at == {72, 120}
+    assert_same_step(net, train_net(text, off="_concat_chain"))
+
+
+class _GradInputCalls:
+    """caffe/csrc's kernels, recording (channels, accumulate) of each bn_cl_grad_input call."""
+
+    def __init__(self, lib) -> None:
+        self.lib = lib
+        self.calls: list[tuple[int, int]] = []
+
+    def __getattr__(self, name: str):
+        fn = getattr(self.lib, name)
+        if name != "bn_cl_grad_input":
+            return fn
+
+        def grad_input(*args):
+            self.calls.append((int(args[3]), int(args[-1])))
+            return fn(*args)
+        return grad_input
+
+
+def test_each_batch_norm_on_a_block_top_adds_its_gradient_into_the_buffer(monkeypatch,
+                                                                          two_threads) -> None:
+    import caffe.functional
+    recording = _GradInputCalls(_native_kernels())
+    monkeypatch.setattr(caffe.functional, "_native_batch_norm_kernels",
+                        lambda x: recording if x.dtype == torch.float32 else None)
+    net = train_net(DENSE)
+    net.forward_backward()
+    # backward order: bn4 (cat4, returned), bn3..bn1 (into the buffer), bn0 (the stem's top)
+    assert recording.calls == [(144, 0), (120, 1), (96, 1), (72, 1), (48, 0)]
+
+
+def test_a_step_gradient_from_outside_the_buffer_is_copied_into_it() -> None:
+    """Where a top's gradient is not the buffer prefix its next step handed out (autograd summed
+    it with another reader's), the step copies it into the buffer before splitting it; a last
+    step's gradient that is a view of a larger tensor is copied too."""
+    chain = ConcatChain(total=6)
+    a, b, c = (torch.randn(2, 2, 3, 3, requires_grad=True) for _ in range(3))
+    ab = concat_chain(chain, True, [a, b])
+    abc = concat_chain(chain, False, [ab, c])
+    wide = torch.randn(2, 8, 3, 3).contiguous(memory_format=torch.channels_last)
+    other = torch.randn(2, 4, 3, 3)
+    torch.autograd.backward([abc, ab], [wide[:, :6], other])
+    torch.testing.assert_close(c.grad, wide[:, 4:6])
+    torch.testing.assert_close(b.grad, wide[:, 2:4] + other[:, 2:4])
+    torch.testing.assert_close(a.grad, wide[:, :2] + other[:, :2])
+    assert chain.grad is None  # let go after the first step's backward

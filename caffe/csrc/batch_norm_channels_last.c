@@ -156,20 +156,29 @@ void bn_cl_grad_sums(const float *dy, const float *x, int64_t m, int64_t c, int6
 }
 
 /* Training input gradient: dx = dy * k + x * p + q per channel, dy masked as in
- * bn_cl_grad_sums when a and b are given. */
+ * bn_cl_grad_sums when a and b are given; dx's rows lie lddx floats apart. With accumulate, the
+ * value is added to what dx holds (dx += ..., the same sum autograd would make of the two
+ * gradients): a DenseNet block's gradient buffer (caffe/functional.py ConcatChain). */
 void bn_cl_grad_input(const float *dy, const float *x, int64_t m, int64_t c, int64_t ldx,
                       const float *k, const float *p, const float *q, const float *a,
-                      const float *b, int threads, float *dx) {
+                      const float *b, int threads, float *dx, int64_t lddx, int accumulate) {
     int nt = threads_for(m, c, threads);
 #pragma omp parallel for num_threads(nt) schedule(static)
     for (int64_t r = 0; r < m; r++) {
         const float *g = dy + r * c, *in = x + r * ldx;
-        float *out = dx + r * c;
-        if (a) {
+        float *out = dx + r * lddx;
+        if (a && accumulate) {
+            for (int64_t j = 0; j < c; j++) {
+                float gj = fmaf(in[j], a[j], b[j]) > 0.0f ? g[j] : 0.0f;
+                out[j] += gj * k[j] + in[j] * p[j] + q[j];
+            }
+        } else if (a) {
             for (int64_t j = 0; j < c; j++) {
                 float gj = fmaf(in[j], a[j], b[j]) > 0.0f ? g[j] : 0.0f;
                 out[j] = gj * k[j] + in[j] * p[j] + q[j];
             }
+        } else if (accumulate) {
+            for (int64_t j = 0; j < c; j++) out[j] += g[j] * k[j] + in[j] * p[j] + q[j];
         } else {
             for (int64_t j = 0; j < c; j++) out[j] = g[j] * k[j] + in[j] * p[j] + q[j];
         }

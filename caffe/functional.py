@@ -239,11 +239,13 @@ class ConcatChain:
     @classmethod
     def holding(cls, x: torch.Tensor) -> ConcatChain | None:
         """The chain whose current buffer ``x`` is a channel prefix of (a step's top), or None."""
+        if x.dim() != 4:
+            return None
+        start = x.data_ptr()  # a prefix starts where its buffer does
         for chain in list(cls._live):
             b = chain.buffer
-            if (b is not None and x.dim() == 4 and x.dtype == b.dtype and x.device == b.device
-                    and x.untyped_storage().data_ptr() == b.untyped_storage().data_ptr()
-                    and x.storage_offset() == b.storage_offset() and x.stride() == b.stride()
+            if (b is not None and b.data_ptr() == start and x.stride() == b.stride()
+                    and x.dtype == b.dtype and x.device == b.device
                     and x.shape[0] == b.shape[0] and x.shape[2:] == b.shape[2:]
                     and x.shape[1] <= b.shape[1]):
                 return chain
@@ -266,9 +268,9 @@ class ConcatChain:
     def _holds_grad(self, grad: torch.Tensor, channels: int) -> bool:
         """Whether ``grad`` is the gradient buffer's first ``channels`` channels."""
         g = self.grad
-        return (g is not None and grad.shape[1] == channels
-                and grad.untyped_storage().data_ptr() == g.untyped_storage().data_ptr()
-                and grad.storage_offset() == g.storage_offset() and grad.stride() == g.stride())
+        return (g is not None and grad.shape[1] == channels and grad.data_ptr() == g.data_ptr()
+                and grad.stride() == g.stride() and grad.shape[0] == g.shape[0]
+                and grad.shape[2:] == g.shape[2:])
 
     def grad_parts(self, grad: torch.Tensor, sizes: Sequence[int], has_head: bool
                    ) -> tuple[torch.Tensor, ...]:

@@ -17,7 +17,8 @@ bench_engine.py (a)) take forward+backward steps, interleaved, in seven forms:
     inside them; channel sums where PyTorch's kernel would have its threads share cache lines;
     a DenseNet block's Concat prefix copied out dense for it);
   * plain Concats: every Concat a ``torch.cat`` (the net's ``_concat_chain`` emptied, as
-    ``CAFFE_CONCAT_CHAIN=0`` builds it), instead of one buffer per DenseNet block.
+    ``CAFFE_CONCAT_CHAIN=0`` builds it), instead of one buffer per DenseNet block (with the
+    block's batch statistics shared between its BatchNorms and its gradients in one buffer).
 Each net runs in two child processes, one with the memory policy (caffe.memory, the default) and
 one with ``CAFFE_KEEP_FREED_MEMORY=0``, since glibc's settings cannot be undone inside a process.
 

@@ -628,12 +628,43 @@ def relu_(x: torch.Tensor, grad_in_place: bool = False) -> torch.Tensor:
     return x.relu_()
 
 
+NATIVE_MAX_POOL_MIN = 1 << 17
+
+
 def max_pool2d(x: torch.Tensor, kernel: tuple[int, int], stride: tuple[int, int],
                pad: tuple[int, int]) -> torch.Tensor:
-    """PyTorch's ceil-mode MAX pooling, through the channels-last kernel for 4-D CPU tensors."""
+    """PyTorch's ceil-mode MAX pooling, through the channels-last kernel for 4-D CPU tensors, or,
+    where nothing is recorded for a backward, caffe/csrc's kernel without indices (the same
+    values) for a channels-last float32 tensor."""
     if x.device.type == "cpu" and x.dim() == 4:
+        if not (torch.is_grad_enabled() and x.requires_grad):
+            y = _max_pool_no_indices(x, kernel, stride, pad)
+            if y is not None:
+                return y
         return _ChannelsLastMaxPool2d.apply(x, tuple(kernel), tuple(stride), tuple(pad))
     return F.max_pool2d(x, kernel, stride, pad, ceil_mode=True)
+
+
+def _max_pool_no_indices(x: torch.Tensor, kernel: tuple[int, int], stride: tuple[int, int],
+                         pad: tuple[int, int]) -> torch.Tensor | None:
+    """caffe/csrc/max_pool_channels_last.c's pooling of a channels-last float32 CPU tensor, or
+    None (another layout or dtype, the kernels not built, or under ``NATIVE_MAX_POOL_MIN``
+    window values, where PyTorch's kernel costs less than the call)."""
+    if (x.dtype != torch.float32 or x.is_contiguous()
+            or not x.is_contiguous(memory_format=torch.channels_last)):
+        return None
+    (kh, kw), (sh, sw), (ph, pw) = kernel, stride, pad
+    n, c, h, w = x.shape
+    oh, ow = _torch_pooled_size(h, kh, sh, ph), _torch_pooled_size(w, kw, sw, pw)
+    if n * c * oh * ow * kh * kw < NATIVE_MAX_POOL_MIN:
+        return None
+    lib = native.library("max_pool_channels_last")
+    if lib is None:
+        return None
+    y = torch.empty((n, c, oh, ow), dtype=x.dtype, memory_format=torch.channels_last)
+    lib.maxpool_cl_forward(ptr(x), n, c, h, w, oh, ow, kh, kw, sh, sw, ph, pw,
+                           torch.get_num_threads(), ptr(y))
+    return y
 
 
 def _native_pooling(h: int, w: int, kernel: tuple[int, int], stride: tuple[int, int],

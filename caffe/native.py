@@ -47,6 +47,9 @@ SIGNATURES = {
                              _f32, _i64, _int],
         "bn_cl_affine": [_f32, _i64, _i64, _i64, _f32, _f32, _int, _int, _f32],
     },
+    "max_pool_channels_last": {
+        "maxpool_cl_forward": [_f32] + [_i64] * 12 + [_int, _f32],
+    },
 }
 
 

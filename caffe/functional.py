@@ -635,12 +635,11 @@ def max_pool2d(x: torch.Tensor, kernel: tuple[int, int], stride: tuple[int, int]
                pad: tuple[int, int]) -> torch.Tensor:
     """PyTorch's ceil-mode MAX pooling, through the channels-last kernel for 4-D CPU tensors, or,
     where nothing is recorded for a backward, caffe/csrc's kernel without indices (the same
-    values) for a channels-last float32 tensor."""
+    values) for a channels-last float32 tensor, else that channels-last kernel called directly."""
     if x.device.type == "cpu" and x.dim() == 4:
         if not (torch.is_grad_enabled() and x.requires_grad):
             y = _max_pool_no_indices(x, kernel, stride, pad)
-            if y is not None:
-                return y
+            return y if y is not None else _channels_last_max_pool(x, kernel, stride, pad)[0]
         return _ChannelsLastMaxPool2d.apply(x, tuple(kernel), tuple(stride), tuple(pad))
     return F.max_pool2d(x, kernel, stride, pad, ceil_mode=True)
 

@@ -363,12 +363,13 @@ def concat_chain(chain: ConcatChain, first: bool, xs: Sequence[torch.Tensor]) ->
     buffer) is a plain ``torch.cat`` and ends the chain for this forward."""
     head = xs[0]
     if first:
-        chain.start(None)
+        buffer = None
         if all(x.dim() == 4 for x in xs) and sum(x.shape[1] for x in xs) <= chain.total:
             n, _, h, w = head.shape
-            chain.start(torch.empty((n, chain.total, h, w), dtype=head.dtype,
-                                    device=head.device, memory_format=chain.memory_format))
+            buffer = torch.empty((n, chain.total, h, w), dtype=head.dtype, device=head.device,
+                                 memory_format=chain.memory_format)
             start, new, head = 0, xs, None
+        chain.start(buffer)
     elif chain.last is not None and head is chain.last:
         start, new = head.shape[1], xs[1:]
     else:
@@ -458,14 +459,13 @@ def _native_batch_norm_kernels(x: torch.Tensor):
     return native.library("batch_norm_channels_last")
 
 
-def _batch_stats(x: torch.Tensor, lib) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-channel mean and biased variance E((x - mean)^2) of a channels-last tensor, by the C
-    kernels ``lib`` (for a prefix of a ``ConcatChain``'s buffer, the chain's kept statistics
-    and those of its new channels) or, when None, by PyTorch."""
-    rows = _channel_rows(x)
+def _batch_stats(rows: torch.Tensor, lib, chain: ConcatChain | None = None
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and biased variance E((x - mean)^2) of an (M x C) matrix, by the C
+    kernels ``lib`` (for a prefix of ``chain``'s buffer, the chain's kept statistics and those
+    of its new channels) or, when None, by PyTorch."""
     count, channels = rows.shape
     if lib is not None:
-        chain = ConcatChain.holding(x)
         if chain is not None:
             mean, var = chain.batch_stats(rows, lib)
         else:
@@ -529,9 +529,11 @@ class _ChannelsLastBatchNorm(torch.autograd.Function):
                 bias: torch.Tensor | None, training: bool, momentum: float, eps: float,
                 relu: bool) -> torch.Tensor:
         lib = _native_batch_norm_kernels(x)
+        rows = _channel_rows(x)
+        chain = ConcatChain.holding(x) if lib is not None else None
         if training:
             count = x.numel() // x.shape[1]
-            mean, var = _batch_stats(x, lib)
+            mean, var = _batch_stats(rows, lib, chain)
             with torch.no_grad():
                 if running_mean is not None:
                     running_mean.lerp_(mean, momentum)
@@ -545,7 +547,6 @@ class _ChannelsLastBatchNorm(torch.autograd.Function):
             a = invstd if weight is None else invstd * weight
             b = -mean * a if bias is None else bias - mean * a
             y = torch.empty_like(x, memory_format=torch.channels_last)
-            rows = _channel_rows(x)
             lib.bn_cl_affine(ptr(rows), rows.shape[0], rows.shape[1], rows.stride(0), ptr(a),
                              ptr(b), int(relu), torch.get_num_threads(), ptr(y))
             mask = (a, b) if relu else None
@@ -553,6 +554,7 @@ class _ChannelsLastBatchNorm(torch.autograd.Function):
             y = torch.native_batch_norm(x, weight, bias, mean, var, False, 0.0, eps)[0]
         ctx.save_for_backward(x, weight, mean, invstd, *(mask or ()))
         ctx.lib = lib
+        ctx.chain = chain
         ctx.training = training
         ctx.has_bias = bias is not None
         return y
@@ -568,8 +570,7 @@ class _ChannelsLastBatchNorm(torch.autograd.Function):
         scale = invstd if weight is None else invstd * weight
         dx = None
         if need_x:
-            chain = ConcatChain.holding(x) if ctx.lib is not None else None
-            target = chain.grad_target(x) if chain is not None else None
+            target = ctx.chain.grad_target(x) if ctx.chain is not None else None
             if ctx.training:
                 count = dy.shape[0]
                 p = -(invstd * invstd * dot / count) * scale

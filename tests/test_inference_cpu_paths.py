@@ -17,7 +17,7 @@ from caffe.layers.conv import im2col_conv2d
 from caffe.model_io import parse_net_text
 from golden_utils import rel_err
 from inference_helpers import MODELS, random_sse_test_net, randomize_weights
-from test_inference_equivalence import NET, conv, layer
+from test_inference_equivalence import NET, conv, dense_block, layer
 
 # Every convolution shape the routes distinguish: 1x1 with stride 1 and 2, with and without bias,
 # followed by ReLU, leaky ReLU or nothing; 3x3 with pad, stride, dilation and groups; a 1x1 on a
@@ -234,13 +234,7 @@ DENSE = (
     'layer { name: "data" type: "Input" top: "data" '
     'input_param { shape { dim: 2 dim: 3 dim: 9 dim: 9 } } }\n'
     + conv("stem", "data", "cat0", 6, 3, "pad: 1")
-    + "".join(
-        layer(f"bn{i}", "BatchNorm", [f"cat{i}"], [f"bn{i}"])
-        + layer(f"sc{i}", "Scale", [f"bn{i}"], [f"bn{i}"], "scale_param { bias_term: true }")
-        + layer(f"relu{i}", "ReLU", [f"bn{i}"], [f"bn{i}"])
-        + conv(f"grow{i}", f"bn{i}", f"grow{i}", 4, 3, "pad: 1")
-        + layer(f"concat{i + 1}", "Concat", [f"cat{i}", f"grow{i}"], [f"cat{i + 1}"])
-        for i in range(4))
+    + dense_block(4, 4)
     + conv("side", "cat4", "side", 3, 1)
     + layer("fork_a", "Concat", ["cat4", "side"], ["fork_a"])
     + layer("fork_b", "Concat", ["cat4", "grow3"], ["fork_b"])

@@ -28,6 +28,18 @@ def layer(name: str, type_: str, bottoms: list[str], tops: list[str], params: st
     return f'layer {{ name: "{name}" type: "{type_}" {b} {t} {params} }}\n'
 
 
+def dense_block(layers: int, growth: int) -> str:
+    """A DenseNet block on the blob cat0: each layer a BatchNorm + Scale + ReLU of cat{i}, a 3x3
+    convolution of ``growth`` outputs, and the Concat of cat{i} and it into cat{i + 1}."""
+    return "".join(
+        layer(f"bn{i}", "BatchNorm", [f"cat{i}"], [f"bn{i}"])
+        + layer(f"sc{i}", "Scale", [f"bn{i}"], [f"bn{i}"], "scale_param { bias_term: true }")
+        + layer(f"relu{i}", "ReLU", [f"bn{i}"], [f"bn{i}"])
+        + conv(f"grow{i}", f"bn{i}", f"grow{i}", growth, 3, "pad: 1")
+        + layer(f"concat{i + 1}", "Concat", [f"cat{i}", f"grow{i}"], [f"cat{i + 1}"])
+        for i in range(layers))
+
+
 # Every case the folding must get right: in-place chains (the BVLC ResNet style), chains with new
 # top names, Scale without bias, conv without bias and with groups, a conv whose output also feeds a
 # branch (no fold), a BatchNorm whose output feeds two layers (fold BN only), an in-place

@@ -13,7 +13,7 @@ from caffe.functional import (NATIVE_BATCH_NORM_RELU_MIN, ConcatChain, _channel_
                               concat_chain)
 from caffe.native import ptr
 from inference_helpers import MODELS, sse_train_net
-from test_inference_equivalence import conv, layer
+from test_inference_equivalence import conv, dense_block, layer
 from train_step_helpers import assert_same_step, sse_pair, train_net
 
 # A dense block on 33x33 maps: each Concat appends a convolution's output to the previous Concat,
@@ -25,13 +25,7 @@ DENSE = (
     'layer { name: "data" type: "Input" top: "data" top: "label" input_param { '
     f'shape {{ dim: {BATCH} dim: 3 dim: 33 dim: 33 }} shape {{ dim: {BATCH} }} }} }}\n'
     + conv("stem", "data", "cat0", 48, 3, "pad: 1")
-    + "".join(
-        layer(f"bn{i}", "BatchNorm", [f"cat{i}"], [f"bn{i}"])
-        + layer(f"sc{i}", "Scale", [f"bn{i}"], [f"bn{i}"], "scale_param { bias_term: true }")
-        + layer(f"relu{i}", "ReLU", [f"bn{i}"], [f"bn{i}"])
-        + conv(f"grow{i}", f"bn{i}", f"grow{i}", 24, 3, "pad: 1")
-        + layer(f"concat{i + 1}", "Concat", [f"cat{i}", f"grow{i}"], [f"cat{i + 1}"])
-        for i in range(4))
+    + dense_block(4, 24)
     + layer("bn4", "BatchNorm", ["cat4"], ["bn4"])
     + layer("sc4", "Scale", ["bn4"], ["bn4"], "scale_param { bias_term: true }")
     + layer("relu4", "ReLU", ["bn4"], ["bn4"])

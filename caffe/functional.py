@@ -219,9 +219,8 @@ class ConcatChain:
         self.memory_format = memory_format
         self.buffer: torch.Tensor | None = None
         self.last: torch.Tensor | None = None
-        self._mean = torch.empty(total, dtype=torch.float64)
-        self._var = torch.empty(total, dtype=torch.float64)
-        self._known = 0  # channels of the buffer whose statistics _mean and _var hold
+        self._stats = torch.empty(2, total)  # mean and variance of the buffer's channels
+        self._known = 0  # channels of the buffer whose statistics _stats holds
         self.accumulate_at: set[int] = set()  # tops (by channels) that grad_target may serve
         self.grad: torch.Tensor | None = None  # the gradient buffer of the running backward
         self._head = 0  # channels of the prefix of grad last handed to a head, 0: none
@@ -251,19 +250,21 @@ class ConcatChain:
                 return chain
         return None
 
-    def batch_stats(self, rows: torch.Tensor, lib) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mean and biased variance (float64) of the first ``rows.shape[1]`` channels of the
-        buffer, given as its (N H W) x C rows view: the C kernels ``lib`` sum only the channels
-        not summed before in this forward. Their sums split the rows between threads by the
-        rows alone, so the values are those of one pass over all the channels, bit for bit."""
+    def batch_stats(self, rows: torch.Tensor, lib) -> torch.Tensor:
+        """The mean and biased variance of the first ``rows.shape[1]`` channels of the buffer,
+        given as its (N H W) x C rows view: rows 0 and 1 of a (2 x total) float tensor, of which
+        those channels come first. The C kernels ``lib`` sum only the channels not summed
+        before in this forward. Their sums split the rows between threads by the rows alone,
+        so the values are those of one pass over all the channels, bit for bit."""
         channels = rows.shape[1]
         if channels > self._known:
             new = rows[:, self._known:]
+            offset = self._known * self._stats.element_size()
             lib.bn_cl_stats(ptr(new), new.shape[0], new.shape[1], new.stride(0),
-                            torch.get_num_threads(), ptr(self._mean[self._known:]),
-                            ptr(self._var[self._known:]))
+                            torch.get_num_threads(), ptr(self._stats) + offset,
+                            ptr(self._stats, 1) + offset)
             self._known = channels
-        return self._mean[:channels], self._var[:channels]
+        return self._stats
 
     def _holds_grad(self, grad: torch.Tensor, channels: int) -> bool:
         """Whether ``grad`` is the gradient buffer's first ``channels`` channels."""
@@ -459,69 +460,46 @@ def _native_batch_norm_kernels(x: torch.Tensor):
     return native.library("batch_norm_channels_last")
 
 
-def _batch_stats(rows: torch.Tensor, lib, chain: ConcatChain | None = None
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-channel mean and biased variance E((x - mean)^2) of an (M x C) matrix, by the C
-    kernels ``lib`` (for a prefix of ``chain``'s buffer, the chain's kept statistics and those
-    of its new channels) or, when None, by PyTorch."""
+def _batch_stats(rows: torch.Tensor, lib) -> torch.Tensor:
+    """Per-channel mean and biased variance E((x - mean)^2) of an (M x C) matrix, the two rows of
+    a (2 x C) tensor: by the C kernels ``lib`` (summed in double, rounded once) or, when None,
+    by PyTorch."""
     count, channels = rows.shape
     if lib is not None:
-        if chain is not None:
-            mean, var = chain.batch_stats(rows, lib)
-        else:
-            mean = torch.empty(channels, dtype=torch.float64)
-            var = torch.empty(channels, dtype=torch.float64)
-            lib.bn_cl_stats(ptr(rows), count, channels, rows.stride(0),
-                            torch.get_num_threads(), ptr(mean), ptr(var))
-        return mean.to(rows.dtype), var.to(rows.dtype)
+        stats = rows.new_empty(2, channels)
+        lib.bn_cl_stats(ptr(rows), count, channels, rows.stride(0), torch.get_num_threads(),
+                        ptr(stats), ptr(stats, 1))
+        return stats
     mean = _channel_sums(rows) / count
     centered = rows - mean
-    return mean, _channel_sums(centered * centered) / count
+    return torch.stack((mean, _channel_sums(centered * centered) / count))
 
 
-def _grad_sums(dy: torch.Tensor, rows: torch.Tensor, mean: torch.Tensor, lib,
-               mask: tuple[torch.Tensor, torch.Tensor] | None = None
-               ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-channel sum(dy) and sum(dy (x - mean)) of (M x C) matrices; ``mask`` (a, b): dy only
-    where x a + b > 0 (the C kernels ``lib`` only)."""
-    count, channels = rows.shape
-    if lib is not None:
-        a, b = mask if mask is not None else (None, None)
-        sum_dy = torch.empty(channels, dtype=torch.float64)
-        dot = torch.empty(channels, dtype=torch.float64)
-        lib.bn_cl_grad_sums(ptr(dy), ptr(rows), count, channels, rows.stride(0),
-                            ptr(mean.contiguous()), ptr(a),
-                            ptr(b), torch.get_num_threads(), ptr(sum_dy), ptr(dot))
-        return sum_dy.to(dy.dtype), dot.to(dy.dtype)
-    return _channel_sums(dy), _channel_sums((rows - mean) * dy)
-
-
-def _grad_input(dy: torch.Tensor, rows: torch.Tensor, k: torch.Tensor, p: torch.Tensor,
-                q: torch.Tensor, lib, mask: tuple[torch.Tensor, torch.Tensor] | None = None,
-                out: torch.Tensor | None = None) -> torch.Tensor:
-    """dy k + x p + q per channel, of (M x C) matrices (dy masked as in ``_grad_sums``); with
-    ``out`` (rows of a gradient buffer, the C kernels only) added into ``out`` in place."""
-    if lib is not None:
-        a, b = mask if mask is not None else (None, None)
-        dx = torch.empty(rows.shape, dtype=rows.dtype) if out is None else out
-        lib.bn_cl_grad_input(ptr(dy), ptr(rows), rows.shape[0], rows.shape[1], rows.stride(0),
-                             ptr(k.contiguous()), ptr(p.contiguous()), ptr(q.contiguous()),
-                             ptr(a), ptr(b), torch.get_num_threads(), ptr(dx), dx.stride(0),
-                             int(out is not None))
-        return dx
-    return torch.addcmul(q, rows, p).addcmul_(dy, k)
+def _update_running(running_mean: torch.Tensor | None, running_var: torch.Tensor | None,
+                    mean: torch.Tensor, var: torch.Tensor, count: int, momentum: float) -> None:
+    """Move the running buffers towards the batch's statistics as ``F.batch_norm`` does (the
+    variance unbiased)."""
+    with torch.no_grad():
+        if running_mean is not None:
+            running_mean.lerp_(mean, momentum)
+        if running_var is not None:
+            running_var.lerp_(var * (count / max(count - 1, 1)), momentum)
 
 
 class _ChannelsLastBatchNorm(torch.autograd.Function):
     """BatchNorm of a channels-last tensor, seen as its (N H W) x C matrix, optionally with the
-    ReLU after it: the channel sums and (with the C kernels) the normalisation by caffe/csrc's
-    kernels in one pass each, or without them the sums as folded matrix-vector products and the
-    normalisation by PyTorch's fixed-statistics kernel (no ReLU: ``batch_norm`` then applies it).
-    Training normalises with the batch mean and biased variance, E((x - mean)^2) as Caffe
-    computes it, and moves the running buffers as ``F.batch_norm`` does (unbiased variance).
-    Backward, the formulas of ``native_batch_norm_backward``: training, dx = w invstd (dy -
-    mean(dy) - (x - mean) invstd^2 mean(dy (x - mean))); fixed statistics, dx = w invstd dy;
-    dw = invstd sum(dy (x - mean)), db = sum(dy); with the ReLU, dy where the output is > 0."""
+    ReLU after it. With caffe/csrc's kernels: the channel sums in one pass, the per-channel
+    coefficients in one small call, the normalisation (and ReLU) in one pass; backward the two
+    channel sums in one pass, the coefficients, the input gradient in one pass (few PyTorch
+    calls in between: a hundred BatchNorms per DenseNet step made their small per-channel
+    operations a measurable share of it). Without them the sums are folded matrix-vector
+    products and the normalisation PyTorch's fixed-statistics kernel (no ReLU: ``batch_norm``
+    then applies it). Training normalises with the batch mean and biased variance,
+    E((x - mean)^2) as Caffe computes it, and moves the running buffers as ``F.batch_norm``
+    does (unbiased variance). Backward, the formulas of ``native_batch_norm_backward``:
+    training, dx = w invstd (dy - mean(dy) - (x - mean) invstd^2 mean(dy (x - mean))); fixed
+    statistics, dx = w invstd dy; dw = invstd sum(dy (x - mean)), db = sum(dy); with the ReLU,
+    dy where the output is > 0."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, running_mean: torch.Tensor | None,
@@ -530,65 +508,100 @@ class _ChannelsLastBatchNorm(torch.autograd.Function):
                 relu: bool) -> torch.Tensor:
         lib = _native_batch_norm_kernels(x)
         rows = _channel_rows(x)
+        count, channels = rows.shape
         chain = ConcatChain.holding(x) if lib is not None else None
-        if training:
-            count = x.numel() // x.shape[1]
-            mean, var = _batch_stats(rows, lib, chain)
-            with torch.no_grad():
-                if running_mean is not None:
-                    running_mean.lerp_(mean, momentum)
-                if running_var is not None:
-                    running_var.lerp_(var * (count / max(count - 1, 1)), momentum)
-        else:
-            mean, var = running_mean, running_var
-        invstd = 1.0 / torch.sqrt(var + eps)  # as PyTorch's kernel (rsqrt is not exact at 1)
-        mask = None
         if lib is not None:
-            a = invstd if weight is None else invstd * weight
-            b = -mean * a if bias is None else bias - mean * a
+            coef = x.new_empty(5, channels)  # mean, var, invstd, a, b (bn_cl_coefficients)
+            if training:
+                stats = chain.batch_stats(rows, lib) if chain is not None else _batch_stats(
+                    rows, lib)
+                lib.bn_cl_coefficients(ptr(stats), ptr(stats, 1), ptr(weight), ptr(bias), eps,
+                                       channels, ptr(coef))
+                _update_running(running_mean, running_var, coef[0], coef[1], count, momentum)
+            else:
+                lib.bn_cl_coefficients(ptr(running_mean), ptr(running_var), ptr(weight),
+                                       ptr(bias), eps, channels, ptr(coef))
             y = torch.empty_like(x, memory_format=torch.channels_last)
-            lib.bn_cl_affine(ptr(rows), rows.shape[0], rows.shape[1], rows.stride(0), ptr(a),
-                             ptr(b), int(relu), torch.get_num_threads(), ptr(y))
-            mask = (a, b) if relu else None
+            lib.bn_cl_affine(ptr(rows), count, channels, rows.stride(0), ptr(coef, 3),
+                             ptr(coef, 4), int(relu), torch.get_num_threads(), ptr(y))
         else:
+            if training:
+                mean, var = _batch_stats(rows, None)
+                _update_running(running_mean, running_var, mean, var, count, momentum)
+            else:
+                mean, var = running_mean, running_var
+            invstd = 1.0 / torch.sqrt(var + eps)  # as PyTorch's kernel (rsqrt is not exact at 1)
+            coef = torch.stack((mean, var, invstd))
             y = torch.native_batch_norm(x, weight, bias, mean, var, False, 0.0, eps)[0]
-        ctx.save_for_backward(x, weight, mean, invstd, *(mask or ()))
+        ctx.save_for_backward(x, weight, coef)
         ctx.lib = lib
         ctx.chain = chain
         ctx.training = training
+        ctx.relu = relu and lib is not None
         ctx.has_bias = bias is not None
         return y
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        x, weight, mean, invstd, *mask = ctx.saved_tensors
-        mask = tuple(mask) or None
+        x, weight, coef = ctx.saved_tensors
         need_x, _, _, need_w, need_b = ctx.needs_input_grad[:5]
         rows = _channel_rows(x)
         dy = _channel_rows(grad.contiguous(memory_format=torch.channels_last))
-        sum_dy, dot = _grad_sums(dy, rows, mean, ctx.lib, mask)
-        scale = invstd if weight is None else invstd * weight
-        dx = None
-        if need_x:
-            target = ctx.chain.grad_target(x) if ctx.chain is not None else None
-            if ctx.training:
-                count = dy.shape[0]
-                p = -(invstd * invstd * dot / count) * scale
-                dx = _grad_input(dy, rows, scale, p, -(sum_dy / count) * scale - p * mean,
-                                 ctx.lib, mask, target)
-            elif mask is not None or target is not None:
-                zero = torch.zeros_like(scale)
-                dx = _grad_input(dy, rows, scale, zero, zero, ctx.lib, mask, target)
-            else:
-                dx = dy * scale
-            if target is not None:
-                dx = None  # added into the chain's gradient buffer, which autograd passes on
-            else:
-                n, c, h, w = x.shape
-                dx = dx.view(n, h, w, c).permute(0, 3, 1, 2)
-        dw = dot * invstd if need_w else None
-        db = sum_dy if need_b and ctx.has_bias else None
-        return dx, None, None, dw, db, None, None, None, None
+        if ctx.lib is None:
+            dx, dw, db = _batch_norm_backward_torch(dy, rows, weight, coef, ctx.training, need_x)
+        else:
+            dx, dw, db = _batch_norm_backward_native(ctx, dy, rows, x, weight, coef, need_x)
+        if dx is not None:
+            n, c, h, w = x.shape
+            dx = dx.view(n, h, w, c).permute(0, 3, 1, 2)
+        return (dx, None, None, dw if need_w else None,
+                db if need_b and ctx.has_bias else None, None, None, None, None)
+
+
+def _batch_norm_backward_native(ctx, dy: torch.Tensor, rows: torch.Tensor, x: torch.Tensor,
+                                weight: torch.Tensor | None, coef: torch.Tensor, need_x: bool):
+    """_ChannelsLastBatchNorm's backward by the C kernels: dx as (M x C) rows (None when not
+    needed or added into the chain's gradient buffer, which autograd passes on), dw, db."""
+    lib = ctx.lib
+    count, channels = rows.shape
+    threads = torch.get_num_threads()
+    mask = (ptr(coef, 3), ptr(coef, 4)) if ctx.relu else (None, None)
+    grads = dy.new_empty(6, channels)  # sum_dy, dot, k, p, q, dw (bn_cl_grad_coefficients)
+    lib.bn_cl_grad_sums(ptr(dy), ptr(rows), count, channels, rows.stride(0), ptr(coef), *mask,
+                        threads, ptr(grads))
+    lib.bn_cl_grad_coefficients(ptr(coef), ptr(weight), count, int(ctx.training), channels,
+                                ptr(grads))
+    dx = None
+    if need_x:
+        target = ctx.chain.grad_target(x) if ctx.chain is not None else None
+        if ctx.training or ctx.relu or target is not None:
+            out = torch.empty(rows.shape, dtype=rows.dtype) if target is None else target
+            lib.bn_cl_grad_input(ptr(dy), ptr(rows), count, channels, rows.stride(0),
+                                 ptr(grads, 2), ptr(grads, 3), ptr(grads, 4), *mask, threads,
+                                 ptr(out), out.stride(0), int(target is not None))
+            dx = out if target is None else None
+        else:
+            dx = dy * grads[2]
+    return dx, grads[5], grads[0]
+
+
+def _batch_norm_backward_torch(dy: torch.Tensor, rows: torch.Tensor, weight: torch.Tensor | None,
+                               coef: torch.Tensor, training: bool, need_x: bool):
+    """_ChannelsLastBatchNorm's backward by PyTorch's operators: dx as (M x C) rows (None when
+    not needed), dw, db."""
+    mean, invstd = coef[0], coef[2]
+    sum_dy, dot = _channel_sums(dy), _channel_sums((rows - mean) * dy)
+    scale = invstd if weight is None else invstd * weight
+    dx = None
+    if need_x:
+        if training:
+            count = dy.shape[0]
+            p = -(invstd * invstd * dot / count) * scale
+            q = -(sum_dy / count) * scale - p * mean
+            dx = torch.addcmul(q, rows, p).addcmul_(dy, scale)
+        else:
+            dx = dy * scale
+    return dx, dot * invstd, sum_dy
 
 
 def batch_norm(x: torch.Tensor, running_mean: torch.Tensor | None,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shutil
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -151,6 +152,65 @@ def test_statistics_far_from_zero_keep_their_precision(two_threads, kernels) -> 
     want_y = (exact - want_mean.view(1, -1, 1, 1)) / (exact.var((0, 2, 3), unbiased=False)
                                                        .view(1, -1, 1, 1) + 1e-5).sqrt()
     torch.testing.assert_close(y.double(), want_y, rtol=0, atol=0.05)
+
+
+def _c_kernels():
+    lib = native.library(KERNELS)
+    if lib is None:
+        pytest.skip(f"caffe/csrc kernels not built: {native.problem(KERNELS)}")
+    return lib
+
+
+@pytest.mark.parametrize("affine", [True, False])
+def test_coefficients_are_float_arithmetic_with_a_correctly_rounded_square_root(affine) -> None:
+    """bn_cl_coefficients: invstd = 1 / sqrt(var + eps), a = w invstd, b = bias - mean a, each
+    step rounded to float once (numpy's float32 arithmetic; its sqrt is correctly rounded, as
+    PyTorch's own BatchNorm kernel and Caffe take it), bit for bit; with no weight and bias, 1
+    and 0."""
+    lib = _c_kernels()
+    g = torch.Generator().manual_seed(3)
+    c = 37
+    mean, var = torch.randn(c, generator=g) * 4, torch.rand(c, generator=g) * 9
+    weight, bias = (torch.randn(c, generator=g), torch.randn(c, generator=g)) if affine else (
+        None, None)
+    coef = torch.empty(5, c)
+    eps = 1e-5
+    lib.bn_cl_coefficients(native.ptr(mean), native.ptr(var), native.ptr(weight),
+                           native.ptr(bias), eps, c, native.ptr(coef))
+    m, v = mean.numpy(), var.numpy()
+    invstd = np.float32(1) / np.sqrt(v + np.float32(eps))
+    a = invstd * weight.numpy() if affine else invstd
+    b = bias.numpy() - m * a if affine else -m * a
+    for got, want in zip(coef.numpy(), (m, v, invstd, a, b)):
+        np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_backward_coefficients_follow_pytorchs_formula_in_float(training) -> None:
+    """bn_cl_grad_coefficients from the sums (sum_dy, dot): k = w invstd; training p = -(invstd^2
+    dot / count) k and q = -(sum_dy / count) k - p mean, fixed statistics p = q = 0; dw = dot
+    invstd; rounded as the same float operations in that order, bit for bit."""
+    lib = _c_kernels()
+    g = torch.Generator().manual_seed(4)
+    c, count = 21, 4096
+    coef = torch.randn(5, c, generator=g)
+    coef[2] = torch.rand(c, generator=g) + 0.1  # invstd
+    weight = torch.randn(c, generator=g)
+    grads = torch.empty(6, c)
+    grads[:2] = torch.randn(2, c, generator=g) * 50
+    lib.bn_cl_grad_coefficients(native.ptr(coef), native.ptr(weight), count, int(training), c,
+                                native.ptr(grads))
+    mean, invstd = coef[0].numpy(), coef[2].numpy()
+    sum_dy, dot = grads[0].numpy(), grads[1].numpy()
+    n = np.float32(count)
+    k = invstd * weight.numpy()
+    if training:
+        p = -(invstd * invstd * dot / n) * k
+        q = -(sum_dy / n) * k - p * mean
+    else:
+        p = q = np.zeros(c, np.float32)
+    for got, want in zip(grads[2:].numpy(), (k, p, q, dot * invstd)):
+        np.testing.assert_array_equal(got, want)
 
 
 def test_c_kernels_build_where_a_compiler_and_openmp_are_present() -> None:

@@ -127,32 +127,82 @@ static void two_sums(const struct sums_pass *p, int threads, double *s1, double 
 
 /* Training statistics: mean[c] and biased var[c] = E((x - mean)^2), from the sums of x - shift
  * and (x - shift)^2, shift = the channel's first value (a shift near the mean keeps the sum of
- * squares from cancelling). */
-void bn_cl_stats(const float *x, int64_t m, int64_t c, int64_t ldx, int threads, double *mean,
-                 double *var) {
+ * squares from cancelling); summed in double, rounded to float once at the end. */
+void bn_cl_stats(const float *x, int64_t m, int64_t c, int64_t ldx, int threads, float *mean,
+                 float *var) {
     float *shift = malloc((size_t)c * sizeof(float));
     for (int64_t j = 0; j < c; j++) shift[j] = m ? x[j] : 0.0f;
-    double *sumsq = malloc((size_t)c * sizeof(double));
+    double *sums = malloc((size_t)c * 2 * sizeof(double));
     struct sums_pass p = {STATS, x, NULL, shift, NULL, NULL, m, c, ldx};
-    two_sums(&p, threads, mean, sumsq);
+    two_sums(&p, threads, sums, sums + c);
     for (int64_t j = 0; j < c; j++) {
-        double d = mean[j] / (double)m; /* mean - shift */
-        mean[j] = d + (double)shift[j];
-        var[j] = sumsq[j] / (double)m - d * d;
-        if (var[j] < 0.0) var[j] = 0.0;
+        double d = sums[j] / (double)m; /* mean - shift */
+        double v = sums[c + j] / (double)m - d * d;
+        mean[j] = (float)(d + (double)shift[j]);
+        var[j] = v < 0.0 ? 0.0f : (float)v;
     }
-    free(sumsq);
+    free(sums);
     free(shift);
 }
 
-/* The backward's channel sums in one pass: sum_dy[c] = sum dy, dot[c] = sum dy (x - mean). With
- * a and b (a ReLU after the normalisation), dy counts only where fma(x, a, b) > 0, the value
- * bn_cl_affine's forward computed. */
+/* The per-channel coefficients of the normalisation, written to coef (5 rows of c floats:
+ * mean, var, invstd, a, b) from the statistics mean[c], var[c] (the batch's or the running
+ * ones): invstd = 1 / sqrt(var + eps), a = w invstd, b = bias - mean a (weight, bias: NULL when
+ * absent, as 1 and 0), each operation rounded to float as PyTorch's elementwise kernels round
+ * it. bn_cl_affine then computes fma(x, a, b). */
+void bn_cl_coefficients(const float *mean, const float *var, const float *weight,
+                        const float *bias, float eps, int64_t c, float *coef) {
+    float *m = coef, *v = coef + c, *invstd = coef + 2 * c, *a = coef + 3 * c, *b = coef + 4 * c;
+    for (int64_t j = 0; j < c; j++) {
+        float mj = mean[j], vj = var[j];
+        float s = 1.0f / sqrtf(vj + eps);
+        float aj = weight ? s * weight[j] : s;
+        m[j] = mj;
+        v[j] = vj;
+        invstd[j] = s;
+        a[j] = aj;
+        b[j] = bias ? bias[j] - mj * aj : -mj * aj;
+    }
+}
+
+/* The backward's channel sums in one pass: sums[c] = sum dy, sums[c + j] = sum dy (x - mean),
+ * in double, rounded to float at the end. With a and b (a ReLU after the normalisation), dy
+ * counts only where fma(x, a, b) > 0, the value bn_cl_affine's forward computed. */
 void bn_cl_grad_sums(const float *dy, const float *x, int64_t m, int64_t c, int64_t ldx,
                      const float *mean, const float *a, const float *b, int threads,
-                     double *sum_dy, double *dot) {
+                     float *sums) {
+    double *d = malloc((size_t)c * 2 * sizeof(double));
     struct sums_pass p = {GRAD, x, dy, mean, a, b, m, c, ldx};
-    two_sums(&p, threads, sum_dy, dot);
+    two_sums(&p, threads, d, d + c);
+    for (int64_t j = 0; j < 2 * c; j++) sums[j] = (float)d[j];
+    free(d);
+}
+
+/* The backward's per-channel coefficients from coef (bn_cl_coefficients' rows) and the sums of
+ * bn_cl_grad_sums over count rows, grads' first two rows (sum_dy, dot); written to grads' rows
+ * 2-5: k, p, q of the input gradient dy k + x p + q and dw = dot invstd. Training (batch
+ * statistics): with s = w invstd, p = -(invstd^2 dot / count) s and q = -(sum_dy / count) s -
+ * p mean, the formula of PyTorch's native_batch_norm_backward; fixed statistics: k = s, p = q =
+ * 0. Each operation rounded to float, in that order. */
+void bn_cl_grad_coefficients(const float *coef, const float *weight, int64_t count, int training,
+                             int64_t c, float *grads) {
+    const float *mean = coef, *invstd = coef + 2 * c;
+    const float *sum_dy = grads, *dot = grads + c;
+    float *k = grads + 2 * c, *p = grads + 3 * c, *q = grads + 4 * c, *dw = grads + 5 * c;
+    const float n = (float)count;
+    for (int64_t j = 0; j < c; j++) {
+        float s = weight ? invstd[j] * weight[j] : invstd[j];
+        k[j] = s;
+        if (training) {
+            float pj = -(invstd[j] * invstd[j] * dot[j] / n) * s;
+            p[j] = pj;
+            q[j] = -(sum_dy[j] / n) * s - pj * mean[j];
+        } else {
+            p[j] = 0.0f;
+            q[j] = 0.0f;
+        }
+        dw[j] = dot[j] * invstd[j];
+    }
 }
 
 /* Training input gradient: dx = dy * k + x * p + q per channel, dy masked as in

@@ -213,6 +213,53 @@ def test_backward_coefficients_follow_pytorchs_formula_in_float(training) -> Non
         np.testing.assert_array_equal(got, want)
 
 
+def _kernel_outputs(lib, x: torch.Tensor, dy: torch.Tensor, v: torch.Tensor, threads: int
+                    ) -> list[torch.Tensor]:
+    """Every kernel of caffe/csrc/batch_norm_channels_last.c on the (M x C) rows ``x`` and ``dy``
+    with per-channel vectors ``v`` (a, b, k, p, q): statistics, normalisation with and without
+    the ReLU, backward sums and input gradient with and without its mask (the latter also
+    added into a buffer)."""
+    ptr = native.ptr
+    m, c = x.shape
+    out = [torch.empty(2, c)]
+    lib.bn_cl_stats(ptr(x), m, c, x.stride(0), threads, ptr(out[0]), ptr(out[0], 1))
+    for relu in (0, 1):
+        y = torch.empty(m, c)
+        lib.bn_cl_affine(ptr(x), m, c, x.stride(0), ptr(v, 0), ptr(v, 1), relu, threads, ptr(y))
+        out.append(y)
+    for mask in ((None, None), (ptr(v, 0), ptr(v, 1))):
+        sums = torch.empty(2, c)
+        lib.bn_cl_grad_sums(ptr(dy), ptr(x), m, c, x.stride(0), ptr(v, 2), *mask, threads,
+                            ptr(sums))
+        out.append(sums)
+        for accumulate in (0, 1):
+            dx = torch.full((m, c), 0.25)
+            lib.bn_cl_grad_input(ptr(dy), ptr(x), m, c, x.stride(0), ptr(v, 2), ptr(v, 3),
+                                 ptr(v, 4), *mask, threads, ptr(dx), c, accumulate)
+            out.append(dx)
+    return out
+
+
+@pytest.mark.parametrize("channels", [1, 8, 12, 16, 24])
+def test_few_channels_give_the_bits_of_the_same_channels_in_a_wider_tensor(two_threads,
+                                                                            channels) -> None:
+    """Tensors of up to 16 channels take other loops (one vector per row where the CPU has
+    AVX-512); every kernel must still give, channel by channel, the bits it gives those
+    channels inside a 40-channel tensor, in training's sums as in the elementwise passes."""
+    lib = _c_kernels()
+    g = torch.Generator().manual_seed(channels)
+    m, wide = 3000, 40
+    x = torch.randn(m, wide, generator=g) * 3 + 1
+    x[5, 0] = float("nan")
+    dy = torch.randn(m, wide, generator=g)
+    v = torch.randn(5, wide, generator=g)
+    whole = _kernel_outputs(lib, x, dy, v, 2)
+    few = _kernel_outputs(lib, x[:, :channels], dy[:, :channels].contiguous(),
+                          v[:, :channels].contiguous(), 2)
+    for a, b in zip(few, whole):
+        torch.testing.assert_close(a, b[..., :channels], rtol=0, atol=0, equal_nan=True)
+
+
 def test_c_kernels_build_where_a_compiler_and_openmp_are_present() -> None:
     if not (shutil.which("cc") or shutil.which("gcc")):
         pytest.skip("no C compiler here")

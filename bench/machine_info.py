@@ -6,10 +6,19 @@ import subprocess
 
 
 def cpu_model() -> str:
-    """The processor's model name from ``lscpu`` (``platform.processor()`` where lscpu is missing)."""
+    """The processor's model name from ``lscpu`` (``platform.processor()`` where lscpu is missing),
+    with its family and model numbers where lscpu gives them: virtual machines often name every
+    host CPU alike ("Intel(R) Xeon(R) Processor"), and libraries that pick kernels by the model
+    (OpenBLAS) may treat two such hosts differently."""
     try:
         lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
     except OSError:
         return platform.processor()
-    return next((line.split(":", 1)[1].strip() for line in lscpu.splitlines()
-                 if line.startswith("Model name")), platform.processor())
+    fields = {}
+    for line in lscpu.splitlines():
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    name = fields.get("Model name") or platform.processor()
+    if fields.get("CPU family") and fields.get("Model"):
+        name += f" (family {fields['CPU family']}, model {fields['Model']})"
+    return name

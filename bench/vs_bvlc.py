@@ -210,6 +210,34 @@ def openblas_info() -> str:
 # parent
 # ----------------------------------------------------------------------------------------------
 
+GENERIC_OPENBLAS_KERNELS = ("Prescott", "Core2", "Penryn", "Dunnington", "Nehalem", "Atom")
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags (Linux /proc/cpuinfo; empty elsewhere)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def generic_openblas(blas: str) -> str | None:
+    """Why real Caffe's times would understate it, or None: OpenBLAS built with DYNAMIC_ARCH
+    picks its kernels by the CPU model it knows; on a model newer than its release it falls back
+    to an SSE3 kernel (Prescott), several times slower than the AVX2 / AVX-512 kernels the CPU
+    runs. OPENBLAS_CORETYPE names the kernel to use instead."""
+    kernel = blas.split("kernel ", 1)[1].split(",")[0].strip() if "kernel " in blas else ""
+    flags = cpu_flags()
+    if kernel not in GENERIC_OPENBLAS_KERNELS or "avx2" not in flags:
+        return None
+    wanted = "SkylakeX" if "avx512f" in flags else "Haswell"
+    return (f"real Caffe's OpenBLAS took its generic {kernel} kernel on a CPU with "
+            f"{'AVX-512' if 'avx512f' in flags else 'AVX2'} (a CPU model newer than that OpenBLAS "
+            f"knows), so its times understate it: rerun with OPENBLAS_CORETYPE={wanted}")
+
 class Worker:
     def __init__(self, engine: str, bvlc: str | None, repo: str | None = None) -> None:
         env = dict(os.environ)
@@ -360,6 +388,10 @@ def measure(args) -> dict:
         os.environ["VS_BEFORE_LABEL"] = args.before_label or args.before
         workers["before"] = Worker("sse", None, repo=str(Path(args.before).resolve()))
     run["engines"] = {k: w.info for k, w in workers.items()}
+    generic = generic_openblas(workers["bvlc"].info.get("blas", "")) if bvlc else None
+    if generic:
+        run["note"] = generic
+        print(generic, file=sys.stderr)
     reps = {"train": args.reps_train, "infer1": args.reps_b1, "infer32": args.reps_b32}
     specs = {"sse": (None, None), "bvlc": (bvlc, None),
              "before": (None, str(Path(args.before).resolve()) if args.before else None)}

@@ -86,3 +86,16 @@ def test_the_before_column_has_the_training_step_and_the_inference_mode():
     text = vs_bvlc.render(run)
     assert "| 1800.0 | 300.0 | - | 6.00x | - | 360.0 | 5.00x |" in text
     assert "| 20.0 | 10.0 | 5.0 | 2.00x | 4.00x | 4.0 | 5.00x |" in text
+
+
+def test_a_generic_openblas_kernel_on_a_cpu_with_avx_is_named_with_the_fix(monkeypatch):
+    """OpenBLAS falls back to its SSE3 kernel (Prescott) on a CPU model newer than it knows;
+    the report must say so, with the OPENBLAS_CORETYPE that matches the CPU's vector units."""
+    blas = "OpenBLAS 0.3.21 DYNAMIC_ARCH Prescott MAX_THREADS=64, kernel {}, 2 threads (/lib/x.so)"
+    monkeypatch.setattr(vs_bvlc, "cpu_flags", lambda: {"sse3", "avx2", "avx512f"})
+    assert "OPENBLAS_CORETYPE=SkylakeX" in vs_bvlc.generic_openblas(blas.format("Prescott"))
+    assert vs_bvlc.generic_openblas(blas.format("SkylakeX")) is None
+    monkeypatch.setattr(vs_bvlc, "cpu_flags", lambda: {"sse3", "avx2"})
+    assert "OPENBLAS_CORETYPE=Haswell" in vs_bvlc.generic_openblas(blas.format("Prescott"))
+    monkeypatch.setattr(vs_bvlc, "cpu_flags", lambda: {"sse3"})
+    assert vs_bvlc.generic_openblas(blas.format("Prescott")) is None

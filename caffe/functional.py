@@ -475,6 +475,11 @@ def _batch_stats(rows: torch.Tensor, lib) -> torch.Tensor:
     return torch.stack((mean, _channel_sums(centered * centered) / count))
 
 
+def _plain_array(t: torch.Tensor | None) -> torch.Tensor | None:
+    """A per-channel vector as the C kernels read it (contiguous); None stays None."""
+    return t if t is None else t.contiguous()
+
+
 def _update_running(running_mean: torch.Tensor | None, running_var: torch.Tensor | None,
                     mean: torch.Tensor, var: torch.Tensor, count: int, momentum: float) -> None:
     """Move the running buffers towards the batch's statistics as ``F.batch_norm`` does (the
@@ -511,6 +516,7 @@ class _ChannelsLastBatchNorm(torch.autograd.Function):
         count, channels = rows.shape
         chain = ConcatChain.holding(x) if lib is not None else None
         if lib is not None:
+            weight, bias = (_plain_array(t) for t in (weight, bias))
             coef = x.new_empty(5, channels)  # mean, var, invstd, a, b (bn_cl_coefficients)
             if training:
                 stats = chain.batch_stats(rows, lib) if chain is not None else _batch_stats(
@@ -519,8 +525,9 @@ class _ChannelsLastBatchNorm(torch.autograd.Function):
                                        channels, ptr(coef))
                 _update_running(running_mean, running_var, coef[0], coef[1], count, momentum)
             else:
-                lib.bn_cl_coefficients(ptr(running_mean), ptr(running_var), ptr(weight),
-                                       ptr(bias), eps, channels, ptr(coef))
+                mean, var = _plain_array(running_mean), _plain_array(running_var)  # kept alive
+                lib.bn_cl_coefficients(ptr(mean), ptr(var), ptr(weight), ptr(bias), eps,
+                                       channels, ptr(coef))
             y = torch.empty_like(x, memory_format=torch.channels_last)
             lib.bn_cl_affine(ptr(rows), count, channels, rows.stride(0), ptr(coef, 3),
                              ptr(coef, 4), int(relu), torch.get_num_threads(), ptr(y))
@@ -619,6 +626,7 @@ def batch_norm(x: torch.Tensor, running_mean: torch.Tensor | None,
     given = [t for t in (running_mean, running_var, weight, bias) if t is not None]
     candidate = (torch.is_grad_enabled() and _channels_last_cpu(x)
                  and all(t.dtype == x.dtype for t in given)  # not under autocast (bf16 x)
+                 and (training or (running_mean is not None and running_var is not None))
                  and any(t is not None and t.requires_grad for t in (x, weight, bias)))
     lib = _native_batch_norm_kernels(x) if candidate else None
     fused = False

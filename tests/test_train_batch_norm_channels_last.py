@@ -16,7 +16,8 @@ import torch.nn.functional as F
 
 import caffe
 from caffe import native
-from caffe.functional import NATIVE_BATCH_NORM_MIN, _channel_sums, _shared_reduction_lines, batch_norm
+from caffe.functional import (NATIVE_BATCH_NORM_MIN, NATIVE_BATCH_NORM_RELU_MIN, _channel_sums,
+                              _shared_reduction_lines, batch_norm)
 from caffe.model_io import parse_net_text
 
 KERNELS = "batch_norm_channels_last"
@@ -302,3 +303,34 @@ def test_a_cache_folder_that_cannot_be_made_falls_back_to_the_temporary_folder(t
     (tmp_path / "tmp").mkdir()
     built = native._build(KERNELS)
     assert built.parent.parent == tmp_path / "tmp" and built.exists()
+
+
+def test_strided_per_channel_vectors_give_what_their_dense_copies_give(two_threads,
+                                                                        kernels) -> None:
+    """Weight, bias and running statistics that are strided views (every second value of a
+    longer vector) are read as their values, not as the memory after their first one; the
+    running buffers are updated in place, in the caller's tensors."""
+    x = channels_last_input((4, 16, 64, 64), 8)
+    assert x.numel() >= NATIVE_BATCH_NORM_RELU_MIN
+    g = torch.Generator().manual_seed(9)
+    long = torch.randn(4, 32, generator=g)
+    strided = [long[i, ::2] for i in range(4)]
+    dense = [t.clone() for t in strided]
+    results = []
+    for weight, bias, mean, var in (strided, dense):
+        var.abs_().add_(0.5)
+        weight.requires_grad_()
+        for training in (True, False):
+            y = batch_norm(x, mean, var, weight, bias, training, 0.1, 1e-5, relu=True)
+            results.append(y.detach())
+        results += [mean.clone(), var.clone()]
+    half = len(results) // 2
+    for a, b in zip(results[:half], results[half:]):  # PyTorch's own kernel rounds them apart
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
+
+
+def test_fixed_statistics_without_running_buffers_are_refused_as_pytorch_refuses_them(
+        two_threads, kernels) -> None:
+    x = channels_last_input((4, 16, 32, 32), 10).requires_grad_()
+    with pytest.raises((RuntimeError, ValueError)):
+        batch_norm(x, None, None, None, None, False, 0.1, 1e-5, relu=True)

@@ -7,7 +7,9 @@
  * in one, the input gradient in one. The normalisation is one fused multiply-add per value,
  * x a + b rounded once, as PyTorch's own kernels compute it; the backward masks the incoming
  * gradient by the ReLU itself, recomputing x a + b > 0 with that same fmaf (no other contraction:
- * -ffp-contract=off), so the ReLU costs no pass of its own in either direction.
+ * -ffp-contract=off), so the ReLU costs no pass of its own in either direction. The small
+ * per-channel formulas between the passes (bn_cl_coefficients, bn_cl_grad_coefficients) are here
+ * too, so that a call from Python needs few PyTorch operations besides the passes.
  *
  * Threads: OpenMP, the runtime PyTorch itself uses (libgomp.so.1 is loaded by then, so this
  * library shares its pool and its thread count). Each thread sums its own rows into its own

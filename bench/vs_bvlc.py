@@ -451,10 +451,37 @@ def forget_works(models: dict, redo: list[str]) -> None:
         calls = {work, "fast" + work[5:]} if work.startswith("infer") else {work}
         for k in [k for k in entry.get("failed", {}) if k.split(":")[1] in calls]:
             del entry["failed"][k]
+        if "alone" in entry:
+            entry["alone"] = [k for k in entry["alone"] if k.split(":")[1] not in calls]
         if work.startswith("infer"):
             b = work[5:]
             for k in [k for k in entry.get("diff", {}) if k.split(" vs ")[0] in (f"plain{b}", f"fast{b}")]:
                 del entry["diff"][k]
+
+
+def record_diffs(entry: dict, out: dict, b: int) -> None:
+    """The largest output differences between the engines that set up batch ``b`` (``out``:
+    engine -> its outputs)."""
+    if "sse" not in out:
+        return
+    entry["diff"][f"fast{b} vs plain{b}"] = max_diff(out["sse"][f"plain{b}"], out["sse"][f"fast{b}"])
+    if "bvlc" in out:
+        ref = out["bvlc"][f"plain{b}"]
+        entry["diff"][f"plain{b} vs bvlc"] = max_diff(out["sse"][f"plain{b}"], ref)
+        entry["diff"][f"fast{b} vs bvlc"] = max_diff(out["sse"][f"fast{b}"], ref)
+    if "before" in out:
+        entry["diff"][f"fast{b} vs before's fast{b}"] = max_diff(out["sse"][f"fast{b}"],
+                                                               out["before"][f"fast{b}"])
+
+
+def killed_for_memory(failed: dict, calls: list) -> list[str]:
+    """The engines among ``calls`` whose worker a failure of theirs says was killed (SIGKILL:
+    the kernel's out-of-memory killer), in call order."""
+    out = []
+    for e, w in calls:
+        if "SIGKILL" in failed.get(f"{e}:{w}", "") and e not in out:
+            out.append(e)
+    return out
 
 
 def measure_work(args, workers: dict, restart, key: str, files: dict, chw, work: str, n: int,
@@ -463,7 +490,9 @@ def measure_work(args, workers: dict, restart, key: str, files: dict, chw, work:
     are built once per engine; the training solver is built, warmed up (one step), timed (one
     step) and freed again at each repetition, one engine at a time, so that only one engine's
     train net is in memory (real Caffe's DenseNet-121 at batch 32 takes several GB). An engine
-    whose worker dies (killed for memory) is recorded as failed for this work, and restarted."""
+    whose worker dies is recorded as failed for this work, and restarted; one killed for memory
+    (SIGKILL) in an inference work is timed again on its own once the others freed their nets
+    (``time_alone``)."""
     part = "train" if work == "train" else "test" + work[5:]
     calls = [(e, work) for e in workers if e != "before" or work == "train"]
     if work.startswith("infer"):
@@ -472,12 +501,14 @@ def measure_work(args, workers: dict, restart, key: str, files: dict, chw, work:
             calls.append(("before", "fast" + work[5:]))
     if key == "resnet" and work == "train":
         n = max(1, min(n, args.reps_resnet_train))
+    if "alone" in entry:  # measured again here
+        entry["alone"] = [k for k in entry["alone"] if k.split(":")[1] not in {w for _, w in calls}]
     samples: dict[str, list[float]] = {f"{e}:{w}": [] for e, w in calls}
     cpu: dict[str, list[float]] = {f"{e}:{w}": [] for e, w in calls}
     failed = entry["failed"]
 
     def fail(e: str, w: str, err: Exception) -> None:
-        failed[f"{e}:{w}"] = str(err)
+        failed.setdefault(f"{e}:{w}", str(err))  # the first cause; later ones follow from it
         print(key, work, e, "failed:", err, file=sys.stderr)
         restart(e)
 
@@ -493,19 +524,38 @@ def measure_work(args, workers: dict, restart, key: str, files: dict, chw, work:
         samples[f"{e}:{w}"] += got["times"]
         cpu[f"{e}:{w}"] += got["cpu"]
 
+    def time_alone(e: str) -> dict | None:
+        """Engine e's calls of this work again, on their own: its worker was killed for memory
+        while the other engines held their nets (real Caffe's ResNet-50 at batch 32 alone
+        takes most of a 23 GB machine); the others have freed theirs by now. The repetitions
+        then alternate only between e's own calls, and the report says so (``alone``).
+        Returns e's setup answer (its outputs), or None when it failed again."""
+        own = [(g, w) for g, w in all_calls if g == e]
+        for g, w in own:
+            failed.pop(f"{g}:{w}", None)
+            samples[f"{g}:{w}"], cpu[f"{g}:{w}"] = [], []
+        got = setup(e)
+        if got is None:
+            return None
+        try:
+            for g, w in own:
+                workers[e].ask(cmd="time", model=key, work=w, n=1)  # warm-up
+            for r in range(n):
+                for g, w in (own if r % 2 == 0 else own[::-1]):
+                    timed(g, w)
+            workers[e].ask(cmd="free", model=key)
+        except RuntimeError as err:
+            fail(e, work, err)
+            return None
+        entry.setdefault("alone", []).extend(f"{g}:{w}" for g, w in own)
+        return got
+
     if part != "train":
         setups = {e: setup(e) for e in workers}
         b = int(work[5:])
         out = {e: got["outputs"] for e, got in setups.items() if got is not None}
-        if "sse" in out:
-            entry["diff"][f"fast{b} vs plain{b}"] = max_diff(out["sse"][f"plain{b}"], out["sse"][f"fast{b}"])
-            if "bvlc" in out:
-                ref = out["bvlc"][f"plain{b}"]
-                entry["diff"][f"plain{b} vs bvlc"] = max_diff(out["sse"][f"plain{b}"], ref)
-                entry["diff"][f"fast{b} vs bvlc"] = max_diff(out["sse"][f"fast{b}"], ref)
-            if "before" in out:
-                entry["diff"][f"fast{b} vs before's fast{b}"] = max_diff(out["sse"][f"fast{b}"],
-                                                                       out["before"][f"fast{b}"])
+        record_diffs(entry, out, b)
+        all_calls = list(calls)
         calls = [(e, w) for e, w in calls if setups.get(e) is not None]
         for e, w in list(calls):  # warm-up
             try:
@@ -526,6 +576,11 @@ def measure_work(args, workers: dict, restart, key: str, files: dict, chw, work:
                 workers[e].ask(cmd="free", model=key)
             except RuntimeError as err:
                 fail(e, work, err)
+        for e in killed_for_memory(failed, all_calls):
+            got = time_alone(e)
+            if got is not None and e not in out:
+                out[e] = got["outputs"]
+                record_diffs(entry, out, b)
     else:
         for r in range(n):
             for e, w in (calls if r % 2 == 0 else calls[::-1]):
@@ -648,6 +703,12 @@ def render(run: dict) -> str:
     if missing:
         lines += ["", "Not in this run (left out with `--train-models`, or the run was cut short "
                   "before them): " + "; ".join(f"{t}, {w}" for t, w in missing) + "."]
+    alone = [(entry["title"], k) for entry in run["models"].values() for k in entry.get("alone", [])]
+    if alone:
+        lines += ["", "Timed on their own (the engine's worker was killed for memory while the other "
+                  "engine held its nets; timed again after it freed them, repetitions alternating "
+                  "only between that engine's own calls): "
+                  + "; ".join(f"{title}, {k}" for title, k in alone) + "."]
     failures = [(entry["title"], k, v) for entry in run["models"].values()
                 for k, v in entry.get("failed", {}).items()]
     if failures:

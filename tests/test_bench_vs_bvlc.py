@@ -99,3 +99,63 @@ def test_a_generic_openblas_kernel_on_a_cpu_with_avx_is_named_with_the_fix(monke
     assert "OPENBLAS_CORETYPE=Haswell" in vs_bvlc.generic_openblas(blas.format("Prescott"))
     monkeypatch.setattr(vs_bvlc, "cpu_flags", lambda: {"sse3"})
     assert vs_bvlc.generic_openblas(blas.format("Prescott")) is None
+
+
+def test_only_engines_killed_for_memory_are_timed_again_alone():
+    failed = {"sse:infer32": "the sse worker stopped (exit code -9) (SIGKILL: killed, most "
+                             "likely for memory)",
+              "sse:fast32": "the sse worker stopped (exit code 1)",
+              "bvlc:infer32": "the bvlc worker stopped (exit code 1)"}
+    calls = [("sse", "infer32"), ("bvlc", "infer32"), ("sse", "fast32")]
+    assert vs_bvlc.killed_for_memory(failed, calls) == ["sse"]
+    assert vs_bvlc.killed_for_memory({}, calls) == []
+
+
+def test_report_names_the_calls_timed_alone_and_a_redo_forgets_them():
+    run = json.loads(json.dumps(RUN))
+    entry = run["models"]["holonet"]
+    entry["alone"] = ["sse:infer1", "sse:fast1"]
+    text = vs_bvlc.render(run)
+    assert "Timed on their own" in text and "SSE-HoloNet, sse:infer1; SSE-HoloNet, sse:fast1" in text
+    vs_bvlc.forget_works(run["models"], ["holonet:infer1"])
+    assert entry["alone"] == [] and "Timed on their own" not in vs_bvlc.render(run)
+
+
+class _FakeWorker:
+    """A worker of vs_bvlc's protocol that holds nets per model; ``needs_alone``: its first
+    forward is killed for memory while another engine holds a model (the worker then comes
+    back empty, as a restarted one)."""
+
+    def __init__(self, name: str, engines: dict, needs_alone: bool = False) -> None:
+        self.name, self.engines, self.needs_alone = name, engines, needs_alone
+        self.models: set[str] = set()
+
+    def ask(self, cmd: str, model: str, **kw) -> dict:
+        if cmd == "setup":
+            self.models.add(model)
+            return {"outputs": {"plain32": {"prob": [1.0, 2.0]}, "fast32": {"prob": [1.0, 2.0]}}}
+        if model not in self.models:
+            raise RuntimeError(f"the {self.name} worker stopped (exit code 1)")
+        others = [w for w in self.engines.values() if w is not self and w.models]
+        if cmd == "time" and self.needs_alone and others:
+            self.models.clear()
+            raise RuntimeError(f"the {self.name} worker stopped (exit code -9) (SIGKILL: "
+                               "killed, most likely for memory)")
+        if cmd == "free":
+            self.models.discard(model)
+            return {}
+        return {"times": [0.5 if self.name == "bvlc" else 0.1], "cpu": [0.1]}
+
+
+def test_an_engine_killed_for_memory_is_timed_alone_after_the_others_freed_their_nets():
+    workers: dict = {}
+    workers["sse"] = _FakeWorker("sse", workers, needs_alone=True)
+    workers["bvlc"] = _FakeWorker("bvlc", workers)
+    entry = {"title": "SSE-ResNet-50", "times": {}, "diff": {}, "failed": {}}
+    vs_bvlc.measure_work(None, workers, lambda e: None, "resnet", {}, (3, 8, 8), "infer32", 3,
+                         entry)
+    times = entry["times"]["infer32"]
+    assert {k: v["n"] for k, v in times.items()} == {"bvlc:infer32": 3, "sse:infer32": 3,
+                                                     "sse:fast32": 3}
+    assert entry["failed"] == {} and entry["alone"] == ["sse:infer32", "sse:fast32"]
+    assert entry["diff"]["plain32 vs bvlc"] == 0.0

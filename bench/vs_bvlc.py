@@ -501,6 +501,7 @@ def measure_work(args, workers: dict, restart, key: str, files: dict, chw, work:
             calls.append(("before", "fast" + work[5:]))
     if key == "resnet" and work == "train":
         n = max(1, min(n, args.reps_resnet_train))
+    all_calls = list(calls)  # calls keeps those whose engine set up; time_alone needs them all
     if "alone" in entry:  # measured again here
         entry["alone"] = [k for k in entry["alone"] if k.split(":")[1] not in {w for _, w in calls}]
     samples: dict[str, list[float]] = {f"{e}:{w}": [] for e, w in calls}
@@ -555,7 +556,6 @@ def measure_work(args, workers: dict, restart, key: str, files: dict, chw, work:
         b = int(work[5:])
         out = {e: got["outputs"] for e, got in setups.items() if got is not None}
         record_diffs(entry, out, b)
-        all_calls = list(calls)
         calls = [(e, w) for e, w in calls if setups.get(e) is not None]
         for e, w in list(calls):  # warm-up
             try:

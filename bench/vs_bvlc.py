@@ -46,6 +46,8 @@ TRAIN_BATCH = 32
 SEED = 0
 THREADS: int | None = None  # --threads: OMP/OpenBLAS/MKL threads of both workers
 
+KILLED_FOR_MEMORY = "SIGKILL: killed, most likely for memory"  # a worker's failure, in its words
+
 SOLVER = """net: "{net}"
 base_lr: 0.001
 lr_policy: "fixed"
@@ -264,7 +266,7 @@ class Worker:
         line = self.proc.stdout.readline()
         if not line:
             code = self.proc.wait()
-            why = " (SIGKILL: killed, most likely for memory)" if code == -9 else ""
+            why = f" ({KILLED_FOR_MEMORY})" if code == -9 else ""
             raise RuntimeError(f"the {self.engine} worker stopped (exit code {code}){why}")
         return json.loads(line)
 
@@ -479,7 +481,7 @@ def killed_for_memory(failed: dict, calls: list) -> list[str]:
     the kernel's out-of-memory killer), in call order."""
     out = []
     for e, w in calls:
-        if "SIGKILL" in failed.get(f"{e}:{w}", "") and e not in out:
+        if KILLED_FOR_MEMORY in failed.get(f"{e}:{w}", "") and e not in out:
             out.append(e)
     return out
 

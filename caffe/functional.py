@@ -537,7 +537,7 @@ class _ChannelsLastBatchNorm(torch.autograd.Function):
                 _update_running(running_mean, running_var, mean, var, count, momentum)
             else:
                 mean, var = running_mean, running_var
-            invstd = 1.0 / torch.sqrt(var + eps)  # as PyTorch's kernel (rsqrt is not exact at 1)
+            invstd = 1.0 / torch.sqrt(var + eps)  # not rsqrt, which is not exact at 1
             coef = torch.stack((mean, var, invstd))
             y = torch.native_batch_norm(x, weight, bias, mean, var, False, 0.0, eps)[0]
         ctx.save_for_backward(x, weight, coef)

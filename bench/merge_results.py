@@ -13,7 +13,7 @@ sys.path.insert(0, str(HERE.parent))
 
 from caffe.atomic import write_text  # noqa: E402
 
-ORDER = ["demo", "engine", "engine_ablation", "vs_bvlc", "vs_bvlc_bounds", "vs_bvlc_2threads", "vs_bvlc_bounds_2threads", "vs_bvlc_layers", "conv_routes", "train", "train_memory", "train_2threads_holonet", "train_2threads_densenet", "train_1thread_holonet", "train_1thread_densenet", "data", "faces", "predict", "leveldb2mat", "fer2013", "pipeline_accuracy_publictest", "pipeline_accuracy_privatetest", "fer2013_raw_crops", "fer2013_time", "fer2013_stage1", "fer2013_early", "gpu", "train_gpu"]
+ORDER = ["demo", "engine", "engine_ablation", "vs_bvlc", "vs_bvlc_bounds", "vs_bvlc_2threads", "vs_bvlc_2threads_run1", "vs_bvlc_bounds_2threads", "vs_bvlc_layers", "conv_routes", "train", "train_memory", "train_2threads_holonet", "train_2threads_densenet", "train_1thread_holonet", "train_1thread_densenet", "data", "faces", "predict", "leveldb2mat", "fer2013", "pipeline_accuracy_publictest", "pipeline_accuracy_privatetest", "fer2013_raw_crops", "fer2013_time", "fer2013_stage1", "fer2013_early", "gpu", "train_gpu"]
 HEADER = """# Benchmark and experiment results
 
 Each section was written by the script it names, run on the machine it describes; the numbers are
